@@ -1,0 +1,30 @@
+//! `/health` and `/members/`: what a node says about itself and its cluster.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiState, Member};
+
+pub(super) async fn health(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "mode": state.mode,
+        "member_count": members_of(&state).len(),
+        "node_id": state.node_id,
+    }))
+}
+
+pub(super) async fn members(State(state): State<ApiState>) -> Json<Vec<Member>> {
+    Json(members_of(&state))
+}
+
+/// Until membership gossip exists, a node's cluster is itself.
+fn members_of(state: &ApiState) -> Vec<Member> {
+    vec![Member {
+        id: state.node_id.clone(),
+        address: state.address.clone(),
+        last_seen: state.clock.wall_ms(),
+        joined_timestamp: state.joined_timestamp_ms,
+    }]
+}

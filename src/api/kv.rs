@@ -1,0 +1,145 @@
+//! `/kv/{path}`: store, fetch and delete JSON documents.
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{ApiError, ApiState, KeyPath, Mode};
+use crate::seam::AskError;
+use crate::storage::{DeleteOutcome, StorageMsg, WriteError};
+
+type Key = Result<Path<String>, PathRejection>;
+
+fn key(path: Key) -> Result<KeyPath, ApiError> {
+    let Path(path) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    KeyPath::parse(&path).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn writable(state: &ApiState) -> Result<(), ApiError> {
+    match state.mode {
+        Mode::Normal => Ok(()),
+        Mode::ReadOnly => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "node is in read-only mode: client writes are refused",
+        )),
+    }
+}
+
+fn unavailable(e: AskError) -> ApiError {
+    let message = match e {
+        AskError::Full => "write queue is full; retry later",
+        AskError::Stopped | AskError::Dropped => "storage is shutting down",
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+fn storage_failed(e: WriteError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("write failed: {e}"),
+    )
+}
+
+/// Reads the body, refusing more than `limit` bytes without reading them all.
+async fn body_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("value exceeds {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let length_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if length_limit {
+            too_large()
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reading body: {e}"))
+        }
+    })
+}
+
+pub(super) async fn put(
+    State(state): State<ApiState>,
+    path: Key,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = key(path)?;
+    writable(&state)?;
+    let data = body_bytes(&headers, body, state.value_bytes_max).await?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&data).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let version = state
+        .storage
+        .ask(|reply| StorageMsg::Put {
+            path: path.into_string(),
+            data,
+            reply,
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(storage_failed)?;
+    Ok(Json(json!({
+        "uuid": version.uuid_string(),
+        "timestamp": version.timestamp_ms,
+    })))
+}
+
+pub(super) async fn get(State(state): State<ApiState>, path: Key) -> Result<Response, ApiError> {
+    let path = key(path)?;
+    let record = state.reader.get(path.as_str()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("read failed: {e}"),
+        )
+    })?;
+    match record.and_then(|r| r.data) {
+        Some(data) => Ok(([(header::CONTENT_TYPE, "application/json")], data).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "key not found")),
+    }
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    path: Key,
+) -> Result<StatusCode, ApiError> {
+    let path = key(path)?;
+    writable(&state)?;
+    let outcome = state
+        .storage
+        .ask(|reply| StorageMsg::Delete {
+            path: path.into_string(),
+            reply,
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(storage_failed)?;
+    match outcome {
+        DeleteOutcome::Deleted(_) => Ok(StatusCode::NO_CONTENT),
+        DeleteOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "key not found")),
+    }
+}
+
+pub(super) async fn empty_key() -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "key path is empty")
+}

@@ -1,0 +1,38 @@
+//! The HTTP API, compatible with KVS's REST interface.
+//!
+//! [`router`] returns a plain `axum::Router`: the production host serves it on a TCP listener, the
+//! simulator calls the very same value in-process (`tower::ServiceExt::oneshot`). Nothing in here
+//! touches sockets, clocks or threads directly.
+//!
+//! Every error is a JSON body `{"error": "..."}` with a fitting status (`error`); key paths are
+//! validated once (`key`); values are any JSON document up to the configured size (`kv`).
+
+mod cluster;
+mod error;
+mod key;
+mod kv;
+mod state;
+
+pub use error::ApiError;
+pub use key::{KeyError, KeyPath, KEY_BYTES_MAX};
+pub use state::{ApiState, Member, Mode};
+
+use axum::routing::get;
+use axum::Router;
+
+/// The node's HTTP interface.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/kv/{*path}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/kv", axum::routing::any(kv::empty_key))
+        .route("/kv/", axum::routing::any(kv::empty_key))
+        .route("/health", get(cluster::health))
+        .route("/members", get(cluster::members))
+        .route("/members/", get(cluster::members))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,284 @@
+//! The production host: each seam actor runs as a ractor actor under one supervisor.
+//!
+//! Supervision policy: **a failed component stops the node**. When any actor panics (ractor catches
+//! the panic and reports `ActorFailed`) or stops on its own, the supervisor publishes the failure;
+//! the server then stops accepting requests, drains the actors that are still alive, closes redb and
+//! exits non-zero. We do not restart in place: a half-applied handler leaves the actor's memory
+//! state in doubt, while the store is crash-safe, so a process restart (systemd, the orchestrator)
+//! rebuilds a node from durable state alone. Callers whose request died with the actor get an error
+//! (their write was not acknowledged), never a silent half-alive node.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use rand_chacha::ChaCha12Rng;
+use rand_core::SeedableRng;
+use tokio::sync::watch;
+
+use super::system::os_seed;
+use crate::seam::{Actor, Addr, Clock, Context, Mailbox, SendError};
+
+/// Why the host could not start an actor.
+#[derive(Debug, thiserror::Error)]
+#[error("starting actor {name}: {source}")]
+pub struct SpawnError {
+    name: &'static str,
+    source: ractor::SpawnErr,
+}
+
+/// Runs actors on ractor and watches them.
+pub struct RactorHost {
+    clock: Arc<dyn Clock>,
+    supervisor: ActorRef<()>,
+    stopping: Arc<AtomicBool>,
+    failure: watch::Receiver<Option<String>>,
+    children: Vec<ActorCell>,
+}
+
+impl RactorHost {
+    /// Starts the supervisor. Actors spawned later read `clock`.
+    pub async fn start(clock: Arc<dyn Clock>) -> Result<RactorHost, SpawnError> {
+        let (failure_tx, failure) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let state = SupervisorState {
+            failure: failure_tx,
+            stopping: Arc::clone(&stopping),
+        };
+        let (supervisor, _) = ractor::Actor::spawn(None, Supervisor, state)
+            .await
+            .map_err(|source| SpawnError {
+                name: "supervisor",
+                source,
+            })?;
+        Ok(RactorHost {
+            clock,
+            supervisor,
+            stopping,
+            failure,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts `actor` under the supervisor with a mailbox bounded at `capacity`.
+    pub async fn spawn<A: Actor>(
+        &mut self,
+        actor: A,
+        capacity: usize,
+    ) -> Result<Addr<A::Msg>, SpawnError> {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let args = HostedArgs {
+            actor,
+            clock: Arc::clone(&self.clock),
+            queued: Arc::clone(&queued),
+            capacity,
+        };
+        let (actor_ref, _) = ractor::Actor::spawn_linked(
+            Some(A::NAME.to_owned()),
+            Hosted::<A>(PhantomData),
+            args,
+            self.supervisor.get_cell(),
+        )
+        .await
+        .map_err(|source| SpawnError {
+            name: A::NAME,
+            source,
+        })?;
+        self.children.push(actor_ref.get_cell());
+        Ok(Addr::new(Arc::new(RactorMailbox {
+            actor: actor_ref,
+            queued,
+            capacity,
+        })))
+    }
+
+    /// Resolves with a description once any actor has failed.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
+    }
+
+    /// Stops every actor, newest first, each after the messages already in its mailbox (waiting at
+    /// most `timeout` per actor), then the supervisor.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for child in self.children.iter().rev() {
+            if let Err(e) = child.drain_and_wait(Some(timeout)).await {
+                tracing::warn!(actor = ?child.get_name(), error = %e, "actor did not drain");
+            }
+        }
+        let _ = self.supervisor.stop_and_wait(None, Some(timeout)).await;
+    }
+}
+
+struct Supervisor;
+
+struct SupervisorState {
+    failure: watch::Sender<Option<String>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ractor::Actor for Supervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = SupervisorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        state: SupervisorState,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let failure = match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                Some(format!("actor {:?} failed: {error}", cell.get_name()))
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if !state.stopping.load(Ordering::SeqCst) =>
+            {
+                Some(format!(
+                    "actor {:?} stopped unexpectedly ({})",
+                    cell.get_name(),
+                    reason.unwrap_or_default()
+                ))
+            }
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            tracing::error!(%failure, "component failed: stopping the node");
+            state.failure.send_replace(Some(failure));
+        }
+        Ok(())
+    }
+}
+
+/// Counts messages between `deliver` and `handle`: the bound and the backlog in one number.
+struct RactorMailbox<M: Send + 'static> {
+    actor: ActorRef<M>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl<M: Send + 'static> Mailbox<M> for RactorMailbox<M> {
+    fn deliver(&self, msg: M) -> Result<(), SendError> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::Full);
+        }
+        self.actor.cast(msg).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            SendError::Stopped
+        })
+    }
+}
+
+struct Hosted<A>(PhantomData<fn() -> A>);
+
+struct HostedArgs<A: Actor> {
+    actor: A,
+    clock: Arc<dyn Clock>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+struct HostedState<A: Actor> {
+    actor: A,
+    ctx: RactorContext<A::Msg>,
+}
+
+struct RactorContext<M> {
+    clock: Arc<dyn Clock>,
+    rng: ChaCha12Rng,
+    myself: Addr<M>,
+    queued: Arc<AtomicUsize>,
+    backlog: usize,
+}
+
+impl<M: Send + 'static> Context<M> for RactorContext<M> {
+    fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+    fn rng(&mut self) -> &mut ChaCha12Rng {
+        &mut self.rng
+    }
+    fn myself(&self) -> &Addr<M> {
+        &self.myself
+    }
+    fn schedule(&mut self, after: Duration, msg: M) {
+        let addr = self.myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // A timer firing after its actor stopped has no one to tell.
+            let _ = addr.send(msg);
+        });
+    }
+    fn backlog(&self) -> usize {
+        self.backlog
+    }
+}
+
+impl<A: Actor> ractor::Actor for Hosted<A> {
+    type Msg = A::Msg;
+    type State = HostedState<A>;
+    type Arguments = HostedArgs<A>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<A::Msg>,
+        args: HostedArgs<A>,
+    ) -> Result<HostedState<A>, ActorProcessingErr> {
+        let queued = args.queued;
+        let myself = Addr::new(Arc::new(RactorMailbox {
+            actor: myself,
+            queued: Arc::clone(&queued),
+            capacity: args.capacity,
+        }) as Arc<dyn Mailbox<A::Msg>>);
+        let mut state = HostedState {
+            actor: args.actor,
+            ctx: RactorContext {
+                clock: args.clock,
+                rng: ChaCha12Rng::seed_from_u64(os_seed()),
+                myself,
+                queued,
+                backlog: 0,
+            },
+        };
+        tokio::task::block_in_place(|| state.actor.started(&mut state.ctx));
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<A::Msg>,
+        msg: A::Msg,
+        state: &mut HostedState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = myself;
+        // The count includes this message: what remains is the backlog.
+        state.ctx.backlog = state
+            .ctx
+            .queued
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        tokio::task::block_in_place(|| state.actor.handle(&mut state.ctx, msg));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<A::Msg>,
+        state: &mut HostedState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        tokio::task::block_in_place(|| state.actor.stopped(&mut state.ctx));
+        Ok(())
+    }
+}

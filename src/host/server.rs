@@ -1,0 +1,154 @@
+//! The production node: storage on a file, actors on ractor, the router on a TCP listener, and an
+//! orderly shutdown on SIGINT/SIGTERM or on a component failure.
+//!
+//! Shutdown order: stop accepting and finish in-flight requests (axum's graceful shutdown), then
+//! drain the storage actor (its last group commit), then drop the last handle on redb, which closes
+//! the file cleanly. Every write acknowledged before that is durable, and since each acknowledgement
+//! follows a `Durability::Immediate` commit, so is every write acknowledged before a `kill -9`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::ractor::{RactorHost, SpawnError};
+use super::system::SystemClock;
+use super::MAILBOX_CAPACITY;
+use crate::api::{self, ApiState, Mode};
+use crate::config::{Config, ConfigError};
+use crate::seam::Clock;
+use crate::storage::{StorageActor, StorageError, Store};
+
+/// Name of the database file inside `data_dir`.
+pub const DB_FILE: &str = "kvs.redb";
+
+/// Why a node could not run or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory or database file could not be opened.
+    #[error("opening {path}: {source}")]
+    DataDir {
+        /// The path that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Storage(#[from] StorageError),
+    /// An actor could not start.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The HTTP listener failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A component failed and the node stopped (see the supervision policy in `host::ractor`).
+    #[error("stopped after a component failure: {0}")]
+    ComponentFailed(String),
+}
+
+/// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error).
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let store = open_store(&config, clock.wall_ms())?;
+    let mut host = RactorHost::start(Arc::clone(&clock)).await?;
+    let storage = host
+        .spawn(
+            StorageActor::new(store.clone(), &config.node_id),
+            MAILBOX_CAPACITY,
+        )
+        .await?;
+
+    let addr = SocketAddr::new(config.bind_ip()?, config.port);
+    let listen_err = |source| ServerError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let local = listener.local_addr().map_err(listen_err)?;
+    let mode = if config.read_only {
+        Mode::ReadOnly
+    } else {
+        Mode::Normal
+    };
+    let state = ApiState {
+        node_id: config.node_id.clone(),
+        address: local.to_string(),
+        joined_timestamp_ms: store.reader().joined_timestamp_ms()?,
+        mode,
+        value_bytes_max: config.max_value_bytes,
+        clock,
+        storage,
+        reader: store.reader(),
+    };
+    tracing::info!(addr = %local, node_id = %config.node_id, ?mode, "listening");
+
+    let mut failed = host.failed();
+    let stop = async move {
+        tokio::select! {
+            signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
+            _ = failed.wait_for(Option::is_some) => {}
+        }
+    };
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(listen_err)?;
+
+    let failure = host.failed().borrow().clone();
+    host.shutdown(Duration::from_millis(config.shutdown_timeout_ms))
+        .await;
+    drop(store);
+    tracing::info!("stopped");
+    match failure {
+        Some(failure) => Err(ServerError::ComponentFailed(failure)),
+        None => Ok(()),
+    }
+}
+
+fn open_store(config: &Config, now_ms: u64) -> Result<Store, ServerError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(DB_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| ServerError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    let backend = redb::backends::FileBackend::new(file).map_err(|e| ServerError::DataDir {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(Store::open(backend, now_ms)?)
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,128 @@
+//! The task host: one (madsim-)tokio task per actor, a bounded channel as its mailbox.
+//!
+//! Under `--cfg madsim` the task, its timers and its channel all run in simulated time on the
+//! simulated node that spawned it, so the seed decides every interleaving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::seam::{Actor, Addr, Clock, Context, Mailbox, SendError};
+
+enum Envelope<M> {
+    Msg(M),
+    Stop,
+}
+
+struct ChannelMailbox<M>(mpsc::Sender<Envelope<M>>);
+
+impl<M: Send> Mailbox<M> for ChannelMailbox<M> {
+    fn deliver(&self, msg: M) -> Result<(), SendError> {
+        self.0.try_send(Envelope::Msg(msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
+        })
+    }
+}
+
+/// A running task-hosted actor.
+pub struct TaskActor<M> {
+    addr: Addr<M>,
+    control: mpsc::Sender<Envelope<M>>,
+    done: oneshot::Receiver<()>,
+}
+
+impl<M: Send + 'static> TaskActor<M> {
+    /// Where to send the actor messages.
+    pub fn addr(&self) -> &Addr<M> {
+        &self.addr
+    }
+
+    /// Stops the actor after every message sent before this call, runs its `stopped` hook, drops it
+    /// and returns.
+    pub async fn stop(self) {
+        if self.control.send(Envelope::Stop).await.is_ok() {
+            let _ = self.done.await;
+        }
+    }
+}
+
+struct TaskContext<M> {
+    clock: Arc<dyn Clock>,
+    rng: ChaCha12Rng,
+    myself: Addr<M>,
+    backlog: usize,
+}
+
+impl<M: Send + 'static> Context<M> for TaskContext<M> {
+    fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+    fn rng(&mut self) -> &mut ChaCha12Rng {
+        &mut self.rng
+    }
+    fn myself(&self) -> &Addr<M> {
+        &self.myself
+    }
+    fn schedule(&mut self, after: Duration, msg: M) {
+        let addr = self.myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // A timer firing after its actor stopped has no one to tell.
+            let _ = addr.send(msg);
+        });
+    }
+    fn backlog(&self) -> usize {
+        self.backlog
+    }
+}
+
+/// Starts `actor` as a task with a mailbox of `capacity`, reading `clock`, drawing randomness from
+/// a ChaCha stream seeded with `rng_seed`.
+pub fn spawn<A: Actor>(
+    mut actor: A,
+    clock: Arc<dyn Clock>,
+    rng_seed: u64,
+    capacity: usize,
+) -> TaskActor<A::Msg> {
+    let (tx, mut rx) = mpsc::channel(capacity);
+    let (done_tx, done) = oneshot::channel();
+    let addr = Addr::new(Arc::new(ChannelMailbox(tx.clone())));
+    let mut ctx = TaskContext {
+        clock,
+        rng: ChaCha12Rng::seed_from_u64(rng_seed),
+        myself: addr.clone(),
+        backlog: 0,
+    };
+    tokio::spawn(async move {
+        actor.started(&mut ctx);
+        while let Some(envelope) = rx.recv().await {
+            match envelope {
+                Envelope::Msg(msg) => {
+                    ctx.backlog = rx.len();
+                    actor.handle(&mut ctx, msg);
+                }
+                Envelope::Stop => break,
+            }
+        }
+        // Refuse new messages, but handle the ones that made it in before the door closed.
+        rx.close();
+        while let Ok(envelope) = rx.try_recv() {
+            if let Envelope::Msg(msg) = envelope {
+                ctx.backlog = rx.len();
+                actor.handle(&mut ctx, msg);
+            }
+        }
+        actor.stopped(&mut ctx);
+        drop(actor);
+        let _ = done_tx.send(());
+    });
+    TaskActor {
+        addr,
+        control: tx,
+        done,
+    }
+}

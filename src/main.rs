@@ -1,0 +1,49 @@
+//! The `kvs` binary: a node (`kvs [CONFIG]`) or a client (`kvs put|get|delete|members|health`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kvs::cli::Cli;
+use kvs::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(command) => kvs::cli::run(command),
+        None => serve(cli.config),
+    }
+}
+
+fn serve(config: Option<std::path::PathBuf>) -> ExitCode {
+    // No argument: ./config.yaml, written with defaults on first run.
+    let (path, create) = match config {
+        Some(path) => (path, false),
+        None => ("config.yaml".into(), true),
+    };
+    let config = match Config::load(&path, create) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kvs: configuration error: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    kvs::telemetry::init(config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kvs: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kvs::host::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped");
+            eprintln!("kvs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

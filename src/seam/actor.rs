@@ -1,0 +1,55 @@
+//! The [`Actor`] trait and the [`Context`] it is handed: the whole of the seam in two traits.
+
+use std::time::Duration;
+
+use rand_chacha::ChaCha12Rng;
+
+use super::{Addr, Clock};
+
+/// A component with private state that changes only by handling its messages one at a time.
+///
+/// Handlers are synchronous: an actor never awaits. Anything slow (a durable commit) runs inside the
+/// handler and the host decides how to keep that from starving other work (the ractor host moves
+/// the worker thread aside with `block_in_place`; the simulator has no threads to starve).
+pub trait Actor: Send + 'static {
+    /// The messages this actor understands.
+    type Msg: Send + 'static;
+
+    /// A short name for logs and supervision reports.
+    const NAME: &'static str;
+
+    /// Runs once, before the first message.
+    fn started(&mut self, _ctx: &mut dyn Context<Self::Msg>) {}
+
+    /// Handles one message.
+    fn handle(&mut self, ctx: &mut dyn Context<Self::Msg>, msg: Self::Msg);
+
+    /// Runs once after the mailbox was closed and every message already in it was handled: the
+    /// place to finish in-flight work before the actor is dropped.
+    fn stopped(&mut self, _ctx: &mut dyn Context<Self::Msg>) {}
+}
+
+/// What a host gives an actor while it handles a message.
+///
+/// Implementers must guarantee: `wall_ms` and `monotonic` come from the host's [`Clock`] (never the
+/// OS directly, so the simulator can skew one node); `rng` is seeded by the host (from the run seed
+/// in the simulator, so a seed replays bit-for-bit); a message given to `schedule` is delivered to
+/// this actor's own mailbox after at least `after` of the host's monotonic time, unless the actor
+/// has stopped; `backlog` counts the messages already waiting in this actor's mailbox.
+pub trait Context<M> {
+    /// This node's clock (monotonic time for timers, skewable wall time for versions).
+    fn clock(&self) -> &dyn Clock;
+
+    /// The actor's deterministic random number generator.
+    fn rng(&mut self) -> &mut ChaCha12Rng;
+
+    /// The actor's own address, to hand out to others.
+    fn myself(&self) -> &Addr<M>;
+
+    /// Delivers `msg` to this actor after `after` (a timer).
+    fn schedule(&mut self, after: Duration, msg: M);
+
+    /// How many messages are queued behind the one being handled. Batching actors (storage's group
+    /// commit) flush when this reaches zero: every write that was waiting has then joined the batch.
+    fn backlog(&self) -> usize;
+}

@@ -1,0 +1,28 @@
+//! The actor seam: the only contact an actor has with the world outside its own state.
+//!
+//! Every component of a node with behaviour (storage now; membership, replication and conflict
+//! resolution next) is an [`Actor`]: private state, a typed message enum, a synchronous handler.
+//! It is written once, against [`Context`], and runs on two hosts:
+//!
+//! * production: `host::ractor` puts each actor in a supervised ractor actor on tokio;
+//! * simulation: `host::task` runs it as a madsim-tokio task, where one seed decides everything.
+//!
+//! Actor code never reads `std::time`, `tokio::time`, an OS RNG or a socket: it asks its context for
+//! the [`Clock`], the seeded RNG, timers and mailboxes. `tests/seam_rules.rs` scans `src/` and fails
+//! on such calls outside `src/host/`.
+//!
+//! Network frames join the seam with the cluster: a `remote(node, frame)` method on [`Context`],
+//! implemented by each host over its sockets (real TCP/UDP in production, madsim's in the simulator),
+//! carrying postcard frames; nothing in an actor will know which host delivers them.
+
+mod actor;
+mod addr;
+mod clock;
+mod reply;
+#[cfg(test)]
+pub mod testing;
+
+pub use actor::{Actor, Context};
+pub use addr::{Addr, Mailbox, SendError};
+pub use clock::Clock;
+pub use reply::{reply_channel, AskError, Reply};

@@ -1,0 +1,93 @@
+//! A hand-driven [`Context`] for unit tests: actors are tested as plain state machines, no runtime.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::SeedableRng;
+
+use super::{Addr, Clock, Context, Mailbox, SendError};
+
+/// A clock that moves only when the test says so.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    monotonic_ms: AtomicU64,
+    wall_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock reading `wall_ms` on the wall and zero on the monotonic face.
+    pub fn at(wall_ms: u64) -> Arc<ManualClock> {
+        let clock = ManualClock::default();
+        clock.wall_ms.store(wall_ms, Ordering::SeqCst);
+        Arc::new(clock)
+    }
+
+    /// Sets the wall clock (it may go backwards, as a real one can).
+    pub fn set_wall_ms(&self, wall_ms: u64) {
+        self.wall_ms.store(wall_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.monotonic_ms.load(Ordering::SeqCst))
+    }
+    fn wall_ms(&self) -> u64 {
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// Collects what an actor sends itself.
+struct Inbox<M>(Mutex<Vec<M>>);
+
+impl<M: Send> Mailbox<M> for Inbox<M> {
+    fn deliver(&self, msg: M) -> Result<(), SendError> {
+        self.0.lock().expect("inbox lock").push(msg);
+        Ok(())
+    }
+}
+
+/// A [`Context`] whose clock, backlog and timers the test controls and inspects.
+pub struct TestContext<M> {
+    /// The clock the actor reads.
+    pub clock: Arc<ManualClock>,
+    /// What `backlog()` answers.
+    pub backlog: usize,
+    /// Timers the actor asked for, in order.
+    pub scheduled: Vec<(Duration, M)>,
+    rng: ChaCha12Rng,
+    myself: Addr<M>,
+}
+
+impl<M: Send + 'static> TestContext<M> {
+    /// A context at wall time `wall_ms` with an RNG seeded by `seed`.
+    pub fn new(wall_ms: u64, seed: u64) -> Self {
+        TestContext {
+            clock: ManualClock::at(wall_ms),
+            backlog: 0,
+            scheduled: Vec::new(),
+            rng: ChaCha12Rng::seed_from_u64(seed),
+            myself: Addr::new(Arc::new(Inbox(Mutex::new(Vec::new())))),
+        }
+    }
+}
+
+impl<M: Send + 'static> Context<M> for TestContext<M> {
+    fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+    fn rng(&mut self) -> &mut ChaCha12Rng {
+        &mut self.rng
+    }
+    fn myself(&self) -> &Addr<M> {
+        &self.myself
+    }
+    fn schedule(&mut self, after: Duration, msg: M) {
+        self.scheduled.push((after, msg));
+    }
+    fn backlog(&self) -> usize {
+        self.backlog
+    }
+}
