@@ -75,8 +75,11 @@ impl RactorHost {
             queued: Arc::clone(&queued),
             capacity,
         };
+        // ractor's registry is process-wide: a sequence number keeps names unique across hosts.
+        static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{}-{}", A::NAME, SEQUENCE.fetch_add(1, Ordering::Relaxed));
         let (actor_ref, _) = ractor::Actor::spawn_linked(
-            Some(A::NAME.to_owned()),
+            Some(name),
             Hosted::<A>(PhantomData),
             args,
             self.supervisor.get_cell(),
@@ -280,5 +283,92 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
     ) -> Result<(), ActorProcessingErr> {
         tokio::task::block_in_place(|| state.actor.stopped(&mut state.ctx));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::system::SystemClock;
+    use crate::seam::testing::{Probe, ProbeMsg};
+    use crate::seam::AskError;
+
+    async fn host() -> RactorHost {
+        RactorHost::start(Arc::new(SystemClock::new()))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_actor_is_reported_so_the_node_stops() {
+        let mut host = host().await;
+        let addr = host.spawn(Probe::default(), 16).await.unwrap();
+        let mut failed = host.failed();
+        assert!(failed.borrow().is_none());
+        addr.send(ProbeMsg::Boom).unwrap();
+        let failure =
+            tokio::time::timeout(Duration::from_secs(10), failed.wait_for(Option::is_some))
+                .await
+                .expect("failure reported in time")
+                .unwrap()
+                .clone()
+                .unwrap();
+        assert!(failure.contains("probe"), "{failure}");
+        // The failed actor answers no more: callers get an error, not a hang.
+        assert!(addr.ask(ProbeMsg::Read).await.is_err());
+        host.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_drains_the_mailbox_and_is_not_a_failure() {
+        let mut host = host().await;
+        let probe = Probe::default();
+        let on_stop = Arc::clone(&probe.on_stop);
+        let addr = host.spawn(probe, 1024).await.unwrap();
+        for n in 0..500 {
+            addr.send(ProbeMsg::Push(n)).unwrap();
+        }
+        let failed = host.failed();
+        host.shutdown(Duration::from_secs(10)).await;
+        let seen = on_stop.lock().unwrap().clone().expect("stopped hook ran");
+        assert_eq!(seen, (0..500).collect::<Vec<_>>());
+        assert!(failed.borrow().is_none());
+        assert_eq!(addr.ask(ProbeMsg::Read).await, Err(AskError::Stopped));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mailboxes_are_bounded_and_report_their_backlog() {
+        let mut host = host().await;
+        let addr = host.spawn(Probe::default(), 2).await.unwrap();
+        // Fill beyond the bound from inside one synchronous stretch: some sends must be refused.
+        let refused = (0..1000)
+            .filter(|&n| addr.send(ProbeMsg::Push(n)).is_err())
+            .count();
+        assert!(refused > 0, "a bound of 2 refused nothing out of 1000");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (seen, backlog) = loop {
+            match addr.ask(ProbeMsg::Read).await {
+                Err(AskError::Full) => assert!(std::time::Instant::now() < deadline),
+                answer => break answer.unwrap(),
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(seen.len(), 1000 - refused);
+        assert_eq!(backlog, 0);
+        host.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_deliver_to_the_actor() {
+        let mut host = host().await;
+        let addr = host.spawn(Probe::default(), 16).await.unwrap();
+        addr.send(ProbeMsg::Later(Duration::from_millis(5), 3))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while addr.ask(ProbeMsg::Read).await.unwrap().0 != vec![3] {
+            assert!(std::time::Instant::now() < deadline, "timer never fired");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        host.shutdown(Duration::from_secs(5)).await;
     }
 }

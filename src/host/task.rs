@@ -126,3 +126,84 @@ pub fn spawn<A: Actor>(
         done,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::host::system::SystemClock;
+    use crate::seam::testing::{Probe, ProbeMsg, StopReport};
+    use crate::seam::SendError;
+
+    fn start(capacity: usize) -> (TaskActor<ProbeMsg>, StopReport) {
+        let probe = Probe::default();
+        let on_stop = Arc::clone(&probe.on_stop);
+        (
+            spawn(probe, Arc::new(SystemClock::new()), 1, capacity),
+            on_stop,
+        )
+    }
+
+    #[tokio::test]
+    async fn handles_in_order_reports_backlog_and_refuses_beyond_capacity() {
+        let (actor, _) = start(4);
+        let addr = actor.addr().clone();
+        // On a current-thread runtime the actor has not run yet: these all wait in the mailbox.
+        for n in 0..3 {
+            addr.send(ProbeMsg::Push(n)).unwrap();
+        }
+        let (reply, answer) = crate::seam::reply_channel();
+        addr.send(ProbeMsg::Read(reply)).unwrap();
+        assert_eq!(addr.send(ProbeMsg::Push(9)), Err(SendError::Full));
+        let (seen, backlog) = answer.await.unwrap();
+        assert_eq!(seen, vec![0, 1, 2]);
+        assert_eq!(backlog, 0);
+        let (seen, _) = addr.ask(ProbeMsg::Read).await.unwrap();
+        assert_eq!(seen, vec![0, 1, 2], "the refused message was not queued");
+        actor.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_messages_behind_the_current_one() {
+        let (actor, _) = start(16);
+        let addr = actor.addr().clone();
+        let (reply, answer) = crate::seam::reply_channel();
+        addr.send(ProbeMsg::Read(reply)).unwrap();
+        addr.send(ProbeMsg::Push(1)).unwrap();
+        addr.send(ProbeMsg::Push(2)).unwrap();
+        assert_eq!(answer.await.unwrap().1, 2);
+        actor.stop().await;
+    }
+
+    #[tokio::test]
+    async fn timers_deliver_to_the_actor() {
+        let (actor, _) = start(16);
+        let addr = actor.addr().clone();
+        addr.send(ProbeMsg::Later(Duration::from_millis(5), 7))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (seen, _) = addr.ask(ProbeMsg::Read).await.unwrap();
+            if seen == vec![7] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "timer never fired");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        actor.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stop_handles_everything_sent_before_it_then_refuses() {
+        let (actor, on_stop) = start(256);
+        let addr = actor.addr().clone();
+        for n in 0..100 {
+            addr.send(ProbeMsg::Push(n)).unwrap();
+        }
+        actor.stop().await;
+        let seen = on_stop.lock().unwrap().clone().expect("stopped hook ran");
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(addr.send(ProbeMsg::Push(1)), Err(SendError::Stopped));
+    }
+}

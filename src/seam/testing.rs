@@ -91,3 +91,46 @@ impl<M: Send + 'static> Context<M> for TestContext<M> {
         self.backlog
     }
 }
+
+/// Messages of [`Probe`].
+#[derive(Debug)]
+pub enum ProbeMsg {
+    /// Record a number.
+    Push(u32),
+    /// Answer with the numbers so far and the backlog seen when handling this message.
+    Read(super::Reply<(Vec<u32>, usize)>),
+    /// Ask for `Push(n)` to arrive after `after`.
+    Later(Duration, u32),
+    /// Panic (a failing component).
+    Boom,
+}
+
+/// What [`Probe`] saw by the time it stopped (`None` until then).
+pub type StopReport = Arc<Mutex<Option<Vec<u32>>>>;
+
+/// A test actor for hosts: records what it handles, reports its backlog, can fail on demand.
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// Numbers pushed so far, in handling order.
+    pub seen: Vec<u32>,
+    /// Filled by `stopped` with everything seen, to check that stopping drains the mailbox.
+    pub on_stop: StopReport,
+}
+
+impl super::Actor for Probe {
+    type Msg = ProbeMsg;
+    const NAME: &'static str = "probe";
+
+    fn handle(&mut self, ctx: &mut dyn Context<ProbeMsg>, msg: ProbeMsg) {
+        match msg {
+            ProbeMsg::Push(n) => self.seen.push(n),
+            ProbeMsg::Read(reply) => reply.send((self.seen.clone(), ctx.backlog())),
+            ProbeMsg::Later(after, n) => ctx.schedule(after, ProbeMsg::Push(n)),
+            ProbeMsg::Boom => panic!("probe asked to fail"),
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut dyn Context<ProbeMsg>) {
+        *self.on_stop.lock().expect("probe lock") = Some(self.seen.clone());
+    }
+}

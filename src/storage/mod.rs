@@ -23,3 +23,6 @@ pub use error::{StorageError, WriteError};
 pub use reader::StorageReader;
 pub use record::{Record, Version};
 pub use store::Store;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! Storage actor and reader tests: the writer driven by hand through a `TestContext`, on redb's
+//! in-memory backend (and one that fails on demand).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_channel::oneshot::Receiver;
+use redb::backends::InMemoryBackend;
+use redb::StorageBackend;
+
+use super::actor::BATCH_WRITES_MAX;
+use super::*;
+use crate::seam::testing::TestContext;
+use crate::seam::{reply_channel, Actor};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn setup() -> (Store, StorageActor, TestContext<StorageMsg>) {
+    let store = Store::open(InMemoryBackend::new(), T0).unwrap();
+    let actor = StorageActor::new(store.clone(), "node-a");
+    (store, actor, TestContext::new(T0, 42))
+}
+
+fn put(path: &str, json: &str) -> (StorageMsg, Receiver<WriteResult<Version>>) {
+    let (reply, rx) = reply_channel();
+    let msg = StorageMsg::Put {
+        path: path.into(),
+        data: Bytes::copy_from_slice(json.as_bytes()),
+        reply,
+    };
+    (msg, rx)
+}
+
+fn delete(path: &str) -> (StorageMsg, Receiver<WriteResult<DeleteOutcome>>) {
+    let (reply, rx) = reply_channel();
+    (
+        StorageMsg::Delete {
+            path: path.into(),
+            reply,
+        },
+        rx,
+    )
+}
+
+/// The answer, which must already be there.
+fn answered<T>(mut rx: Receiver<T>) -> T {
+    rx.try_recv().unwrap().expect("answered")
+}
+
+fn data(store: &Store, path: &str) -> Option<Vec<u8>> {
+    store.reader().get(path).unwrap().and_then(|r| r.data)
+}
+
+#[test]
+fn a_put_is_durable_and_readable_when_answered() {
+    let (store, mut actor, mut ctx) = setup();
+    let (msg, rx) = put("users/john", r#"{ "name": "John" }"#);
+    actor.handle(&mut ctx, msg);
+    let version = answered(rx).unwrap();
+    assert_eq!(version.timestamp_ms, T0);
+    let record = store.reader().get("users/john").unwrap().unwrap();
+    assert_eq!(record.version, version);
+    assert_eq!(record.origin, "node-a");
+    assert_eq!(record.data.as_deref(), Some(&br#"{ "name": "John" }"#[..]));
+}
+
+#[test]
+fn waiting_writes_are_committed_together_and_answered_only_then() {
+    let (store, mut actor, mut ctx) = setup();
+    let mut answers = Vec::new();
+    for (i, backlog) in [2, 1, 0].into_iter().enumerate() {
+        ctx.backlog = backlog;
+        let (msg, rx) = put(&format!("k{i}"), &i.to_string());
+        actor.handle(&mut ctx, msg);
+        answers.push(rx);
+        if backlog > 0 {
+            assert_eq!(
+                data(&store, "k0"),
+                None,
+                "committed before the backlog drained"
+            );
+            assert!(
+                answers[0].try_recv().unwrap().is_none(),
+                "answered before durable"
+            );
+        }
+    }
+    let versions: Vec<Version> = answers
+        .into_iter()
+        .map(|rx| answered(rx).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 3);
+    for i in 0..3 {
+        assert_eq!(
+            data(&store, &format!("k{i}")),
+            Some(i.to_string().into_bytes())
+        );
+    }
+}
+
+#[test]
+fn a_full_batch_commits_even_with_a_backlog() {
+    let (store, mut actor, mut ctx) = setup();
+    ctx.backlog = 10_000;
+    let mut answers = Vec::new();
+    for i in 0..BATCH_WRITES_MAX {
+        let (msg, rx) = put(&format!("k{i}"), "1");
+        actor.handle(&mut ctx, msg);
+        answers.push(rx);
+    }
+    assert!(answers.into_iter().all(|rx| answered(rx).is_ok()));
+    assert!(data(&store, "k0").is_some());
+}
+
+#[test]
+fn stopping_commits_what_is_pending() {
+    let (store, mut actor, mut ctx) = setup();
+    ctx.backlog = 5;
+    let (msg, rx) = put("k", "true");
+    actor.handle(&mut ctx, msg);
+    assert_eq!(data(&store, "k"), None);
+    actor.stopped(&mut ctx);
+    assert!(answered(rx).is_ok());
+    assert_eq!(data(&store, "k"), Some(b"true".to_vec()));
+}
+
+#[test]
+fn versions_of_a_key_always_increase_even_when_the_clock_goes_back() {
+    let (_store, mut actor, mut ctx) = setup();
+    let (msg, rx) = put("k", "1");
+    actor.handle(&mut ctx, msg);
+    let first = answered(rx).unwrap();
+    ctx.clock.set_wall_ms(T0 - 60_000);
+    let (msg, rx) = put("k", "2");
+    actor.handle(&mut ctx, msg);
+    let second = answered(rx).unwrap();
+    assert_eq!(second.timestamp_ms, first.timestamp_ms + 1);
+    assert_ne!(second.uuid, first.uuid);
+    // Another key is not dragged forward: it takes the (earlier) wall clock.
+    let (msg, rx) = put("other", "3");
+    actor.handle(&mut ctx, msg);
+    assert_eq!(answered(rx).unwrap().timestamp_ms, T0 - 60_000);
+    // Two writes of one key in one batch are ordered too.
+    ctx.backlog = 1;
+    let (a, rx_a) = put("k", "4");
+    actor.handle(&mut ctx, a);
+    ctx.backlog = 0;
+    let (b, rx_b) = put("k", "5");
+    actor.handle(&mut ctx, b);
+    let (va, vb) = (answered(rx_a).unwrap(), answered(rx_b).unwrap());
+    assert!(second < va && va < vb);
+}
+
+#[test]
+fn uuids_are_v4_and_follow_the_seed() {
+    let run = |seed| {
+        let store = Store::open(InMemoryBackend::new(), T0).unwrap();
+        let mut actor = StorageActor::new(store, "n");
+        let mut ctx = TestContext::new(T0, seed);
+        let (msg, rx) = put("k", "1");
+        actor.handle(&mut ctx, msg);
+        answered(rx).unwrap()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7).uuid, run(8).uuid);
+    assert_eq!(uuid::Uuid::from_bytes(run(7).uuid).get_version_num(), 4);
+}
+
+#[test]
+fn deletes_write_tombstones_newer_than_what_they_saw() {
+    let (store, mut actor, mut ctx) = setup();
+    let (msg, rx) = put("k", "1");
+    actor.handle(&mut ctx, msg);
+    let written = answered(rx).unwrap();
+
+    let (msg, rx) = delete("k");
+    actor.handle(&mut ctx, msg);
+    let DeleteOutcome::Deleted(tombstone) = answered(rx).unwrap() else {
+        panic!("a live key is deleted");
+    };
+    assert!(tombstone > written);
+    let record = store.reader().get("k").unwrap().unwrap();
+    assert!(record.is_tombstone());
+    assert_eq!(record.version, tombstone);
+
+    let (msg, rx) = delete("k");
+    actor.handle(&mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), DeleteOutcome::NotFound);
+    assert_eq!(store.reader().get("k").unwrap().unwrap().version, tombstone);
+
+    // A key never seen still gets a tombstone, so the delete wins over an older in-flight write.
+    let (msg, rx) = delete("never");
+    actor.handle(&mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), DeleteOutcome::NotFound);
+    assert!(store.reader().get("never").unwrap().unwrap().is_tombstone());
+}
+
+#[test]
+fn the_time_index_lists_current_versions_in_order_and_pages() {
+    let (store, mut actor, mut ctx) = setup();
+    for (i, path) in ["c", "a", "b", "a"].into_iter().enumerate() {
+        ctx.clock.set_wall_ms(T0 + 10 * i as u64);
+        let (msg, rx) = put(path, &i.to_string());
+        actor.handle(&mut ctx, msg);
+        answered(rx).unwrap();
+    }
+    ctx.clock.set_wall_ms(T0 + 100);
+    let (msg, rx) = delete("c");
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+
+    let reader = store.reader();
+    let all = reader.since((0, ""), 100).unwrap();
+    let order: Vec<(&str, u64)> = all
+        .iter()
+        .map(|(p, r)| (p.as_str(), r.version.timestamp_ms - T0))
+        .collect();
+    // `a` moved to its newer version; `c` is listed as its tombstone.
+    assert_eq!(order, vec![("b", 20), ("a", 30), ("c", 100)]);
+    assert!(all[2].1.is_tombstone());
+
+    let first = reader.since((0, ""), 2).unwrap();
+    assert_eq!(first.len(), 2);
+    let (path, record) = &first[1];
+    let rest = reader
+        .since((record.version.timestamp_ms, path), 2)
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].0, "c");
+}
+
+#[test]
+fn joined_timestamp_is_set_once_and_survives_reopening() {
+    let backend = SharedBackend::default();
+    let store = Store::open(backend.clone(), T0).unwrap();
+    assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
+    drop(store);
+    let store = Store::open(backend, T0 + 5_000).unwrap();
+    assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
+    store.check().unwrap();
+}
+
+#[test]
+fn a_failed_commit_fails_every_write_of_the_batch() {
+    let backend = SharedBackend::default();
+    let store = Store::open(backend.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), "n");
+    let mut ctx = TestContext::new(T0, 1);
+    backend.fail.store(true, Ordering::SeqCst);
+    ctx.backlog = 1;
+    let (a, rx_a) = put("a", "1");
+    actor.handle(&mut ctx, a);
+    ctx.backlog = 0;
+    let (b, rx_b) = delete("b");
+    actor.handle(&mut ctx, b);
+    assert!(answered(rx_a).is_err());
+    assert!(answered(rx_b).is_err());
+    backend.fail.store(false, Ordering::SeqCst);
+    assert_eq!(data(&store, "a"), None);
+}
+
+/// An in-memory backend that outlives a `Database` (to reopen it) and can be told to fail writes.
+#[derive(Debug, Clone, Default)]
+struct SharedBackend {
+    inner: Arc<InMemoryBackend>,
+    fail: Arc<AtomicBool>,
+}
+
+impl SharedBackend {
+    fn check(&self) -> std::io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected disk failure"));
+        }
+        Ok(())
+    }
+}
+
+impl StorageBackend for SharedBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
