@@ -1,18 +1,29 @@
 //! `/health` and `/members/`: what a node says about itself and its cluster.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiState, Member};
 
-pub(super) async fn health(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({
+/// 200 with `"status": "ok"` while the store answers reads; 503 with `"status": "error"` and the
+/// reason when it does not, so a load balancer takes the node out.
+pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let mut body = json!({
         "status": "ok",
         "mode": state.mode,
         "member_count": members_of(&state).len(),
         "node_id": state.node_id,
-    }))
+    });
+    match state.reader.check() {
+        Ok(()) => (StatusCode::OK, Json(body)),
+        Err(e) => {
+            body["status"] = json!("error");
+            body["error"] = json!(format!("storage: {e}"));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
+    }
 }
 
 pub(super) async fn members(State(state): State<ApiState>) -> Json<Vec<Member>> {

@@ -36,3 +36,6 @@ pub fn router(state: ApiState) -> Router {
         ))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,4 +18,4 @@ pub mod server;
 pub mod system;
 
 /// Default bound of an actor's mailbox: senders beyond it are refused, not queued.
-pub const MAILBOX_CAPACITY: usize = 4096;
+pub const MAILBOX_CAPACITY: usize = 1024;

@@ -204,6 +204,7 @@ struct RactorContext<M> {
     myself: Addr<M>,
     queued: Arc<AtomicUsize>,
     backlog: usize,
+    failed: Option<String>,
 }
 
 impl<M: Send + 'static> Context<M> for RactorContext<M> {
@@ -223,6 +224,9 @@ impl<M: Send + 'static> Context<M> for RactorContext<M> {
             // A timer firing after its actor stopped has no one to tell.
             let _ = addr.send(msg);
         });
+    }
+    fn fail(&mut self, reason: String) {
+        self.failed = Some(reason);
     }
     fn backlog(&self) -> usize {
         self.backlog
@@ -253,6 +257,7 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
                 myself,
                 queued,
                 backlog: 0,
+                failed: None,
             },
         };
         tokio::task::block_in_place(|| state.actor.started(&mut state.ctx));
@@ -265,7 +270,6 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
         msg: A::Msg,
         state: &mut HostedState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = myself;
         // The count includes this message: what remains is the backlog.
         state.ctx.backlog = state
             .ctx
@@ -273,6 +277,10 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
             .fetch_sub(1, Ordering::SeqCst)
             .saturating_sub(1);
         tokio::task::block_in_place(|| state.actor.handle(&mut state.ctx, msg));
+        if let Some(reason) = state.ctx.failed.clone() {
+            // A stop signal overtakes queued messages: they are dropped, not handled.
+            myself.stop(Some(reason));
+        }
         Ok(())
     }
 
@@ -281,7 +289,9 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
         _myself: ActorRef<A::Msg>,
         state: &mut HostedState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        tokio::task::block_in_place(|| state.actor.stopped(&mut state.ctx));
+        if state.ctx.failed.is_none() {
+            tokio::task::block_in_place(|| state.actor.stopped(&mut state.ctx));
+        }
         Ok(())
     }
 }
@@ -316,6 +326,23 @@ mod tests {
         assert!(failure.contains("probe"), "{failure}");
         // The failed actor answers no more: callers get an error, not a hang.
         assert!(addr.ask(ProbeMsg::Read).await.is_err());
+        host.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_actor_that_declares_failure_stops_the_node_too() {
+        let mut host = host().await;
+        let addr = host.spawn(Probe::default(), 16).await.unwrap();
+        let mut failed = host.failed();
+        addr.send(ProbeMsg::Fail).unwrap();
+        let failure =
+            tokio::time::timeout(Duration::from_secs(10), failed.wait_for(Option::is_some))
+                .await
+                .expect("failure reported in time")
+                .unwrap()
+                .clone()
+                .unwrap();
+        assert!(failure.contains("probe asked to fail"), "{failure}");
         host.shutdown(Duration::from_secs(5)).await;
     }
 

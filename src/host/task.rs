@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha12Rng;
 use rand_core::SeedableRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::seam::{Actor, Addr, Clock, Context, Mailbox, SendError};
 
@@ -33,12 +33,18 @@ pub struct TaskActor<M> {
     addr: Addr<M>,
     control: mpsc::Sender<Envelope<M>>,
     done: oneshot::Receiver<()>,
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl<M: Send + 'static> TaskActor<M> {
     /// Where to send the actor messages.
     pub fn addr(&self) -> &Addr<M> {
         &self.addr
+    }
+
+    /// Becomes `Some(reason)` if the actor declared itself failed (see [`Context::fail`]).
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
     }
 
     /// Stops the actor after every message sent before this call, runs its `stopped` hook, drops it
@@ -55,6 +61,7 @@ struct TaskContext<M> {
     rng: ChaCha12Rng,
     myself: Addr<M>,
     backlog: usize,
+    failed: Option<String>,
 }
 
 impl<M: Send + 'static> Context<M> for TaskContext<M> {
@@ -75,6 +82,9 @@ impl<M: Send + 'static> Context<M> for TaskContext<M> {
             let _ = addr.send(msg);
         });
     }
+    fn fail(&mut self, reason: String) {
+        self.failed = Some(reason);
+    }
     fn backlog(&self) -> usize {
         self.backlog
     }
@@ -90,33 +100,47 @@ pub fn spawn<A: Actor>(
 ) -> TaskActor<A::Msg> {
     let (tx, mut rx) = mpsc::channel(capacity);
     let (done_tx, done) = oneshot::channel();
+    let (failure_tx, failure) = watch::channel(None);
     let addr = Addr::new(Arc::new(ChannelMailbox(tx.clone())));
     let mut ctx = TaskContext {
         clock,
         rng: ChaCha12Rng::seed_from_u64(rng_seed),
         myself: addr.clone(),
         backlog: 0,
+        failed: None,
     };
     tokio::spawn(async move {
         actor.started(&mut ctx);
-        while let Some(envelope) = rx.recv().await {
+        let mut stopping = false;
+        // Until a Stop arrives: wait for messages. After it: refuse new ones, but handle those that
+        // made it in before the door closed. A failure ends the loop at once, without `stopped`.
+        while ctx.failed.is_none() {
+            let envelope = if stopping {
+                rx.try_recv().ok()
+            } else {
+                rx.recv().await
+            };
             match envelope {
-                Envelope::Msg(msg) => {
+                Some(Envelope::Msg(msg)) => {
                     ctx.backlog = rx.len();
                     actor.handle(&mut ctx, msg);
                 }
-                Envelope::Stop => break,
+                Some(Envelope::Stop) if !stopping => {
+                    stopping = true;
+                    rx.close();
+                }
+                Some(Envelope::Stop) => {}
+                None => break,
             }
         }
-        // Refuse new messages, but handle the ones that made it in before the door closed.
         rx.close();
-        while let Ok(envelope) = rx.try_recv() {
-            if let Envelope::Msg(msg) = envelope {
-                ctx.backlog = rx.len();
-                actor.handle(&mut ctx, msg);
+        match ctx.failed.take() {
+            Some(reason) => {
+                tracing::error!(actor = A::NAME, %reason, "actor failed");
+                failure_tx.send_replace(Some(reason));
             }
+            None => actor.stopped(&mut ctx),
         }
-        actor.stopped(&mut ctx);
         drop(actor);
         let _ = done_tx.send(());
     });
@@ -124,6 +148,7 @@ pub fn spawn<A: Actor>(
         addr,
         control: tx,
         done,
+        failure,
     }
 }
 
@@ -191,6 +216,28 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "timer never fired");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        actor.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_actor_reports_it_and_drops_what_was_queued() {
+        let (actor, on_stop) = start(16);
+        let addr = actor.addr().clone();
+        let mut failed = actor.failed();
+        addr.send(ProbeMsg::Fail).unwrap();
+        let (reply, answer) = crate::seam::reply_channel();
+        addr.send(ProbeMsg::Read(reply)).unwrap();
+        let reason = failed.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(reason.as_deref(), Some("probe asked to fail"));
+        assert!(
+            answer.await.is_err(),
+            "a queued ask is dropped, not answered"
+        );
+        assert!(
+            on_stop.lock().unwrap().is_none(),
+            "a failed actor does not run `stopped`"
+        );
+        assert_eq!(addr.send(ProbeMsg::Push(1)), Err(SendError::Stopped));
         actor.stop().await;
     }
 

@@ -49,6 +49,12 @@ pub trait Context<M> {
     /// Delivers `msg` to this actor after `after` (a timer).
     fn schedule(&mut self, after: Duration, msg: M);
 
+    /// Stops this actor as failed, after the current message. The host treats it like a crash of
+    /// the component: production stops the node (see `host::ractor`), the simulator reports it to
+    /// the scenario. Messages still queued are dropped, so their askers get an error at once.
+    /// For states an actor cannot safely continue from (its disk refused a commit).
+    fn fail(&mut self, reason: String);
+
     /// How many messages are queued behind the one being handled. Batching actors (storage's group
     /// commit) flush when this reaches zero: every write that was waiting has then joined the batch.
     fn backlog(&self) -> usize;

@@ -57,6 +57,8 @@ pub struct TestContext<M> {
     pub backlog: usize,
     /// Timers the actor asked for, in order.
     pub scheduled: Vec<(Duration, M)>,
+    /// Set when the actor declared itself failed.
+    pub failed: Option<String>,
     rng: ChaCha12Rng,
     myself: Addr<M>,
 }
@@ -68,6 +70,7 @@ impl<M: Send + 'static> TestContext<M> {
             clock: ManualClock::at(wall_ms),
             backlog: 0,
             scheduled: Vec::new(),
+            failed: None,
             rng: ChaCha12Rng::seed_from_u64(seed),
             myself: Addr::new(Arc::new(Inbox(Mutex::new(Vec::new())))),
         }
@@ -87,6 +90,9 @@ impl<M: Send + 'static> Context<M> for TestContext<M> {
     fn schedule(&mut self, after: Duration, msg: M) {
         self.scheduled.push((after, msg));
     }
+    fn fail(&mut self, reason: String) {
+        self.failed = Some(reason);
+    }
     fn backlog(&self) -> usize {
         self.backlog
     }
@@ -103,6 +109,8 @@ pub enum ProbeMsg {
     Later(Duration, u32),
     /// Panic (a failing component).
     Boom,
+    /// Declare itself failed through the context.
+    Fail,
 }
 
 /// What [`Probe`] saw by the time it stopped (`None` until then).
@@ -126,7 +134,8 @@ impl super::Actor for Probe {
             ProbeMsg::Push(n) => self.seen.push(n),
             ProbeMsg::Read(reply) => reply.send((self.seen.clone(), ctx.backlog())),
             ProbeMsg::Later(after, n) => ctx.schedule(after, ProbeMsg::Push(n)),
-            ProbeMsg::Boom => panic!("probe asked to fail"),
+            ProbeMsg::Boom => panic!("probe asked to panic"),
+            ProbeMsg::Fail => ctx.fail("probe asked to fail".into()),
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rand_core::Rng;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 
 use super::tables::{BY_TIME, KV};
 use super::{Record, StorageError, Store, Version, WriteError};
@@ -91,6 +91,7 @@ impl StorageActor {
         let count = batch.len();
         match self.commit(ctx, &batch) {
             Ok(outcomes) => {
+                self.store.set_commit_failure(None);
                 for (msg, outcome) in batch.into_iter().zip(outcomes) {
                     match (msg, outcome) {
                         (StorageMsg::Put { reply, .. }, Outcome::Put(v)) => reply.send(Ok(v)),
@@ -101,7 +102,10 @@ impl StorageActor {
                 tracing::trace!(writes = count, "group commit");
             }
             Err(e) => {
-                tracing::error!(writes = count, error = %e, "group commit failed");
+                // redb refuses every later write after an I/O failure (until reopened), so going
+                // on would leave a node that reads but can never write: fail the component.
+                self.store.set_commit_failure(Some(e.to_string()));
+                ctx.fail(format!("group commit of {count} writes failed: {e}"));
                 let e = WriteError::from(Arc::new(e));
                 for msg in batch {
                     match msg {
@@ -119,7 +123,9 @@ impl StorageActor {
         ctx: &mut dyn Context<StorageMsg>,
         batch: &[StorageMsg],
     ) -> Result<Vec<Outcome>, StorageError> {
-        let txn = self.store.db().begin_write()?;
+        let mut txn = self.store.db().begin_write()?;
+        // redb's default, stated because the acknowledgement contract depends on it.
+        txn.set_durability(Durability::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for msg in batch {
             let outcome = match msg {

@@ -14,12 +14,18 @@ pub enum StorageError {
     /// A table could not be opened.
     #[error("opening a table: {0}")]
     Table(#[from] redb::TableError),
+    /// The transaction refused the durability we require.
+    #[error("setting durability: {0}")]
+    Durability(#[from] redb::SetDurabilityError),
     /// Reading or writing pages failed (I/O error, corruption).
     #[error("storage I/O: {0}")]
     Io(#[from] redb::StorageError),
     /// The commit did not reach the disk.
     #[error("committing: {0}")]
     Commit(#[from] redb::CommitError),
+    /// The last commit failed; writes are failing until one succeeds.
+    #[error("the last commit failed: {0}")]
+    Failing(String),
     /// A stored record did not decode.
     #[error("corrupt record for {path:?}: {source}")]
     Corrupt {

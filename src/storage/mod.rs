@@ -25,4 +25,6 @@ pub use record::{Record, Version};
 pub use store::Store;
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

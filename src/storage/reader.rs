@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
 
+use super::store::CommitFailure;
 use super::tables::{BY_TIME, KV, META, META_JOINED_MS};
 use super::{Record, StorageError};
 
@@ -12,11 +13,12 @@ use super::{Record, StorageError};
 #[derive(Clone, Debug)]
 pub struct StorageReader {
     db: Arc<Database>,
+    commit_failure: CommitFailure,
 }
 
 impl StorageReader {
-    pub(super) fn new(db: Arc<Database>) -> Self {
-        StorageReader { db }
+    pub(super) fn new(db: Arc<Database>, commit_failure: CommitFailure) -> Self {
+        StorageReader { db, commit_failure }
     }
 
     /// The record for `path` (live or tombstone), if this node has ever seen the key.
@@ -65,6 +67,20 @@ impl StorageReader {
             out.push((path.to_owned(), record));
         }
         Ok(out)
+    }
+
+    /// Whether the store works: the last commit succeeded and a read transaction opens.
+    pub fn check(&self) -> Result<(), StorageError> {
+        let failure = self
+            .commit_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(failure) = failure {
+            return Err(StorageError::Failing(failure));
+        }
+        self.db.begin_read()?.open_table(META)?;
+        Ok(())
     }
 
     /// When this node first opened its database (ms since the epoch).

@@ -1,8 +1,8 @@
 //! Opening the database on a host-chosen backend and preparing its tables.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{Database, ReadableTable, StorageBackend};
 
 use super::tables::{BY_TIME, KV, META, META_JOINED_MS};
 use super::{StorageError, StorageReader};
@@ -12,7 +12,11 @@ use super::{StorageError, StorageReader};
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Arc<Database>,
+    commit_failure: CommitFailure,
 }
+
+/// The last commit's failure, if it failed: the writer sets it, health checks read it.
+pub(super) type CommitFailure = Arc<Mutex<Option<String>>>;
 
 impl Store {
     /// Opens (or creates) the database on `backend`, creates missing tables and records the node's
@@ -30,21 +34,26 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            commit_failure: CommitFailure::default(),
+        })
     }
 
     /// A read handle: cheap, cloneable, never blocked by the writer.
     pub fn reader(&self) -> StorageReader {
-        StorageReader::new(Arc::clone(&self.db))
+        StorageReader::new(Arc::clone(&self.db), Arc::clone(&self.commit_failure))
     }
 
     pub(super) fn db(&self) -> &Database {
         &self.db
     }
 
-    /// Whether the database is readable right now (for health checks).
-    pub fn check(&self) -> Result<(), StorageError> {
-        self.db.begin_read()?.open_table(META)?;
-        Ok(())
+    /// Records the outcome of a commit for health checks.
+    pub(super) fn set_commit_failure(&self, failure: Option<String>) {
+        *self
+            .commit_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failure;
     }
 }

@@ -1,15 +1,14 @@
 //! Storage actor and reader tests: the writer driven by hand through a `TestContext`, on redb's
 //! in-memory backend (and one that fails on demand).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures_channel::oneshot::Receiver;
 use redb::backends::InMemoryBackend;
-use redb::StorageBackend;
 
 use super::actor::BATCH_WRITES_MAX;
+use super::testing::FlakyBackend;
 use super::*;
 use crate::seam::testing::TestContext;
 use crate::seam::{reply_channel, Actor};
@@ -232,22 +231,22 @@ fn the_time_index_lists_current_versions_in_order_and_pages() {
 
 #[test]
 fn joined_timestamp_is_set_once_and_survives_reopening() {
-    let backend = SharedBackend::default();
+    let backend = FlakyBackend::default();
     let store = Store::open(backend.clone(), T0).unwrap();
     assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
     drop(store);
     let store = Store::open(backend, T0 + 5_000).unwrap();
     assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
-    store.check().unwrap();
+    store.reader().check().unwrap();
 }
 
 #[test]
 fn a_failed_commit_fails_every_write_of_the_batch() {
-    let backend = SharedBackend::default();
+    let backend = FlakyBackend::default();
     let store = Store::open(backend.clone(), T0).unwrap();
     let mut actor = StorageActor::new(store.clone(), "n");
     let mut ctx = TestContext::new(T0, 1);
-    backend.fail.store(true, Ordering::SeqCst);
+    backend.fail_writes.store(true, Ordering::SeqCst);
     ctx.backlog = 1;
     let (a, rx_a) = put("a", "1");
     actor.handle(&mut ctx, a);
@@ -256,43 +255,12 @@ fn a_failed_commit_fails_every_write_of_the_batch() {
     actor.handle(&mut ctx, b);
     assert!(answered(rx_a).is_err());
     assert!(answered(rx_b).is_err());
-    backend.fail.store(false, Ordering::SeqCst);
+    let failure = ctx.failed.expect("a failed commit fails the actor");
+    assert!(failure.contains("2 writes"), "{failure}");
+    assert!(
+        store.reader().check().is_err(),
+        "health reports the failed commit"
+    );
+    backend.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(data(&store, "a"), None);
-}
-
-/// An in-memory backend that outlives a `Database` (to reopen it) and can be told to fail writes.
-#[derive(Debug, Clone, Default)]
-struct SharedBackend {
-    inner: Arc<InMemoryBackend>,
-    fail: Arc<AtomicBool>,
-}
-
-impl SharedBackend {
-    fn check(&self) -> std::io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected disk failure"));
-        }
-        Ok(())
-    }
-}
-
-impl StorageBackend for SharedBackend {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read(offset, out)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.write(offset, data)
-    }
 }

@@ -1,0 +1,127 @@
+//! Router tests in-process: the failure paths that a healthy binary cannot be pushed into
+//! (a dying disk, a full or stopped writer, a panicking handler). The happy paths and bad inputs
+//! are covered against the real binary in `tests/api.rs`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::host::system::SystemClock;
+use crate::host::task;
+use crate::seam::{Addr, Clock, Mailbox, SendError};
+use crate::storage::testing::FlakyBackend;
+use crate::storage::{StorageActor, StorageMsg, Store};
+
+fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    ApiState {
+        node_id: "n1".into(),
+        address: "127.0.0.1:1".into(),
+        joined_timestamp_ms: 1,
+        mode: Mode::Normal,
+        value_bytes_max: 1024,
+        clock,
+        storage,
+        reader: store.reader(),
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// A mailbox that answers every send the same way (or panics), standing in for a writer.
+struct FixedMailbox(Option<SendError>);
+
+impl Mailbox<StorageMsg> for FixedMailbox {
+    fn deliver(&self, _msg: StorageMsg) -> Result<(), SendError> {
+        match self.0 {
+            Some(e) => Err(e),
+            None => panic!("writer exploded"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
+    let backend = FlakyBackend::default();
+    let store = Store::open(backend.clone(), 1).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let writer = task::spawn(StorageActor::new(store.clone(), "n1"), clock, 1, 16);
+    let router = router(state(&store, writer.addr().clone()));
+
+    let (status, body) = call(&router, "GET", "/health", "").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    backend.fail_writes.store(true, Ordering::SeqCst);
+    let (status, body) = call(&router, "PUT", "/kv/a", "1").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body["error"].as_str().unwrap().contains("write failed"),
+        "{body}"
+    );
+
+    let (status, body) = call(&router, "GET", "/health", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "error");
+    assert!(body["error"].as_str().unwrap().contains("storage"));
+
+    // The writer failed itself (redb refuses writes after an I/O error until reopened): later
+    // writes are refused at once rather than left hanging, and the host learns of the failure.
+    assert!(writer.failed().borrow().is_some());
+    let (status, body) = call(&router, "PUT", "/kv/b", "2").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_or_stopped_writer_is_a_503_with_a_json_error() {
+    let store = Store::open(FlakyBackend::default(), 1).unwrap();
+    for (refusal, expected) in [
+        (SendError::Full, "retry later"),
+        (SendError::Stopped, "shutting down"),
+    ] {
+        let router = router(state(
+            &store,
+            Addr::new(Arc::new(FixedMailbox(Some(refusal)))),
+        ));
+        for (method, uri) in [("PUT", "/kv/a"), ("DELETE", "/kv/a")] {
+            let (status, body) = call(&router, method, uri, "{}").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(body["error"].as_str().unwrap().contains(expected), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_json_and_the_router_keeps_serving() {
+    let store = Store::open(FlakyBackend::default(), 1).unwrap();
+    let router = router(state(&store, Addr::new(Arc::new(FixedMailbox(None)))));
+    let (status, body) = call(&router, "PUT", "/kv/a", "{}").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"], "internal error");
+    let (status, _) = call(&router, "GET", "/health", "").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,47 @@
+//! Test support: a storage backend that outlives its database and fails on demand.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use redb::backends::InMemoryBackend;
+use redb::StorageBackend;
+
+/// An in-memory backend whose clones share one image (so a store can be reopened) and which
+/// fails writes or reads while told to, like a dying disk.
+#[derive(Debug, Clone, Default)]
+pub struct FlakyBackend {
+    inner: Arc<InMemoryBackend>,
+    /// While set, `write`, `set_len` and `sync_data` fail.
+    pub fail_writes: Arc<AtomicBool>,
+    /// While set, `read` fails.
+    pub fail_reads: Arc<AtomicBool>,
+}
+
+fn check(flag: &AtomicBool) -> std::io::Result<()> {
+    if flag.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("injected disk failure"));
+    }
+    Ok(())
+}
+
+impl StorageBackend for FlakyBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        check(&self.fail_reads)?;
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        check(&self.fail_writes)?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        check(&self.fail_writes)?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        check(&self.fail_writes)?;
+        self.inner.write(offset, data)
+    }
+}
