@@ -8,6 +8,14 @@ run *ARGS:
 test:
     cargo test
 
+# The madsim simulator alone: unit tests, scenarios, the seed sweep, the trace snapshot.
+sim *ARGS:
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim {{ARGS}}
+
+# Replay one seed of the crash sweep and print its trace.
+replay SEED:
+    KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim --test sweep -- --nocapture
+
 # Formatting and lints, in the normal build and in the simulator build.
 lint:
     cargo fmt --all -- --check

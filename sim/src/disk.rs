@@ -1,0 +1,360 @@
+//! A simulated disk with a volatile write cache, so crash tests can lose exactly what a real disk
+//! may lose.
+//!
+//! A real disk acknowledges a write once it sits in a cache; only `fsync` makes it survive a power
+//! cut. [`SimDisk`] models that with two images: writes and resizes land on the *volatile* image,
+//! [`sync_data`](redb::StorageBackend::sync_data) copies it to the *durable* one, and
+//! [`SimDisk::crash`] throws the volatile image away. redb sees the disk through a [`SimBackend`],
+//! a view that belongs to one boot of the machine: after a crash every old view fails all I/O (the
+//! process that held it is dead), so a database abandoned by a crashed node can neither read the
+//! new state nor scribble on it when it is finally dropped. The [`SimDisk`] handle itself is the
+//! machine's disk and outlives every database opened on it.
+//!
+//! [`SimDisk::power_cut_after`] arms a crash that strikes *inside* the storage engine, at the n-th
+//! write, resize or sync from now: that is how a crash lands in the middle of a commit, which a
+//! crash from outside the synchronous storage actor never can.
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::StorageBackend;
+
+/// A machine's disk: cheap to clone, every clone is the same disk.
+#[derive(Clone, Default)]
+pub struct SimDisk {
+    state: Arc<Mutex<DiskState>>,
+}
+
+#[derive(Default)]
+struct DiskState {
+    /// What the OS and redb read back: every write, synced or not.
+    volatile: Vec<u8>,
+    /// What survives a crash: the volatile image as of the last sync.
+    durable: Vec<u8>,
+    /// Which boot of the machine the disk is in; a crash starts the next one.
+    boot: u64,
+    /// Mutating operations left before an armed power cut strikes.
+    power_cut_in: Option<u64>,
+    /// Crashes so far (explicit or by power cut).
+    crashes: u64,
+    /// Mutating operations attempted so far, on any view.
+    mutations: u64,
+}
+
+impl fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("SimDisk")
+            .field("volatile_len", &state.volatile.len())
+            .field("durable_len", &state.durable.len())
+            .field("boot", &state.boot)
+            .finish()
+    }
+}
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        SimDisk::default()
+    }
+
+    /// A view of the disk for the current boot, to hand to redb (`Store::open`).
+    pub fn backend(&self) -> SimBackend {
+        SimBackend {
+            disk: self.clone(),
+            boot: self.lock().boot,
+        }
+    }
+
+    /// Power loss: everything written since the last sync is gone, and every view handed out
+    /// before this call fails from now on. Disarms a pending power cut.
+    pub fn crash(&self) {
+        self.lock().crash();
+    }
+
+    /// Arms a power cut at the `ops`-th mutating operation (write, resize or sync) from now,
+    /// counting from 1: that operation fails and the disk crashes as it would under [`crash`].
+    /// Zero disarms.
+    ///
+    /// [`crash`]: SimDisk::crash
+    pub fn power_cut_after(&self, ops: u64) {
+        self.lock().power_cut_in = (ops > 0).then_some(ops);
+    }
+
+    /// How many times the disk has crashed (explicitly or by an armed power cut).
+    pub fn crashes(&self) -> u64 {
+        self.lock().crashes
+    }
+
+    /// How many writes, resizes and syncs live views have attempted so far: the unit in which
+    /// [`power_cut_after`](SimDisk::power_cut_after) counts.
+    pub fn mutations(&self) -> u64 {
+        self.lock().mutations
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        // The simulation runs on one thread; a poisoned lock means a test already panicked.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl DiskState {
+    fn crash(&mut self) {
+        self.volatile.clone_from(&self.durable);
+        self.boot += 1;
+        self.crashes += 1;
+        self.power_cut_in = None;
+    }
+}
+
+/// redb's view of a [`SimDisk`] during one boot of the machine.
+#[derive(Debug)]
+pub struct SimBackend {
+    disk: SimDisk,
+    boot: u64,
+}
+
+impl SimBackend {
+    /// The disk state, if this view's boot is still the current one.
+    fn alive(&self) -> io::Result<MutexGuard<'_, DiskState>> {
+        let state = self.disk.lock();
+        if state.boot == self.boot {
+            Ok(state)
+        } else {
+            Err(dead())
+        }
+    }
+
+    /// Like [`alive`](Self::alive), for an operation that counts towards an armed power cut.
+    fn mutating(&self) -> io::Result<MutexGuard<'_, DiskState>> {
+        let mut state = self.alive()?;
+        state.mutations += 1;
+        match state.power_cut_in {
+            Some(1) => {
+                state.crash();
+                Err(dead())
+            }
+            Some(n) => {
+                state.power_cut_in = Some(n - 1);
+                Ok(state)
+            }
+            None => Ok(state),
+        }
+    }
+}
+
+fn dead() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "simulated disk crashed: this view died with its machine",
+    )
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "access beyond the end of the disk",
+    )
+}
+
+/// The byte range `offset..offset + len`, if it lies within `size`.
+fn span(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usize>> {
+    let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+    let end = start.checked_add(len).ok_or_else(out_of_range)?;
+    if end > size {
+        return Err(out_of_range());
+    }
+    Ok(start..end)
+}
+
+impl StorageBackend for SimBackend {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.alive()?.volatile.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let state = self.alive()?;
+        let range = span(offset, out.len(), state.volatile.len())?;
+        out.copy_from_slice(&state.volatile[range]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.mutating()?;
+        let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        state.volatile.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.mutating()?;
+        let DiskState {
+            volatile, durable, ..
+        } = &mut *state;
+        durable.clone_from(volatile);
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.mutating()?;
+        let range = span(offset, data.len(), state.volatile.len())?;
+        state.volatile[range].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+    use super::*;
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+
+    fn read_all(backend: &SimBackend) -> Vec<u8> {
+        let mut out = vec![0; backend.len().unwrap() as usize];
+        backend.read(0, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_synced_and_drops_the_rest() {
+        let disk = SimDisk::new();
+        let b = disk.backend();
+        b.set_len(4).unwrap();
+        b.write(0, b"abcd").unwrap();
+        b.sync_data().unwrap();
+        b.write(0, b"XY").unwrap();
+        b.set_len(8).unwrap();
+        assert_eq!(read_all(&b), b"XYcd\0\0\0\0", "reads see unsynced writes");
+
+        disk.crash();
+        let after = disk.backend();
+        assert_eq!(read_all(&after), b"abcd");
+        assert_eq!(disk.crashes(), 1);
+    }
+
+    #[test]
+    fn views_from_before_a_crash_fail_every_operation() {
+        let disk = SimDisk::new();
+        let old = disk.backend();
+        old.set_len(2).unwrap();
+        old.sync_data().unwrap();
+        disk.crash();
+        let mut buf = [0u8; 1];
+        assert!(old.len().is_err());
+        assert!(old.read(0, &mut buf).is_err());
+        assert!(old.write(0, b"z").is_err());
+        assert!(old.set_len(0).is_err());
+        assert!(old.sync_data().is_err());
+        assert_eq!(
+            read_all(&disk.backend()),
+            [0, 0],
+            "the old view changed nothing"
+        );
+    }
+
+    #[test]
+    fn out_of_range_access_is_an_error_not_a_panic() {
+        let b = SimDisk::new().backend();
+        b.set_len(2).unwrap();
+        let mut buf = [0u8; 3];
+        assert!(b.read(0, &mut buf).is_err());
+        assert!(b.write(1, b"ab").is_err());
+        assert!(b.read(u64::MAX, &mut buf[..1]).is_err());
+    }
+
+    #[test]
+    fn a_power_cut_fails_the_nth_mutation_and_crashes() {
+        let disk = SimDisk::new();
+        let b = disk.backend();
+        b.set_len(2).unwrap();
+        b.sync_data().unwrap();
+        disk.power_cut_after(2);
+        b.write(0, b"a").unwrap();
+        let mut buf = [0u8; 2];
+        b.read(0, &mut buf).unwrap(); // reads do not count
+        assert!(b.sync_data().is_err(), "the second mutation is cut");
+        assert_eq!(disk.crashes(), 1);
+        assert!(b.write(0, b"b").is_err(), "the view died with the power");
+        assert_eq!(read_all(&disk.backend()), [0, 0]);
+    }
+
+    #[test]
+    fn redb_keeps_durable_commits_and_loses_unsynced_ones() {
+        let disk = SimDisk::new();
+        let db = Database::builder()
+            .create_with_backend(disk.backend())
+            .unwrap();
+        let put = |key: &str, value: u64, durability: Durability| {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(durability).unwrap();
+            txn.open_table(T).unwrap().insert(key, value).unwrap();
+            txn.commit().unwrap();
+        };
+        put("kept", 1, Durability::Immediate);
+        put("lost", 2, Durability::None);
+        disk.crash();
+        // The crashed process's handle is dropped now: its close must not reach the new boot.
+        drop(db);
+
+        let db = Database::builder()
+            .create_with_backend(disk.backend())
+            .unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(T).unwrap();
+        assert_eq!(table.get("kept").unwrap().unwrap().value(), 1);
+        assert!(table.get("lost").unwrap().is_none());
+    }
+
+    #[test]
+    fn redb_recovers_from_a_power_cut_at_every_point_of_a_commit() {
+        // Count the mutations of one durable commit, then cut the power at each of them in turn.
+        let ops_of_one_commit = {
+            let disk = SimDisk::new();
+            let db = Database::builder()
+                .create_with_backend(disk.backend())
+                .unwrap();
+            let before = disk.mutations();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(T).unwrap().insert("k", 1).unwrap();
+            txn.commit().unwrap();
+            disk.mutations() - before
+        };
+        assert!(ops_of_one_commit > 1, "a durable commit writes and syncs");
+        for cut in 1..=ops_of_one_commit + 1 {
+            let disk = SimDisk::new();
+            let db = Database::builder()
+                .create_with_backend(disk.backend())
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(T).unwrap().insert("before", 1).unwrap();
+            txn.commit().unwrap();
+            disk.power_cut_after(cut);
+            let txn = db.begin_write().unwrap();
+            txn.open_table(T).unwrap().insert("during", 2).unwrap();
+            let committed = txn.commit().is_ok();
+            drop(db);
+            disk.crash();
+
+            let db = Database::builder()
+                .create_with_backend(disk.backend())
+                .unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(T).unwrap();
+            assert_eq!(
+                table.get("before").unwrap().unwrap().value(),
+                1,
+                "cut {cut}"
+            );
+            if committed {
+                assert_eq!(
+                    table.get("during").unwrap().unwrap().value(),
+                    2,
+                    "cut {cut}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Running scenarios under seeds: one seed in a fresh runtime, a sweep over pinned seeds, and the
+//! replay of a single seed through `KVS_SIM_SEED`.
+//!
+//! Seeds are pinned (never madsim's default, the time of day) so CI runs the same simulations
+//! every time; a failure names its seed, and `KVS_SIM_SEED=<seed>` (or `just replay <seed>`)
+//! runs exactly that one again. A seed replays only with the same binary and toolchain.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::scenario::Outcome;
+
+/// The environment variable that restricts a sweep to one seed.
+pub const SEED_VAR: &str = "KVS_SIM_SEED";
+
+/// Violations shown per failing seed; the replay shows the rest, with the trace.
+const SHOWN: usize = 3;
+
+/// The seeds to run: the one in `KVS_SIM_SEED` if it is set, else `pinned`.
+///
+/// # Panics
+/// If `KVS_SIM_SEED` is set but is not an unsigned integer.
+pub fn seeds(pinned: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    match std::env::var(SEED_VAR) {
+        Ok(seed) => vec![seed
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEED_VAR}={seed:?} is not a u64 seed"))],
+        Err(_) => pinned.into_iter().collect(),
+    }
+}
+
+/// Runs `scenario` to completion in a fresh madsim runtime seeded with `seed`.
+pub fn run<Fut: Future>(seed: u64, scenario: Fut) -> Fut::Output {
+    madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())
+        .block_on(scenario)
+}
+
+/// Runs `scenario` once per seed and panics, naming every failing seed and how to replay it, if
+/// any run reported a violation or panicked.
+pub fn sweep<F, Fut>(seeds: &[u64], scenario: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let mut failures = Vec::new();
+    for &seed in seeds {
+        match catch_unwind(AssertUnwindSafe(|| run(seed, scenario()))) {
+            Ok(outcome) if outcome.violations.is_empty() => {}
+            Ok(outcome) => failures.push(format!(
+                "seed {seed}: {}{}",
+                outcome.violations[..outcome.violations.len().min(SHOWN)].join("; "),
+                match outcome.violations.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    more => format!("; and {more} more"),
+                },
+            )),
+            Err(panic) => failures.push(format!("seed {seed}: panicked: {}", message(&*panic))),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed (replay one with {SEED_VAR}=<seed>, or `just replay <seed>`):\n{}",
+        failures.len(),
+        seeds.len(),
+        failures.join("\n"),
+    );
+}
+
+fn message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(a panic without a message)")
+}

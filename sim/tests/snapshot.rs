@@ -1,0 +1,29 @@
+//! The crash scenario's trace for one pinned seed, snapshotted with insta into the repository's
+//! `snapshots/` folder so that a change in behaviour shows up as a reviewable diff of the timeline.
+//!
+//! A deliberate change: `INSTA_UPDATE=always just sim` (or `cargo insta review`) and commit the new
+//! snapshot. With `CI=true` a mismatch fails instead of writing.
+
+#![cfg(madsim)]
+
+use kvs_sim::{crash_durability, sweep, CrashWorkload};
+
+#[test]
+fn crash_scenario_trace() {
+    let outcome = sweep::run(
+        1,
+        crash_durability(CrashWorkload {
+            writers: 3,
+            writes_per_writer: 4,
+            think_ms_max: 10,
+            power_cut_chance: 1.0,
+        }),
+    );
+    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+    insta::with_settings!({
+        snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots"),
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("crash_scenario_seed_1", outcome.trace.text());
+    });
+}
