@@ -139,6 +139,9 @@ fn call(server: &Server, method: &str, url: &str, body: Option<String>) -> Resul
         ("PUT", Some(body)) => agent
             .put(url)
             .header("content-type", "application/json")
+            // Lets the node refuse an oversized value (413) before the body is sent, instead of
+            // closing the connection under a client still writing it.
+            .header("expect", "100-continue")
             .send(body),
         ("DELETE", _) => agent.delete(url).call(),
         _ => agent.get(url).call(),

@@ -178,7 +178,6 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-            tracing::info!(path = %path.display(), "wrote default configuration");
         }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

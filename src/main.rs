@@ -20,6 +20,7 @@ fn serve(config: Option<std::path::PathBuf>) -> ExitCode {
         Some(path) => (path, false),
         None => ("config.yaml".into(), true),
     };
+    let creating = create && !path.exists();
     let config = match Config::load(&path, create) {
         Ok(config) => config,
         Err(e) => {
@@ -28,6 +29,9 @@ fn serve(config: Option<std::path::PathBuf>) -> ExitCode {
         }
     };
     kvs::telemetry::init(config.log_level, config.log_format);
+    if creating {
+        tracing::info!(path = %path.display(), "wrote default configuration");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -256,7 +256,6 @@ fn bodies_that_are_not_json_are_refused_with_400() {
 
 /// JSON text must be UTF-8 (RFC 8259 section 8.1); bytes that are not cannot be JSON.
 #[test]
-#[ignore = "src bug: api/kv.rs validates with IgnoredAny, which skips string contents unchecked"]
 fn json_strings_with_invalid_utf8_are_refused_with_400() {
     let node = Node::start(&[]);
     for (what, body) in [

@@ -249,9 +249,6 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
 /// Once a node says it is listening, a SIGTERM must get the graceful path (exit 0), however soon
 /// it comes. Repeated, because the window is short on an idle machine.
 #[test]
-#[ignore = "src bug: host/server.rs installs its SIGTERM/SIGINT handlers only when the graceful \
-            shutdown future is first polled, after the `listening` line; a signal in between \
-            kills the process with the default action"]
 fn sigterm_right_after_the_listening_line_is_graceful() {
     for attempt in 0..20 {
         let dir = tempfile::tempdir().expect("temp dir");

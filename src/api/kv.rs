@@ -83,7 +83,10 @@ pub(super) async fn put(
     let path = key(path)?;
     writable(&state)?;
     let data = body_bytes(&headers, body, state.value_bytes_max).await?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(&data).map_err(|e| {
+    // JSON text is UTF-8 (RFC 8259); `IgnoredAny` alone would skip string contents unchecked.
+    let text = std::str::from_utf8(&data)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("body is not valid JSON: {e}"),

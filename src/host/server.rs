@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::ractor::{RactorHost, SpawnError};
 use super::system::SystemClock;
@@ -30,6 +31,9 @@ pub enum ServerError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The SIGINT/SIGTERM handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
     /// The data directory or database file could not be opened.
     #[error("opening {path}: {source}")]
     DataDir {
@@ -59,6 +63,7 @@ pub enum ServerError {
 
 /// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error).
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    let signals = ShutdownSignals::install().map_err(ServerError::Signals)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let store = open_store(&config, clock.wall_ms())?;
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
@@ -93,7 +98,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let mut failed = host.failed();
     let stop = async move {
         tokio::select! {
-            signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
+            signal = signals.recv() => tracing::info!(%signal, "shutting down"),
             _ = failed.wait_for(Option::is_some) => {}
         }
     };
@@ -137,18 +142,25 @@ fn open_store(config: &Config, now_ms: u64) -> Result<Store, ServerError> {
     Ok(Store::open(backend, now_ms)?)
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGINT and SIGTERM, watched from the moment this is created: a signal that arrives while the
+/// node is still starting is delivered once the node is up, rather than killing it mid-start.
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }
