@@ -17,6 +17,7 @@
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use redb::StorageBackend;
 
@@ -40,7 +41,16 @@ struct DiskState {
     crashes: u64,
     /// Mutating operations attempted so far, on any view.
     mutations: u64,
+    /// Successful syncs so far: with group commit, fewer than acknowledged writes.
+    syncs: u64,
+    /// I/O time spent since the last [`SimDisk::take_io_time`].
+    io_time: Duration,
 }
+
+/// What one `sync_data` costs in simulated time: an fsync on a fast SSD.
+pub const SYNC_TIME: Duration = Duration::from_micros(500);
+/// What writing one 4 KiB page costs in simulated time.
+pub const PAGE_WRITE_TIME: Duration = Duration::from_micros(2);
 
 impl fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,6 +101,18 @@ impl SimDisk {
     /// [`power_cut_after`](SimDisk::power_cut_after) counts.
     pub fn mutations(&self) -> u64 {
         self.lock().mutations
+    }
+
+    /// How many syncs have succeeded so far.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// The simulated I/O time spent since the last call, and resets it: the node's task host
+    /// sleeps it off after each message (`kvs::host::task::spawn_paced`), so writes queue up
+    /// behind a commit as they would behind a real fsync.
+    pub fn take_io_time(&self) -> Duration {
+        std::mem::take(&mut self.lock().io_time)
     }
 
     fn lock(&self) -> MutexGuard<'_, DiskState> {
@@ -193,6 +215,8 @@ impl StorageBackend for SimBackend {
             volatile, durable, ..
         } = &mut *state;
         durable.clone_from(volatile);
+        state.syncs += 1;
+        state.io_time += SYNC_TIME;
         Ok(())
     }
 
@@ -200,6 +224,7 @@ impl StorageBackend for SimBackend {
         let mut state = self.mutating()?;
         let range = span(offset, data.len(), state.volatile.len())?;
         state.volatile[range].copy_from_slice(data);
+        state.io_time += PAGE_WRITE_TIME * data.len().div_ceil(4096) as u32;
         Ok(())
     }
 }

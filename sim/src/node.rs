@@ -19,6 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use kvs::api::{self, ApiState, Mode};
+use kvs::host::task::BusyTime;
 use kvs::host::MAILBOX_CAPACITY;
 use kvs::seam::Clock;
 use kvs::storage::{StorageActor, StorageError, Store};
@@ -181,9 +182,17 @@ impl Machine {
             .get_node(self.madsim_node)
             .expect("the node's machine exists");
         let actor_clock = Arc::clone(&clock);
+        let disk = self.disk.clone();
+        let busy: BusyTime = Arc::new(move || disk.take_io_time());
         let (storage, failed) = machine
             .spawn(async move {
-                let actor = kvs::host::task::spawn(actor, actor_clock, rng_seed, MAILBOX_CAPACITY);
+                let actor = kvs::host::task::spawn_paced(
+                    actor,
+                    actor_clock,
+                    rng_seed,
+                    MAILBOX_CAPACITY,
+                    busy,
+                );
                 (actor.addr().clone(), actor.failed())
             })
             .await

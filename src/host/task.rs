@@ -90,13 +90,36 @@ impl<M: Send + 'static> Context<M> for TaskContext<M> {
     }
 }
 
+/// How long the side effects of the handler that just ran took (the disk I/O it did), in the
+/// host's time. Handlers are synchronous, so in simulated time they take none; the task host sleeps
+/// this long after each message instead, and messages queue up behind a slow commit as they do on
+/// real hardware (which is what lets group commit form batches in the simulator).
+pub type BusyTime = Arc<dyn Fn() -> Duration + Send + Sync>;
+
 /// Starts `actor` as a task with a mailbox of `capacity`, reading `clock`, drawing randomness from
 /// a ChaCha stream seeded with `rng_seed`.
 pub fn spawn<A: Actor>(
+    actor: A,
+    clock: Arc<dyn Clock>,
+    rng_seed: u64,
+    capacity: usize,
+) -> TaskActor<A::Msg> {
+    spawn_paced(
+        actor,
+        clock,
+        rng_seed,
+        capacity,
+        Arc::new(|| Duration::ZERO),
+    )
+}
+
+/// Like [`spawn`], and after each message the task sleeps for what `busy` reports.
+pub fn spawn_paced<A: Actor>(
     mut actor: A,
     clock: Arc<dyn Clock>,
     rng_seed: u64,
     capacity: usize,
+    busy: BusyTime,
 ) -> TaskActor<A::Msg> {
     let (tx, mut rx) = mpsc::channel(capacity);
     let (done_tx, done) = oneshot::channel();
@@ -124,6 +147,11 @@ pub fn spawn<A: Actor>(
                 Some(Envelope::Msg(msg)) => {
                     ctx.backlog = rx.len();
                     actor.handle(&mut ctx, msg);
+                    let took = busy();
+                    // A failed actor reports at once; it has no next message to hold back.
+                    if ctx.failed.is_none() && !took.is_zero() {
+                        tokio::time::sleep(took).await;
+                    }
                 }
                 Some(Envelope::Stop) if !stopping => {
                     stopping = true;
@@ -198,6 +226,25 @@ mod tests {
         addr.send(ProbeMsg::Push(1)).unwrap();
         addr.send(ProbeMsg::Push(2)).unwrap();
         assert_eq!(answer.await.unwrap().1, 2);
+        actor.stop().await;
+    }
+
+    #[tokio::test]
+    async fn busy_time_holds_the_next_message_back() {
+        let probe = Probe::default();
+        let busy: BusyTime = Arc::new(|| Duration::from_millis(20));
+        let actor = spawn_paced(probe, Arc::new(SystemClock::new()), 1, 16, busy);
+        let addr = actor.addr().clone();
+        let started = std::time::Instant::now();
+        for n in 0..3 {
+            addr.send(ProbeMsg::Push(n)).unwrap();
+        }
+        let (seen, _) = addr.ask(ProbeMsg::Read).await.unwrap();
+        assert_eq!(seen, vec![0, 1, 2]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(60),
+            "three pushes, 20 ms each"
+        );
         actor.stop().await;
     }
 
