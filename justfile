@@ -25,3 +25,9 @@ lint:
 # What CI runs on a clean clone.
 ci:
     bash .ci/run
+
+# HTTP throughput and latency of a node against a trivial axum baseline, measured in one run
+# (prints a table; asserts nothing). KVS_BENCH_SECS sets the seconds per phase (default 5),
+# KVS_BENCH_DIR where the node's data lives; RUST_LOG=kvs=trace adds group commit sizes.
+bench:
+    cargo bench --bench http
