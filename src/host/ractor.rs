@@ -203,7 +203,6 @@ struct RactorContext<M> {
     rng: ChaCha12Rng,
     myself: Addr<M>,
     queued: Arc<AtomicUsize>,
-    backlog: usize,
     failed: Option<String>,
 }
 
@@ -225,11 +224,14 @@ impl<M: Send + 'static> Context<M> for RactorContext<M> {
             let _ = addr.send(msg);
         });
     }
+    fn blocking(&mut self, work: &mut dyn FnMut()) {
+        tokio::task::block_in_place(work);
+    }
     fn fail(&mut self, reason: String) {
         self.failed = Some(reason);
     }
     fn backlog(&self) -> usize {
-        self.backlog
+        self.queued.load(Ordering::SeqCst)
     }
 }
 
@@ -256,11 +258,10 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
                 rng: ChaCha12Rng::seed_from_u64(os_seed()),
                 myself,
                 queued,
-                backlog: 0,
                 failed: None,
             },
         };
-        tokio::task::block_in_place(|| state.actor.started(&mut state.ctx));
+        state.actor.started(&mut state.ctx);
         Ok(state)
     }
 
@@ -270,13 +271,9 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
         msg: A::Msg,
         state: &mut HostedState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        // The count includes this message: what remains is the backlog.
-        state.ctx.backlog = state
-            .ctx
-            .queued
-            .fetch_sub(1, Ordering::SeqCst)
-            .saturating_sub(1);
-        tokio::task::block_in_place(|| state.actor.handle(&mut state.ctx, msg));
+        // Counted from `deliver` until now: what remains counted is the backlog.
+        state.ctx.queued.fetch_sub(1, Ordering::SeqCst);
+        state.actor.handle(&mut state.ctx, msg);
         if let Some(reason) = state.ctx.failed.clone() {
             // A stop signal overtakes queued messages: they are dropped, not handled.
             myself.stop(Some(reason));
@@ -290,7 +287,7 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
         state: &mut HostedState<A>,
     ) -> Result<(), ActorProcessingErr> {
         if state.ctx.failed.is_none() {
-            tokio::task::block_in_place(|| state.actor.stopped(&mut state.ctx));
+            state.actor.stopped(&mut state.ctx);
         }
         Ok(())
     }

@@ -60,7 +60,8 @@ struct TaskContext<M> {
     clock: Arc<dyn Clock>,
     rng: ChaCha12Rng,
     myself: Addr<M>,
-    backlog: usize,
+    /// The mailbox's sending side, to count what waits in it (capacity in use).
+    queue: mpsc::Sender<Envelope<M>>,
     failed: Option<String>,
 }
 
@@ -82,11 +83,14 @@ impl<M: Send + 'static> Context<M> for TaskContext<M> {
             let _ = addr.send(msg);
         });
     }
+    fn blocking(&mut self, work: &mut dyn FnMut()) {
+        work();
+    }
     fn fail(&mut self, reason: String) {
         self.failed = Some(reason);
     }
     fn backlog(&self) -> usize {
-        self.backlog
+        self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
@@ -129,7 +133,7 @@ pub fn spawn_paced<A: Actor>(
         clock,
         rng: ChaCha12Rng::seed_from_u64(rng_seed),
         myself: addr.clone(),
-        backlog: 0,
+        queue: tx.clone(),
         failed: None,
     };
     tokio::spawn(async move {
@@ -145,7 +149,6 @@ pub fn spawn_paced<A: Actor>(
             };
             match envelope {
                 Some(Envelope::Msg(msg)) => {
-                    ctx.backlog = rx.len();
                     actor.handle(&mut ctx, msg);
                     let took = busy();
                     // A failed actor reports at once; it has no next message to hold back.

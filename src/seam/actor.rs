@@ -8,9 +8,8 @@ use super::{Addr, Clock};
 
 /// A component with private state that changes only by handling its messages one at a time.
 ///
-/// Handlers are synchronous: an actor never awaits. Anything slow (a durable commit) runs inside the
-/// handler and the host decides how to keep that from starving other work (the ractor host moves
-/// the worker thread aside with `block_in_place`; the simulator has no threads to starve).
+/// Handlers are synchronous: an actor never awaits. Anything that blocks (a durable commit) goes
+/// through [`Context::blocking`], and the host decides how to keep it from starving other work.
 pub trait Actor: Send + 'static {
     /// The messages this actor understands.
     type Msg: Send + 'static;
@@ -35,7 +34,7 @@ pub trait Actor: Send + 'static {
 /// OS directly, so the simulator can skew one node); `rng` is seeded by the host (from the run seed
 /// in the simulator, so a seed replays bit-for-bit); a message given to `schedule` is delivered to
 /// this actor's own mailbox after at least `after` of the host's monotonic time, unless the actor
-/// has stopped; `backlog` counts the messages already waiting in this actor's mailbox.
+/// has stopped; `backlog` counts the messages waiting in this actor's mailbox at the time of the call.
 pub trait Context<M> {
     /// This node's clock (monotonic time for timers, skewable wall time for versions).
     fn clock(&self) -> &dyn Clock;
@@ -49,13 +48,20 @@ pub trait Context<M> {
     /// Delivers `msg` to this actor after `after` (a timer).
     fn schedule(&mut self, after: Duration, msg: M);
 
+    /// Runs `work`, which blocks the thread (a durable commit), in a way that does not starve the
+    /// host's other work: the ractor host moves its worker thread aside (`block_in_place`), the
+    /// simulator just runs it. Everything else a handler does must be quick and non-blocking.
+    fn blocking(&mut self, work: &mut dyn FnMut());
+
     /// Stops this actor as failed, after the current message. The host treats it like a crash of
     /// the component: production stops the node (see `host::ractor`), the simulator reports it to
     /// the scenario. Messages still queued are dropped, so their askers get an error at once.
     /// For states an actor cannot safely continue from (its disk refused a commit).
     fn fail(&mut self, reason: String);
 
-    /// How many messages are queued behind the one being handled. Batching actors (storage's group
-    /// commit) flush when this reaches zero: every write that was waiting has then joined the batch.
+    /// How many messages wait in the mailbox right now, behind the one being handled. Batching
+    /// actors (storage's group commit) flush when it reaches zero, since every write that was
+    /// waiting has then joined the batch, and read it after a commit to learn how many writes
+    /// arrived meanwhile.
     fn backlog(&self) -> usize;
 }

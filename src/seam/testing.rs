@@ -55,6 +55,8 @@ pub struct TestContext<M> {
     pub clock: Arc<ManualClock>,
     /// What `backlog()` answers.
     pub backlog: usize,
+    /// Messages that "arrive" while `blocking` work runs: added to `backlog` after it.
+    pub arrivals_during_blocking: usize,
     /// Timers the actor asked for, in order.
     pub scheduled: Vec<(Duration, M)>,
     /// Set when the actor declared itself failed.
@@ -69,6 +71,7 @@ impl<M: Send + 'static> TestContext<M> {
         TestContext {
             clock: ManualClock::at(wall_ms),
             backlog: 0,
+            arrivals_during_blocking: 0,
             scheduled: Vec::new(),
             failed: None,
             rng: ChaCha12Rng::seed_from_u64(seed),
@@ -89,6 +92,10 @@ impl<M: Send + 'static> Context<M> for TestContext<M> {
     }
     fn schedule(&mut self, after: Duration, msg: M) {
         self.scheduled.push((after, msg));
+    }
+    fn blocking(&mut self, work: &mut dyn FnMut()) {
+        work();
+        self.backlog += self.arrivals_during_blocking;
     }
     fn fail(&mut self, reason: String) {
         self.failed = Some(reason);

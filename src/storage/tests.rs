@@ -264,3 +264,120 @@ fn a_failed_commit_fails_every_write_of_the_batch() {
     backend.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(data(&store, "a"), None);
 }
+
+/// Whether the write is still waiting for its commit.
+fn rx_pending<T>(mut rx: Receiver<T>) -> bool {
+    rx_pending_ref(&mut rx)
+}
+
+fn rx_pending_ref<T>(rx: &mut Receiver<T>) -> bool {
+    rx.try_recv().unwrap().is_none()
+}
+
+/// Sends `n` puts as if they all waited in the mailbox together; returns their answer slots.
+fn burst(
+    actor: &mut StorageActor,
+    ctx: &mut TestContext<StorageMsg>,
+    prefix: &str,
+    n: usize,
+) -> Vec<Receiver<WriteResult<Version>>> {
+    (0..n)
+        .map(|i| {
+            ctx.backlog = n - 1 - i;
+            let (msg, rx) = put(&format!("{prefix}{i}"), "1");
+            actor.handle(ctx, msg);
+            rx
+        })
+        .collect()
+}
+
+#[test]
+fn a_straggler_after_a_big_batch_waits_briefly_for_company() {
+    let (store, mut actor, mut ctx) = setup();
+    for rx in burst(&mut actor, &mut ctx, "a", 8) {
+        answered(rx).unwrap();
+    }
+    // One write arrives alone right after a commit of 8: it waits for the others (a timer)...
+    let (msg, mut straggler) = put("s", "1");
+    ctx.backlog = 0;
+    actor.handle(&mut ctx, msg);
+    assert!(
+        straggler.try_recv().unwrap().is_none(),
+        "committed alone at once"
+    );
+    let (after, linger) = ctx.scheduled.pop().expect("a linger timer");
+    assert_eq!(after, actor::LINGER);
+    // ...and the timer commits it if nobody came.
+    actor.handle(&mut ctx, linger);
+    assert!(answered(straggler).is_ok());
+    assert_eq!(data(&store, "s"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_lingering_batch_commits_as_soon_as_company_arrives_and_old_timers_are_ignored() {
+    let (_store, mut actor, mut ctx) = setup();
+    for rx in burst(&mut actor, &mut ctx, "a", 8) {
+        answered(rx).unwrap();
+    }
+    let (msg, mut first) = put("b0", "1");
+    actor.handle(&mut ctx, msg);
+    let (_, stale) = ctx.scheduled.pop().expect("a linger timer");
+    // More writers come back: at half the expected concurrency the batch commits without
+    // waiting for the timer (the other half will form the next batch while this one commits).
+    let mut rest = Vec::new();
+    for i in 1..4 {
+        assert!(
+            rx_pending_ref(&mut first),
+            "committed below half the writers"
+        );
+        let (msg, rx) = put(&format!("b{i}"), "1");
+        actor.handle(&mut ctx, msg);
+        rest.push(rx);
+        assert!(ctx.scheduled.is_empty(), "one timer per batch");
+    }
+    assert!(answered(first).is_ok());
+    assert!(rest.into_iter().all(|rx| answered(rx).is_ok()));
+    // The old batch's timer, firing later, does not commit the new batch early.
+    let (msg, mut third) = put("c", "1");
+    actor.handle(&mut ctx, msg);
+    actor.handle(&mut ctx, stale);
+    assert!(third.try_recv().unwrap().is_none());
+
+    // Writes that queued during a commit count as active writers too.
+    let (_store, mut actor, mut ctx) = setup();
+    ctx.arrivals_during_blocking = 8;
+    for rx in burst(&mut actor, &mut ctx, "d", 4) {
+        answered(rx).unwrap();
+    }
+    ctx.arrivals_during_blocking = 0;
+    let queued = burst(&mut actor, &mut ctx, "e", 5);
+    assert!(
+        queued.into_iter().all(rx_pending),
+        "5 committed although 12 writers are active"
+    );
+    assert_eq!(ctx.scheduled.len(), 1, "waiting on a timer");
+}
+
+#[test]
+fn a_write_followed_only_by_a_stale_timer_is_not_stranded() {
+    let (_store, mut actor, mut ctx) = setup();
+    for rx in burst(&mut actor, &mut ctx, "a", 8) {
+        answered(rx).unwrap();
+    }
+    let (msg, first) = put("b", "1");
+    actor.handle(&mut ctx, msg);
+    let (_, timer) = ctx.scheduled.pop().expect("a linger timer");
+    actor.handle(&mut ctx, timer);
+    answered(first).unwrap();
+    // A write handled while the (now stale) timer still waited behind it in the mailbox...
+    let (msg, mut second) = put("c", "1");
+    ctx.backlog = 1;
+    actor.handle(&mut ctx, msg);
+    ctx.backlog = 0;
+    actor.handle(&mut ctx, StorageMsg::Linger { batch: 0 });
+    // ...is decided when that timer turns out to be the last message: committed, or timed.
+    if let Some((_, timer)) = ctx.scheduled.pop() {
+        actor.handle(&mut ctx, timer);
+    }
+    assert!(second.try_recv().unwrap().is_some(), "stranded");
+}
