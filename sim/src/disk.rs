@@ -14,6 +14,7 @@
 //! write, resize or sync from now: that is how a crash lands in the middle of a commit, which a
 //! crash from outside the synchronous storage actor never can.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,10 +30,8 @@ pub struct SimDisk {
 
 #[derive(Default)]
 struct DiskState {
-    /// What the OS and redb read back: every write, synced or not.
-    volatile: Vec<u8>,
-    /// What survives a crash: the volatile image as of the last sync.
-    durable: Vec<u8>,
+    /// The files on the disk, by name.
+    files: BTreeMap<String, FileImage>,
     /// Which boot of the machine the disk is in; a crash starts the next one.
     boot: u64,
     /// Mutating operations left before an armed power cut strikes.
@@ -47,6 +46,15 @@ struct DiskState {
     io_time: Duration,
 }
 
+/// One file's contents.
+#[derive(Default)]
+struct FileImage {
+    /// What the OS and redb read back: every write, synced or not.
+    volatile: Vec<u8>,
+    /// What survives a crash: the volatile image as of the last sync.
+    durable: Vec<u8>,
+}
+
 /// What one `sync_data` costs in simulated time: an fsync on a fast SSD.
 pub const SYNC_TIME: Duration = Duration::from_micros(500);
 /// What writing one 4 KiB page costs in simulated time.
@@ -56,8 +64,7 @@ impl fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
         f.debug_struct("SimDisk")
-            .field("volatile_len", &state.volatile.len())
-            .field("durable_len", &state.durable.len())
+            .field("files", &state.files.keys().collect::<Vec<_>>())
             .field("boot", &state.boot)
             .finish()
     }
@@ -69,11 +76,15 @@ impl SimDisk {
         SimDisk::default()
     }
 
-    /// A view of the disk for the current boot, to hand to redb (`Store::open`).
-    pub fn backend(&self) -> SimBackend {
+    /// A view of file `name` for the current boot (created empty if new), to hand to redb or
+    /// the write-ahead log (`Store::open`).
+    pub fn backend(&self, name: &str) -> SimBackend {
+        let mut state = self.lock();
+        state.files.entry(name.to_owned()).or_default();
         SimBackend {
             disk: self.clone(),
-            boot: self.lock().boot,
+            boot: state.boot,
+            file: name.to_owned(),
         }
     }
 
@@ -123,18 +134,21 @@ impl SimDisk {
 
 impl DiskState {
     fn crash(&mut self) {
-        self.volatile.clone_from(&self.durable);
+        for file in self.files.values_mut() {
+            file.volatile.clone_from(&file.durable);
+        }
         self.boot += 1;
         self.crashes += 1;
         self.power_cut_in = None;
     }
 }
 
-/// redb's view of a [`SimDisk`] during one boot of the machine.
+/// redb's view of one file of a [`SimDisk`] during one boot of the machine.
 #[derive(Debug)]
 pub struct SimBackend {
     disk: SimDisk,
     boot: u64,
+    file: String,
 }
 
 impl SimBackend {
@@ -190,30 +204,35 @@ fn span(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usiz
     Ok(start..end)
 }
 
+/// This view's file in `state` (created by [`SimDisk::backend`], never removed).
+fn image<'s>(state: &'s mut DiskState, file: &str) -> &'s mut FileImage {
+    state.files.get_mut(file).expect("files are never removed")
+}
+
 impl StorageBackend for SimBackend {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.alive()?.volatile.len() as u64)
+        let mut state = self.alive()?;
+        Ok(image(&mut state, &self.file).volatile.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let state = self.alive()?;
-        let range = span(offset, out.len(), state.volatile.len())?;
-        out.copy_from_slice(&state.volatile[range]);
+        let mut state = self.alive()?;
+        let volatile = &image(&mut state, &self.file).volatile;
+        let range = span(offset, out.len(), volatile.len())?;
+        out.copy_from_slice(&volatile[range]);
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.mutating()?;
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
-        state.volatile.resize(len, 0);
+        image(&mut state, &self.file).volatile.resize(len, 0);
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.mutating()?;
-        let DiskState {
-            volatile, durable, ..
-        } = &mut *state;
+        let FileImage { volatile, durable } = image(&mut state, &self.file);
         durable.clone_from(volatile);
         state.syncs += 1;
         state.io_time += SYNC_TIME;
@@ -222,8 +241,9 @@ impl StorageBackend for SimBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = self.mutating()?;
-        let range = span(offset, data.len(), state.volatile.len())?;
-        state.volatile[range].copy_from_slice(data);
+        let volatile = &mut image(&mut state, &self.file).volatile;
+        let range = span(offset, data.len(), volatile.len())?;
+        volatile[range].copy_from_slice(data);
         state.io_time += PAGE_WRITE_TIME * data.len().div_ceil(4096) as u32;
         Ok(())
     }
@@ -246,7 +266,7 @@ mod tests {
     #[test]
     fn a_crash_keeps_what_was_synced_and_drops_the_rest() {
         let disk = SimDisk::new();
-        let b = disk.backend();
+        let b = disk.backend("db");
         b.set_len(4).unwrap();
         b.write(0, b"abcd").unwrap();
         b.sync_data().unwrap();
@@ -255,7 +275,7 @@ mod tests {
         assert_eq!(read_all(&b), b"XYcd\0\0\0\0", "reads see unsynced writes");
 
         disk.crash();
-        let after = disk.backend();
+        let after = disk.backend("db");
         assert_eq!(read_all(&after), b"abcd");
         assert_eq!(disk.crashes(), 1);
     }
@@ -263,7 +283,7 @@ mod tests {
     #[test]
     fn views_from_before_a_crash_fail_every_operation() {
         let disk = SimDisk::new();
-        let old = disk.backend();
+        let old = disk.backend("db");
         old.set_len(2).unwrap();
         old.sync_data().unwrap();
         disk.crash();
@@ -274,7 +294,7 @@ mod tests {
         assert!(old.set_len(0).is_err());
         assert!(old.sync_data().is_err());
         assert_eq!(
-            read_all(&disk.backend()),
+            read_all(&disk.backend("db")),
             [0, 0],
             "the old view changed nothing"
         );
@@ -282,7 +302,7 @@ mod tests {
 
     #[test]
     fn out_of_range_access_is_an_error_not_a_panic() {
-        let b = SimDisk::new().backend();
+        let b = SimDisk::new().backend("db");
         b.set_len(2).unwrap();
         let mut buf = [0u8; 3];
         assert!(b.read(0, &mut buf).is_err());
@@ -293,7 +313,7 @@ mod tests {
     #[test]
     fn a_power_cut_fails_the_nth_mutation_and_crashes() {
         let disk = SimDisk::new();
-        let b = disk.backend();
+        let b = disk.backend("db");
         b.set_len(2).unwrap();
         b.sync_data().unwrap();
         disk.power_cut_after(2);
@@ -303,14 +323,14 @@ mod tests {
         assert!(b.sync_data().is_err(), "the second mutation is cut");
         assert_eq!(disk.crashes(), 1);
         assert!(b.write(0, b"b").is_err(), "the view died with the power");
-        assert_eq!(read_all(&disk.backend()), [0, 0]);
+        assert_eq!(read_all(&disk.backend("db")), [0, 0]);
     }
 
     #[test]
     fn redb_keeps_durable_commits_and_loses_unsynced_ones() {
         let disk = SimDisk::new();
         let db = Database::builder()
-            .create_with_backend(disk.backend())
+            .create_with_backend(disk.backend("db"))
             .unwrap();
         let put = |key: &str, value: u64, durability: Durability| {
             let mut txn = db.begin_write().unwrap();
@@ -325,7 +345,7 @@ mod tests {
         drop(db);
 
         let db = Database::builder()
-            .create_with_backend(disk.backend())
+            .create_with_backend(disk.backend("db"))
             .unwrap();
         let txn = db.begin_read().unwrap();
         let table = txn.open_table(T).unwrap();
@@ -339,7 +359,7 @@ mod tests {
         let ops_of_one_commit = {
             let disk = SimDisk::new();
             let db = Database::builder()
-                .create_with_backend(disk.backend())
+                .create_with_backend(disk.backend("db"))
                 .unwrap();
             let before = disk.mutations();
             let txn = db.begin_write().unwrap();
@@ -351,7 +371,7 @@ mod tests {
         for cut in 1..=ops_of_one_commit + 1 {
             let disk = SimDisk::new();
             let db = Database::builder()
-                .create_with_backend(disk.backend())
+                .create_with_backend(disk.backend("db"))
                 .unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(T).unwrap().insert("before", 1).unwrap();
@@ -364,7 +384,7 @@ mod tests {
             disk.crash();
 
             let db = Database::builder()
-                .create_with_backend(disk.backend())
+                .create_with_backend(disk.backend("db"))
                 .unwrap();
             let txn = db.begin_read().unwrap();
             let table = txn.open_table(T).unwrap();

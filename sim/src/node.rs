@@ -174,8 +174,12 @@ impl Machine {
     /// Opens the store on the current boot's view of the disk and starts the node's actors on
     /// its madsim node, with the router serving them.
     async fn boot(&self, number: u64) -> Result<Boot, StorageError> {
-        let store = Store::open(self.disk.backend(), self.clock.wall_ms())?;
-        let actor = StorageActor::new(store.clone(), self.name.clone());
+        let (store, wal) = Store::open(
+            self.disk.backend("kvs.redb"),
+            self.disk.backend("kvs.wal"),
+            self.clock.wall_ms(),
+        )?;
+        let actor = StorageActor::new(store.clone(), wal, self.name.clone());
         let clock: Arc<dyn Clock> = self.clock.clone();
         let rng_seed = actor_seed(self.run_seed, self.id, number);
         let machine = Handle::current()

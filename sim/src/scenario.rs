@@ -40,10 +40,11 @@ pub struct CrashWorkload {
 
 impl CrashWorkload {
     /// The sweep's workload: enough concurrency to form group commits and to be mid-flight at
-    /// the crash, small enough for a few milliseconds of real time per seed.
+    /// the crash, enough batches to pass a checkpoint of the write-ahead log (so crashes land
+    /// before, during and after one), small enough for a few milliseconds of real time per seed.
     pub const SWEEP: CrashWorkload = CrashWorkload {
         writers: 8,
-        writes_per_writer: 8,
+        writes_per_writer: 24,
         think_ms_max: 20,
         power_cut_chance: 0.5,
     };
@@ -59,9 +60,10 @@ enum Fault {
     PowerCutAfter { ops: u64 },
 }
 
-/// Most disk mutations before an armed power cut strikes. A durable commit makes about seven, so
-/// the cut comes within the first few dozen commits of a run.
-const POWER_CUT_OPS_MAX: u64 = 200;
+/// Most disk mutations before an armed power cut strikes. A group commit makes two or three (log
+/// frame, sync) and a checkpoint a dozen or so, so the cut lands anywhere in the first hundred or
+/// so batches, checkpoints included.
+const POWER_CUT_OPS_MAX: u64 = 400;
 
 /// A write and whether the node acknowledged it (200): then the key must hold the value from
 /// then on; otherwise it may or may not.

@@ -6,7 +6,7 @@
 use kvs_sim::{crash_durability, sweep, CrashWorkload};
 
 /// Seeds every run covers; widen the range to search further, pin a failing one by adding it.
-const PINNED: std::ops::Range<u64> = 0..16;
+const PINNED: std::ops::Range<u64> = 0..32;
 
 #[test]
 fn acknowledged_writes_survive_crashes_under_every_pinned_seed() {

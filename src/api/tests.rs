@@ -64,9 +64,9 @@ impl Mailbox<StorageMsg> for FixedMailbox {
 #[tokio::test]
 async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
     let backend = FlakyBackend::default();
-    let store = Store::open(backend.clone(), 1).unwrap();
+    let (store, wal) = Store::open(backend.clone(), backend.sibling(), 1).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let writer = task::spawn(StorageActor::new(store.clone(), "n1"), clock, 1, 16);
+    let writer = task::spawn(StorageActor::new(store.clone(), wal, "n1"), clock, 1, 16);
     let router = router(state(&store, writer.addr().clone()));
 
     let (status, body) = call(&router, "GET", "/health", "").await;
@@ -98,7 +98,7 @@ async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
 
 #[tokio::test]
 async fn a_full_or_stopped_writer_is_a_503_with_a_json_error() {
-    let store = Store::open(FlakyBackend::default(), 1).unwrap();
+    let (store, _) = Store::open(FlakyBackend::default(), FlakyBackend::default(), 1).unwrap();
     for (refusal, expected) in [
         (SendError::Full, "retry later"),
         (SendError::Stopped, "shutting down"),
@@ -117,7 +117,7 @@ async fn a_full_or_stopped_writer_is_a_503_with_a_json_error() {
 
 #[tokio::test]
 async fn a_panicking_handler_answers_500_json_and_the_router_keeps_serving() {
-    let store = Store::open(FlakyBackend::default(), 1).unwrap();
+    let (store, _) = Store::open(FlakyBackend::default(), FlakyBackend::default(), 1).unwrap();
     let router = router(state(&store, Addr::new(Arc::new(FixedMailbox(None)))));
     let (status, body) = call(&router, "PUT", "/kv/a", "{}").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -4,10 +4,13 @@
 //! Shutdown order: stop accepting and finish in-flight requests (axum's graceful shutdown), then
 //! drain the storage actor (its last group commit), then drop the last handle on redb, which closes
 //! the file cleanly. Every write acknowledged before that is durable, and since each acknowledgement
-//! follows a `Durability::Immediate` commit, so is every write acknowledged before a `kill -9`.
+//! follows a synced write-ahead-log frame (`storage::Wal`), so is every write acknowledged before a
+//! `kill -9` or a power cut.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use redb::backends::FileBackend;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +23,12 @@ use super::MAILBOX_CAPACITY;
 use crate::api::{self, ApiState, Mode};
 use crate::config::{Config, ConfigError};
 use crate::seam::Clock;
-use crate::storage::{StorageActor, StorageError, Store};
+use crate::storage::{StorageActor, StorageError, Store, Wal};
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "kvs.redb";
+/// Name of the write-ahead log inside `data_dir`.
+pub const WAL_FILE: &str = "kvs.wal";
 
 /// Why a node could not run or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +70,11 @@ pub enum ServerError {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let signals = ShutdownSignals::install().map_err(ServerError::Signals)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = open_store(&config, clock.wall_ms())?;
+    let (store, wal) = open_store(&config, clock.wall_ms())?;
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
     let storage = host
         .spawn(
-            StorageActor::new(store.clone(), &config.node_id),
+            StorageActor::new(store.clone(), wal, &config.node_id),
             MAILBOX_CAPACITY,
         )
         .await?;
@@ -118,28 +123,30 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
 }
 
-fn open_store(config: &Config, now_ms: u64) -> Result<Store, ServerError> {
+fn open_store(config: &Config, now_ms: u64) -> Result<(Store, Wal), ServerError> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
         path: dir.clone(),
         source,
     })?;
-    let path = dir.join(DB_FILE);
+    let db = file_backend(&dir.join(DB_FILE))?;
+    let wal = file_backend(&dir.join(WAL_FILE))?;
+    Ok(Store::open(db, wal, now_ms)?)
+}
+
+fn file_backend(path: &Path) -> Result<FileBackend, ServerError> {
+    let failed = |source| ServerError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(|source| ServerError::DataDir {
-            path: path.clone(),
-            source,
-        })?;
-    let backend = redb::backends::FileBackend::new(file).map_err(|e| ServerError::DataDir {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(Store::open(backend, now_ms)?)
+        .open(path)
+        .map_err(failed)?;
+    FileBackend::new(file).map_err(|e| failed(std::io::Error::other(e.to_string())))
 }
 
 /// SIGINT and SIGTERM, watched from the moment this is created: a signal that arrives while the

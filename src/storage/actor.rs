@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand_core::Rng;
-use redb::{Durability, ReadableTable, Table};
+use redb::Durability;
 
-use super::tables::{BY_TIME, KV};
+use super::tables::{put_record, read_record, BY_TIME, KV, META, META_WAL_SEQ};
+use super::wal::Wal;
 use super::{Record, StorageError, Store, Version, WriteError};
 use crate::seam::{Actor, Context, Reply};
 
@@ -15,6 +16,11 @@ use crate::seam::{Actor, Context, Reply};
 pub const BATCH_WRITES_MAX: usize = 1024;
 /// Most value bytes buffered for one transaction.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// A checkpoint (durable redb commit, log reset) after this many logged batches...
+pub const CHECKPOINT_BATCHES: u32 = 64;
+/// ...or once the log holds this many bytes, whichever comes first. Together they bound the
+/// replay after a crash and the database pages that wait for a sync.
+pub const CHECKPOINT_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The outcome of one write: its version once durable, or why the batch failed.
 pub type WriteResult<T> = Result<T, WriteError>;
@@ -96,8 +102,8 @@ impl Pending {
 
 /// The only writer of a node's store.
 ///
-/// Group commit: writes are buffered and committed together in one `Durability::Immediate`
-/// transaction; each caller is answered after that commit returns, never before.
+/// Group commit: writes are buffered and committed together in one transaction, logged as one
+/// frame of the write-ahead log; each caller is answered after that frame is synced, never before.
 ///
 /// When to commit: an fsync costs about the same for one write as for thirty, so the batch should
 /// hold every writer that is active. The writer estimates that concurrency after each commit as the
@@ -108,6 +114,11 @@ impl Pending {
 /// doubling the fsyncs per write. A lone client (estimate one) never waits.
 pub struct StorageActor {
     store: Store,
+    wal: Wal,
+    /// Sequence number of the last batch logged and not yet checkpointed.
+    unsynced_seq: Option<u64>,
+    /// Batches logged since the last checkpoint.
+    unsynced_batches: u32,
     origin: String,
     pending: Vec<Pending>,
     pending_bytes: usize,
@@ -120,10 +131,14 @@ pub struct StorageActor {
 }
 
 impl StorageActor {
-    /// A writer for `store`, stamping writes as accepted by node `origin`.
-    pub fn new(store: Store, origin: impl Into<String>) -> Self {
+    /// A writer for `store` and its log `wal` (both from [`Store::open`]), stamping writes as
+    /// accepted by node `origin`.
+    pub fn new(store: Store, wal: Wal, origin: impl Into<String>) -> Self {
         StorageActor {
             store,
+            wal,
+            unsynced_seq: None,
+            unsynced_batches: 0,
             origin: origin.into(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -193,6 +208,11 @@ impl StorageActor {
                 // Everyone just answered will write again; so will whoever queued meanwhile.
                 self.expected_batch_len = (count + ctx.backlog()).min(BATCH_WRITES_MAX);
                 tracing::trace!(writes = count, "group commit");
+                if self.unsynced_batches >= CHECKPOINT_BATCHES
+                    || self.wal.len_bytes() >= CHECKPOINT_LOG_BYTES
+                {
+                    self.checkpoint(ctx);
+                }
             }
             Err(e) => {
                 // redb refuses every later write after an I/O failure (until reopened), so going
@@ -207,23 +227,53 @@ impl StorageActor {
         }
     }
 
-    /// Applies the whole batch in one transaction; all or nothing.
+    /// Makes redb durable up to the last logged batch (one sync for many batches) and starts the
+    /// log over. A failure fails the actor, as a failed commit does.
+    fn checkpoint(&mut self, ctx: &mut dyn Context<StorageMsg>) {
+        let Some(seq) = self.unsynced_seq else {
+            return;
+        };
+        let mut result = None;
+        ctx.blocking(&mut || result = Some(self.sync_database(seq)));
+        match result.expect("the host ran the checkpoint") {
+            Ok(()) => {
+                self.wal.reset();
+                self.unsynced_seq = None;
+                self.unsynced_batches = 0;
+            }
+            Err(e) => {
+                self.store.set_commit_failure(Some(e.to_string()));
+                ctx.fail(format!("checkpoint failed: {e}"));
+            }
+        }
+    }
+
+    fn sync_database(&self, seq: u64) -> Result<(), StorageError> {
+        let mut txn = self.store.db().begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(META)?.insert(META_WAL_SEQ, seq)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Applies the whole batch in one transaction and logs it; all or nothing. Durable once this
+    /// returns `Ok`: the log was synced (redb's own commit is not, see the `wal` module).
     fn commit(
-        &self,
+        &mut self,
         batch: &[Pending],
         now_ms: u64,
         uuids: &[[u8; 16]],
     ) -> Result<Vec<Outcome>, StorageError> {
         let mut txn = self.store.db().begin_write()?;
-        // redb's default, stated because the acknowledgement contract depends on it.
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(Durability::None)?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut logged = Vec::with_capacity(batch.len());
         {
             let mut kv = txn.open_table(KV)?;
             let mut index = txn.open_table(BY_TIME)?;
             for (write, &uuid) in batch.iter().zip(uuids) {
                 let path = write.path();
-                let current = read(&kv, path)?;
+                let current = read_record(&kv, path)?;
                 // A hybrid logical clock per key: the wall clock, but strictly above any version
                 // this node holds for the key, so a local write supersedes what it saw.
                 let version = Version {
@@ -235,14 +285,16 @@ impl StorageActor {
                 let outcome = match write {
                     Pending::Put { data, .. } => {
                         let record = self.record(version, Some(data.to_vec()));
-                        store(&mut kv, &mut index, path, current.as_ref(), &record)?;
+                        put_record(&mut kv, &mut index, path, current.as_ref(), &record)?;
+                        logged.push((path.to_owned(), record));
                         Outcome::Put(version)
                     }
                     Pending::Delete { .. } => match current {
                         Some(ref r) if r.is_tombstone() => Outcome::Delete(DeleteOutcome::NotFound),
                         _ => {
                             let record = self.record(version, None);
-                            store(&mut kv, &mut index, path, current.as_ref(), &record)?;
+                            put_record(&mut kv, &mut index, path, current.as_ref(), &record)?;
+                            logged.push((path.to_owned(), record));
                             Outcome::Delete(match current {
                                 Some(_) => DeleteOutcome::Deleted(version),
                                 None => DeleteOutcome::NotFound,
@@ -252,6 +304,14 @@ impl StorageActor {
                 };
                 outcomes.push(outcome);
             }
+        }
+        // Log first: if the log fails, the transaction is dropped (aborted) and readers never see
+        // writes that were refused. If redb's commit fails after, the batch is in the log and may
+        // reappear after a restart: it was not acknowledged, so either outcome is allowed.
+        if !logged.is_empty() {
+            let seq = self.wal.append(logged).map_err(StorageError::Wal)?;
+            self.unsynced_seq = Some(seq);
+            self.unsynced_batches += 1;
         }
         txn.commit()?;
         Ok(outcomes)
@@ -269,33 +329,6 @@ impl StorageActor {
 enum Outcome {
     Put(Version),
     Delete(DeleteOutcome),
-}
-
-fn read(kv: &Table<&str, &[u8]>, path: &str) -> Result<Option<Record>, StorageError> {
-    let found = kv.get(path)?;
-    found
-        .map(|bytes| Record::decode(bytes.value()))
-        .transpose()
-        .map_err(|source| StorageError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Stores `record` under `path` and moves the key's time-index entry from `previous`'s version.
-fn store(
-    kv: &mut Table<&str, &[u8]>,
-    index: &mut Table<(u64, &str), ()>,
-    path: &str,
-    previous: Option<&Record>,
-    record: &Record,
-) -> Result<(), StorageError> {
-    if let Some(previous) = previous {
-        index.remove((previous.version.timestamp_ms, path))?;
-    }
-    index.insert((record.version.timestamp_ms, path), ())?;
-    kv.insert(path, record.encode().as_slice())?;
-    Ok(())
 }
 
 impl Actor for StorageActor {
@@ -320,5 +353,7 @@ impl Actor for StorageActor {
 
     fn stopped(&mut self, ctx: &mut dyn Context<StorageMsg>) {
         self.flush(ctx);
+        // A clean stop leaves nothing to replay.
+        self.checkpoint(ctx);
     }
 }

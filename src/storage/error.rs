@@ -23,6 +23,9 @@ pub enum StorageError {
     /// The commit did not reach the disk.
     #[error("committing: {0}")]
     Commit(#[from] redb::CommitError),
+    /// The write-ahead log could not be read, written or synced.
+    #[error("write-ahead log: {0}")]
+    Wal(std::io::Error),
     /// The last commit failed; writes are failing until one succeeds.
     #[error("the last commit failed: {0}")]
     Failing(String),

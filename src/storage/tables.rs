@@ -1,6 +1,8 @@
 //! The keyspaces, declared once as typed redb tables.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, Table, TableDefinition};
+
+use super::{Record, StorageError};
 
 /// Key path → postcard-encoded [`crate::storage::Record`] (live value or tombstone).
 pub const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -12,5 +14,37 @@ pub const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_t
 /// Node facts that must survive restarts.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// `META` key: the sequence number of the last write-ahead-log batch included in the last durable
+/// commit; replay after a crash starts above it.
+pub const META_WAL_SEQ: &str = "wal_applied_seq";
+
 /// `META` key: when this node first opened its database (ms); the conflict tie-breaker's "oldest node".
 pub const META_JOINED_MS: &str = "joined_timestamp_ms";
+
+/// The record stored under `path`, decoded.
+pub fn read_record(kv: &Table<&str, &[u8]>, path: &str) -> Result<Option<Record>, StorageError> {
+    let found = kv.get(path)?;
+    found
+        .map(|bytes| Record::decode(bytes.value()))
+        .transpose()
+        .map_err(|source| StorageError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Stores `record` under `path` and moves the key's time-index entry from `previous`'s version.
+pub fn put_record(
+    kv: &mut Table<&str, &[u8]>,
+    index: &mut Table<(u64, &str), ()>,
+    path: &str,
+    previous: Option<&Record>,
+    record: &Record,
+) -> Result<(), StorageError> {
+    if let Some(previous) = previous {
+        index.remove((previous.version.timestamp_ms, path))?;
+    }
+    index.insert((record.version.timestamp_ms, path), ())?;
+    kv.insert(path, record.encode().as_slice())?;
+    Ok(())
+}

@@ -17,6 +17,17 @@ pub struct FlakyBackend {
     pub fail_reads: Arc<AtomicBool>,
 }
 
+impl FlakyBackend {
+    /// Another file on the same disk: its own contents, the same failure switches.
+    pub fn sibling(&self) -> FlakyBackend {
+        FlakyBackend {
+            inner: Arc::default(),
+            fail_writes: Arc::clone(&self.fail_writes),
+            fail_reads: Arc::clone(&self.fail_reads),
+        }
+    }
+}
+
 fn check(flag: &AtomicBool) -> std::io::Result<()> {
     if flag.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("injected disk failure"));

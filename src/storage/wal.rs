@@ -1,0 +1,238 @@
+//! The write-ahead log: what makes a group commit durable with one small sequential sync.
+//!
+//! A durable redb commit writes every B-tree page the batch touched, scattered over the file, and
+//! the sync that follows costs in proportion (measured here: 0.2 ms for one 4 KiB page, 1.6 ms for
+//! fifty). So the writer commits each batch to redb *without* syncing and appends the batch's
+//! records to this log, which is synced once, sequentially, before anyone is answered. Every
+//! `CHECKPOINT_*` the writer makes redb durable (one sync for many batches) and the log starts over.
+//! After a crash, redb comes back at its last durable commit and the log's newer batches are
+//! applied again (`Store::open`).
+//!
+//! Format: frames `[payload length: u32 LE][crc32 of payload: u32 LE][postcard WalBatch]`, from
+//! offset 0. A reset does not erase the file: new frames overwrite old ones from the start, and a
+//! reader stops at the first frame that is short, fails its checksum, does not decode, or does not
+//! carry a higher sequence number than the one before it (old frames behind new ones carry lower
+//! numbers). A frame torn by a crash was never acknowledged, so stopping there loses nothing.
+
+use std::io;
+
+use redb::StorageBackend;
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+
+/// Bytes of a frame header (length and checksum).
+const HEADER_BYTES: usize = 8;
+/// Largest frame accepted when reading: a batch is bounded (`BATCH_*`), so anything larger is junk.
+const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The file grows in steps of at least this much, so appends rarely change its size.
+const GROWTH_BYTES: u64 = 1024 * 1024;
+
+/// One group commit's records, as they were written to redb.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalBatch {
+    /// Strictly increasing over the life of the store.
+    pub seq: u64,
+    /// The key paths and the records stored under them, in commit order.
+    pub records: Vec<(String, Record)>,
+}
+
+/// The log, owned by the storage writer.
+#[derive(Debug)]
+pub struct Wal {
+    file: Box<dyn StorageBackend>,
+    /// End of the last frame written since the last reset.
+    len: u64,
+    /// Size of the file (frames plus room to grow).
+    capacity: u64,
+    /// Sequence number for the next batch.
+    next_seq: u64,
+}
+
+impl Wal {
+    /// Opens the log on `file` and reads the batches it holds, in order, up to the first frame
+    /// that is not intact. The next append starts after them.
+    pub fn open(file: impl StorageBackend) -> io::Result<(Wal, Vec<WalBatch>)> {
+        let capacity = file.len()?;
+        let mut batches: Vec<WalBatch> = Vec::new();
+        let mut offset = 0u64;
+        while let Some((batch, next)) = read_frame(&file, offset, capacity)? {
+            if batches.last().is_some_and(|last| batch.seq <= last.seq) {
+                break;
+            }
+            batches.push(batch);
+            offset = next;
+        }
+        let next_seq = batches.last().map_or(1, |last| last.seq + 1);
+        let wal = Wal {
+            file: Box::new(file),
+            len: offset,
+            capacity,
+            next_seq,
+        };
+        Ok((wal, batches))
+    }
+
+    /// Makes later batches number above `seq` (the last one a durable database already holds).
+    pub fn continue_after(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// Appends a batch of `records` under the next sequence number and syncs: when this returns,
+    /// the batch survives a crash. Returns the batch's sequence number.
+    pub fn append(&mut self, records: Vec<(String, Record)>) -> io::Result<u64> {
+        let batch = WalBatch {
+            seq: self.next_seq,
+            records,
+        };
+        self.append_batch(&batch)?;
+        self.next_seq += 1;
+        Ok(batch.seq)
+    }
+
+    fn append_batch(&mut self, batch: &WalBatch) -> io::Result<()> {
+        let payload = postcard::to_allocvec(batch).map_err(io::Error::other)?;
+        let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let end = self.len + frame.len() as u64;
+        if end > self.capacity {
+            self.capacity = end.max(self.capacity + GROWTH_BYTES);
+            self.file.set_len(self.capacity)?;
+        }
+        self.file.write(self.len, &frame)?;
+        self.file.sync_data()?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Starts the log over, once everything in it is durable elsewhere. No I/O: later frames
+    /// overwrite these, and readers tell old frames from new by their sequence numbers.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Bytes of frames written since the last reset.
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The intact frame at `offset`, if there is one, and the offset after it.
+fn read_frame(
+    file: &dyn StorageBackend,
+    offset: u64,
+    file_len: u64,
+) -> io::Result<Option<(WalBatch, u64)>> {
+    if offset + HEADER_BYTES as u64 > file_len {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    file.read(offset, &mut header)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let end = offset + (HEADER_BYTES + len) as u64;
+    if len == 0 || len > FRAME_BYTES_MAX || end > file_len {
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; len];
+    file.read(offset + HEADER_BYTES as u64, &mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(None);
+    }
+    Ok(postcard::from_bytes(&payload)
+        .ok()
+        .map(|batch| (batch, end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::FlakyBackend;
+    use crate::storage::Version;
+
+    fn batch(seq: u64, path: &str) -> WalBatch {
+        let record = Record {
+            version: Version {
+                timestamp_ms: seq,
+                uuid: [seq as u8; 16],
+            },
+            origin: "n".into(),
+            data: Some(format!("{seq}").into_bytes()),
+        };
+        WalBatch {
+            seq,
+            records: vec![(path.into(), record)],
+        }
+    }
+
+    #[test]
+    fn appended_batches_are_read_back_in_order() {
+        let file = FlakyBackend::default();
+        let (mut wal, found) = Wal::open(file.clone()).unwrap();
+        assert!(found.is_empty());
+        for seq in 1..=3 {
+            wal.append_batch(&batch(seq, "k")).unwrap();
+        }
+        let (wal2, found) = Wal::open(file).unwrap();
+        assert_eq!(found, vec![batch(1, "k"), batch(2, "k"), batch(3, "k")]);
+        assert_eq!(wal2.len_bytes(), wal.len_bytes());
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_ends_the_log() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        wal.append_batch(&batch(1, "a")).unwrap();
+        let end = wal.len_bytes();
+        wal.append_batch(&batch(2, "b")).unwrap();
+        // Flip one payload byte of the second frame: its checksum no longer matches.
+        let mut byte = [0u8; 1];
+        file.read(end + HEADER_BYTES as u64 + 2, &mut byte).unwrap();
+        file.write(end + HEADER_BYTES as u64 + 2, &[byte[0] ^ 0xff])
+            .unwrap();
+        let (mut wal, found) = Wal::open(file.clone()).unwrap();
+        assert_eq!(found, vec![batch(1, "a")]);
+        // The next append overwrites the damaged frame.
+        wal.append_batch(&batch(3, "c")).unwrap();
+        assert_eq!(
+            Wal::open(file).unwrap().1,
+            vec![batch(1, "a"), batch(3, "c")]
+        );
+    }
+
+    #[test]
+    fn after_a_reset_old_frames_behind_new_ones_are_not_replayed() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        for seq in 1..=5 {
+            wal.append_batch(&batch(seq, "old")).unwrap();
+        }
+        wal.reset();
+        wal.append_batch(&batch(6, "new")).unwrap();
+        assert_eq!(Wal::open(file).unwrap().1, vec![batch(6, "new")]);
+    }
+
+    #[test]
+    fn sequence_numbers_continue_above_the_log_and_the_database() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        assert_eq!(wal.append(batch(0, "a").records).unwrap(), 1);
+        let (mut wal, found) = Wal::open(file.clone()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(wal.append(batch(0, "b").records).unwrap(), 2);
+        let (mut wal, _) = Wal::open(file).unwrap();
+        wal.continue_after(10);
+        assert_eq!(wal.append(batch(0, "c").records).unwrap(), 11);
+    }
+
+    #[test]
+    fn a_failed_sync_is_an_error() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        file.fail_writes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(wal.append(batch(1, "k").records).is_err());
+    }
+}
