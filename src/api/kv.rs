@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{ApiError, ApiState, KeyPath, Mode};
 use crate::seam::AskError;
-use crate::storage::{DeleteOutcome, StorageMsg, WriteError};
+use crate::storage::{DeleteOutcome, StorageMsg, Write, WriteError};
 
 type Key = Result<Path<String>, PathRejection>;
 
@@ -94,10 +94,12 @@ pub(super) async fn put(
     })?;
     let version = state
         .storage
-        .ask(|reply| StorageMsg::Put {
-            path: path.into_string(),
-            data,
-            reply,
+        .ask(|reply| {
+            StorageMsg::Write(Write::Put {
+                path: path.into_string(),
+                data,
+                reply,
+            })
         })
         .await
         .map_err(unavailable)?
@@ -130,9 +132,11 @@ pub(super) async fn delete(
     writable(&state)?;
     let outcome = state
         .storage
-        .ask(|reply| StorageMsg::Delete {
-            path: path.into_string(),
-            reply,
+        .ask(|reply| {
+            StorageMsg::Write(Write::Delete {
+                path: path.into_string(),
+                reply,
+            })
         })
         .await
         .map_err(unavailable)?

@@ -306,13 +306,12 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_panicking_actor_is_reported_so_the_node_stops() {
-        let mut host = host().await;
+    /// Sends `msg` to a fresh probe and returns the failure the host then reports.
+    async fn failure_after(host: &mut RactorHost, msg: ProbeMsg) -> (Addr<ProbeMsg>, String) {
         let addr = host.spawn(Probe::default(), 16).await.unwrap();
         let mut failed = host.failed();
         assert!(failed.borrow().is_none());
-        addr.send(ProbeMsg::Boom).unwrap();
+        addr.send(msg).unwrap();
         let failure =
             tokio::time::timeout(Duration::from_secs(10), failed.wait_for(Option::is_some))
                 .await
@@ -320,6 +319,13 @@ mod tests {
                 .unwrap()
                 .clone()
                 .unwrap();
+        (addr, failure)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_actor_is_reported_so_the_node_stops() {
+        let mut host = host().await;
+        let (addr, failure) = failure_after(&mut host, ProbeMsg::Boom).await;
         assert!(failure.contains("probe"), "{failure}");
         // The failed actor answers no more: callers get an error, not a hang.
         assert!(addr.ask(ProbeMsg::Read).await.is_err());
@@ -329,16 +335,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_actor_that_declares_failure_stops_the_node_too() {
         let mut host = host().await;
-        let addr = host.spawn(Probe::default(), 16).await.unwrap();
-        let mut failed = host.failed();
-        addr.send(ProbeMsg::Fail).unwrap();
-        let failure =
-            tokio::time::timeout(Duration::from_secs(10), failed.wait_for(Option::is_some))
-                .await
-                .expect("failure reported in time")
-                .unwrap()
-                .clone()
-                .unwrap();
+        let (_, failure) = failure_after(&mut host, ProbeMsg::Fail).await;
         assert!(failure.contains("probe asked to fail"), "{failure}");
         host.shutdown(Duration::from_secs(5)).await;
     }

@@ -35,9 +35,21 @@ pub enum DeleteOutcome {
     NotFound,
 }
 
-/// Messages to the storage writer. Writes are answered only once durable (or failed).
+/// Messages to the storage writer.
 #[derive(Debug)]
 pub enum StorageMsg {
+    /// A client's write, answered only once durable (or failed).
+    Write(Write),
+    /// The writer's own timer: commit batch number `batch` if it is still waiting.
+    Linger {
+        /// Which batch the timer was set for; a later batch ignores it.
+        batch: u64,
+    },
+}
+
+/// A write, from its arrival until the commit that answers it.
+#[derive(Debug)]
+pub enum Write {
     /// Store `data` (validated JSON) under `path` with a fresh version.
     Put {
         /// Validated key path.
@@ -54,48 +66,30 @@ pub enum StorageMsg {
         /// Answered with what was found.
         reply: Reply<WriteResult<DeleteOutcome>>,
     },
-    /// The writer's own timer: commit batch number `batch` if it is still waiting.
-    Linger {
-        /// Which batch the timer was set for; a later batch ignores it.
-        batch: u64,
-    },
 }
 
 /// How long a batch smaller than the writer's expected concurrency may wait for more writes before
 /// committing anyway. (tokio rounds timers up to a millisecond; a lone writer never waits.)
 pub const LINGER: Duration = Duration::from_micros(500);
 
-/// A write waiting for the next commit.
-enum Pending {
-    Put {
-        path: String,
-        data: Bytes,
-        reply: Reply<WriteResult<Version>>,
-    },
-    Delete {
-        path: String,
-        reply: Reply<WriteResult<DeleteOutcome>>,
-    },
-}
-
-impl Pending {
+impl Write {
     fn path(&self) -> &str {
         match self {
-            Pending::Put { path, .. } | Pending::Delete { path, .. } => path,
+            Write::Put { path, .. } | Write::Delete { path, .. } => path,
         }
     }
 
     fn size_bytes(&self) -> usize {
         match self {
-            Pending::Put { path, data, .. } => path.len() + data.len(),
-            Pending::Delete { path, .. } => path.len(),
+            Write::Put { path, data, .. } => path.len() + data.len(),
+            Write::Delete { path, .. } => path.len(),
         }
     }
 
     fn fail(self, e: &WriteError) {
         match self {
-            Pending::Put { reply, .. } => reply.send(Err(e.clone())),
-            Pending::Delete { reply, .. } => reply.send(Err(e.clone())),
+            Write::Put { reply, .. } => reply.send(Err(e.clone())),
+            Write::Delete { reply, .. } => reply.send(Err(e.clone())),
         }
     }
 }
@@ -120,7 +114,7 @@ pub struct StorageActor {
     /// Batches logged since the last checkpoint.
     unsynced_batches: u32,
     origin: String,
-    pending: Vec<Pending>,
+    pending: Vec<Write>,
     pending_bytes: usize,
     /// Number of the batch being gathered (bumped by every commit).
     batch: u64,
@@ -200,8 +194,8 @@ impl StorageActor {
                 self.store.set_commit_failure(None);
                 for (write, outcome) in batch.into_iter().zip(outcomes) {
                     match (write, outcome) {
-                        (Pending::Put { reply, .. }, Outcome::Put(v)) => reply.send(Ok(v)),
-                        (Pending::Delete { reply, .. }, Outcome::Delete(d)) => reply.send(Ok(d)),
+                        (Write::Put { reply, .. }, Outcome::Put(v)) => reply.send(Ok(v)),
+                        (Write::Delete { reply, .. }, Outcome::Delete(d)) => reply.send(Ok(d)),
                         _ => unreachable!("outcomes follow the batch order"),
                     }
                 }
@@ -260,7 +254,7 @@ impl StorageActor {
     /// returns `Ok`: the log was synced (redb's own commit is not, see the `wal` module).
     fn commit(
         &mut self,
-        batch: &[Pending],
+        batch: &[Write],
         now_ms: u64,
         uuids: &[[u8; 16]],
     ) -> Result<Vec<Outcome>, StorageError> {
@@ -283,13 +277,13 @@ impl StorageActor {
                     uuid,
                 };
                 let outcome = match write {
-                    Pending::Put { data, .. } => {
+                    Write::Put { data, .. } => {
                         let record = self.record(version, Some(data.to_vec()));
                         put_record(&mut kv, &mut index, path, current.as_ref(), &record)?;
                         logged.push((path.to_owned(), record));
                         Outcome::Put(version)
                     }
-                    Pending::Delete { .. } => match current {
+                    Write::Delete { .. } => match current {
                         Some(ref r) if r.is_tombstone() => Outcome::Delete(DeleteOutcome::NotFound),
                         _ => {
                             let record = self.record(version, None);
@@ -337,8 +331,7 @@ impl Actor for StorageActor {
 
     fn handle(&mut self, ctx: &mut dyn Context<StorageMsg>, msg: StorageMsg) {
         let write = match msg {
-            StorageMsg::Put { path, data, reply } => Pending::Put { path, data, reply },
-            StorageMsg::Delete { path, reply } => Pending::Delete { path, reply },
+            StorageMsg::Write(write) => write,
             StorageMsg::Linger { batch } if batch == self.batch => return self.flush(ctx),
             // A timer for a batch already committed: nothing of its own to do, but it may be the
             // last message in the mailbox, so the pending batch still needs a decision below.

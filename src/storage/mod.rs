@@ -21,7 +21,7 @@ mod store;
 mod tables;
 mod wal;
 
-pub use actor::{DeleteOutcome, StorageActor, StorageMsg, WriteResult};
+pub use actor::{DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult};
 pub use error::{StorageError, WriteError};
 pub use reader::StorageReader;
 pub use record::{Record, Version};

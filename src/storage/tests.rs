@@ -24,21 +24,21 @@ fn setup() -> (Store, StorageActor, TestContext<StorageMsg>) {
 
 fn put(path: &str, json: &str) -> (StorageMsg, Receiver<WriteResult<Version>>) {
     let (reply, rx) = reply_channel();
-    let msg = StorageMsg::Put {
+    let msg = StorageMsg::Write(Write::Put {
         path: path.into(),
         data: Bytes::copy_from_slice(json.as_bytes()),
         reply,
-    };
+    });
     (msg, rx)
 }
 
 fn delete(path: &str) -> (StorageMsg, Receiver<WriteResult<DeleteOutcome>>) {
     let (reply, rx) = reply_channel();
     (
-        StorageMsg::Delete {
+        StorageMsg::Write(Write::Delete {
             path: path.into(),
             reply,
-        },
+        }),
         rx,
     )
 }
