@@ -389,3 +389,23 @@ fn no_argument_reads_an_existing_config_yaml_without_rewriting_it() {
         "an existing config.yaml is left as it was"
     );
 }
+
+/// `log_format: json` writes one JSON object per line on stderr, each with a level and a message.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut node = Node::start(&[("log_format", "json")]);
+    assert_eq!(node.put("k", br#"{"a":1}"#).status, 200);
+    node.stop();
+    let log = node.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() >= 2,
+        "expected the listening and stop lines:\n{log}"
+    );
+    for line in lines {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+        assert!(entry["level"].is_string(), "{line}");
+        assert!(entry["fields"]["message"].is_string(), "{line}");
+    }
+}

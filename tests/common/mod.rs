@@ -446,8 +446,12 @@ pub fn config_yaml(node_id: &str, data_dir: &Path, overrides: &[(&str, &str)]) -
     entries.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
-/// The address in a `... listening addr=127.0.0.1:PORT ...` log line.
+/// The address in a `... listening addr=127.0.0.1:PORT ...` log line, or in the `fields.addr` of
+/// the same line in JSON format.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["fields"]["addr"].as_str()?.parse().ok();
+    }
     let rest = &line[line.find("addr=")? + "addr=".len()..];
     let token = rest.split_whitespace().next()?;
     token.trim_matches('"').parse().ok()
