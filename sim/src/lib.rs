@@ -10,6 +10,7 @@
 //! * [`node`]: one simulated machine running a kvs node; crash and reboot it.
 //! * [`trace`]: the deterministic, human-readable timeline of a run and its stable hash.
 //! * [`scenario`]: workloads with faults, and the invariants checked after them.
+//! * [`scenario_file`]: the scenario files in `scenarios/` (workload and pinned seeds).
 //! * [`sweep`]: running scenarios under pinned seeds, and replaying one.
 
 #![cfg(madsim)]
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod disk;
 pub mod node;
 pub mod scenario;
+pub mod scenario_file;
 pub mod sweep;
 pub mod trace;
 

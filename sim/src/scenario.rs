@@ -25,7 +25,8 @@ pub struct Outcome {
 }
 
 /// The shape of a [`crash_durability`] run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CrashWorkload {
     /// Concurrent clients.
     pub writers: u32,
@@ -36,18 +37,6 @@ pub struct CrashWorkload {
     /// Chance that the fault is a power cut inside the storage engine rather than a crash at a
     /// random moment.
     pub power_cut_chance: f64,
-}
-
-impl CrashWorkload {
-    /// The sweep's workload: enough concurrency to form group commits and to be mid-flight at
-    /// the crash, enough batches to pass a checkpoint of the write-ahead log (so crashes land
-    /// before, during and after one), small enough for a few milliseconds of real time per seed.
-    pub const SWEEP: CrashWorkload = CrashWorkload {
-        writers: 8,
-        writes_per_writer: 24,
-        think_ms_max: 20,
-        power_cut_chance: 0.5,
-    };
 }
 
 /// The fault a run injects while the clients write.

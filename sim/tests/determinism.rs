@@ -6,10 +6,13 @@
 
 #![cfg(madsim)]
 
-use kvs_sim::{crash_durability, sweep, CrashWorkload};
+use kvs_sim::{crash_durability, scenario_file, sweep};
 
 fn trace_of(seed: u64) -> (u64, Vec<String>) {
-    let outcome = sweep::run(seed, crash_durability(CrashWorkload::SWEEP));
+    let outcome = sweep::run(
+        seed,
+        crash_durability(scenario_file::load("crash_sweep").workload),
+    );
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
     (outcome.trace.hash(), outcome.trace.lines())
 }

@@ -6,19 +6,12 @@
 
 #![cfg(madsim)]
 
-use kvs_sim::{crash_durability, sweep, CrashWorkload};
+use kvs_sim::{crash_durability, scenario_file, sweep};
 
 #[test]
 fn crash_scenario_trace() {
-    let outcome = sweep::run(
-        1,
-        crash_durability(CrashWorkload {
-            writers: 3,
-            writes_per_writer: 4,
-            think_ms_max: 10,
-            power_cut_chance: 1.0,
-        }),
-    );
+    let file = scenario_file::load("crash_trace");
+    let outcome = sweep::run(file.seeds.first, crash_durability(file.workload));
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
     insta::with_settings!({
         snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots"),

@@ -3,16 +3,15 @@
 
 #![cfg(madsim)]
 
-use kvs_sim::{crash_durability, sweep, CrashWorkload};
-
-/// Seeds every run covers; widen the range to search further, pin a failing one by adding it.
-const PINNED: std::ops::Range<u64> = 0..32;
+use kvs_sim::{crash_durability, scenario_file, sweep};
 
 #[test]
 fn acknowledged_writes_survive_crashes_under_every_pinned_seed() {
-    let seeds = sweep::seeds(PINNED);
+    // Seeds and workload: scenarios/crash_sweep.yaml (widen its seeds to search further).
+    let file = scenario_file::load("crash_sweep");
+    let seeds = sweep::seeds(file.seeds.range());
     sweep::sweep(&seeds, || async {
-        let outcome = crash_durability(CrashWorkload::SWEEP).await;
+        let outcome = crash_durability(file.workload).await;
         if std::env::var_os(sweep::SEED_VAR).is_some() {
             print!("{}", outcome.trace.text());
         }
