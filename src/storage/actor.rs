@@ -1,5 +1,6 @@
 //! The storage writer: group commit of every waiting write into one durable transaction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,11 @@ use crate::seam::{Actor, Context, Reply};
 pub const BATCH_WRITES_MAX: usize = 1024;
 /// Most value bytes buffered for one transaction.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// A checkpoint (durable redb commit, log reset) after this many logged batches...
+/// A checkpoint (the memtable into redb in one durable commit, log reset) after this many logged
+/// batches...
 pub const CHECKPOINT_BATCHES: u32 = 64;
 /// ...or once the log holds this many bytes, whichever comes first. Together they bound the
-/// replay after a crash and the database pages that wait for a sync.
+/// replay after a crash, the memtable's size and the stall of one checkpoint.
 pub const CHECKPOINT_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The outcome of one write: its version once durable, or why the batch failed.
@@ -96,8 +98,9 @@ impl Write {
 
 /// The only writer of a node's store.
 ///
-/// Group commit: writes are buffered and committed together in one transaction, logged as one
-/// frame of the write-ahead log; each caller is answered after that frame is synced, never before.
+/// Group commit: writes are buffered and committed together as one frame of the write-ahead log;
+/// once that frame is synced they are published in the memtable and each caller is answered,
+/// never before. Checkpoints move the memtable into redb.
 ///
 /// When to commit: an fsync costs about the same for one write as for thirty, so the batch should
 /// hold every writer that is active. The writer estimates that concurrency after each commit as the
@@ -231,6 +234,8 @@ impl StorageActor {
         ctx.blocking(&mut || result = Some(self.sync_database(seq)));
         match result.expect("the host ran the checkpoint") {
             Ok(()) => {
+                // After the commit, not before: a reader that misses the memtable finds redb.
+                self.store.memtable().clear();
                 self.wal.reset();
                 self.unsynced_seq = None;
                 self.unsynced_batches = 0;
@@ -242,72 +247,74 @@ impl StorageActor {
         }
     }
 
+    /// Writes the memtable into redb in one durable transaction, sorted by key, noting that the
+    /// log is applied up to `seq`.
     fn sync_database(&self, seq: u64) -> Result<(), StorageError> {
         let mut txn = self.store.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.open_table(META)?.insert(META_WAL_SEQ, seq)?;
+        {
+            let mut kv = txn.open_table(KV)?;
+            let mut index = txn.open_table(BY_TIME)?;
+            for (path, record) in self.store.memtable().snapshot() {
+                let previous_ms = read_record(&kv, &path)?.map(|r| r.version.timestamp_ms);
+                put_record(&mut kv, &mut index, &path, previous_ms, &record)?;
+            }
+            txn.open_table(META)?.insert(META_WAL_SEQ, seq)?;
+        }
         txn.commit()?;
         Ok(())
     }
 
-    /// Applies the whole batch in one transaction and logs it; all or nothing. Durable once this
-    /// returns `Ok`: the log was synced (redb's own commit is not, see the `wal` module).
+    /// Logs the whole batch as one synced frame, then publishes it in the memtable; all or
+    /// nothing, and durable once this returns `Ok`. Readers see the batch only after the sync.
     fn commit(
         &mut self,
         batch: &[Write],
         now_ms: u64,
         uuids: &[[u8; 16]],
     ) -> Result<Vec<Outcome>, StorageError> {
-        let mut txn = self.store.db().begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let reader = self.store.reader();
+        let memtable = self.store.memtable();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut logged = Vec::with_capacity(batch.len());
-        {
-            let mut kv = txn.open_table(KV)?;
-            let mut index = txn.open_table(BY_TIME)?;
-            for (write, &uuid) in batch.iter().zip(uuids) {
-                let path = write.path();
-                let current = read_record(&kv, path)?;
-                // A hybrid logical clock per key: the wall clock, but strictly above any version
-                // this node holds for the key, so a local write supersedes what it saw.
-                let version = Version {
-                    timestamp_ms: current
-                        .as_ref()
-                        .map_or(now_ms, |r| now_ms.max(r.version.timestamp_ms + 1)),
-                    uuid,
-                };
-                let outcome = match write {
-                    Write::Put { data, .. } => {
-                        let record = self.record(version, Some(data.to_vec()));
-                        put_record(&mut kv, &mut index, path, current.as_ref(), &record)?;
-                        logged.push((path.to_owned(), record));
-                        Outcome::Put(version)
+        // Records of this batch so far: later writes of the same key must see them.
+        let mut logged: Vec<(String, Record)> = Vec::with_capacity(batch.len());
+        let mut in_batch: BTreeMap<&str, usize> = BTreeMap::new();
+        for (write, &uuid) in batch.iter().zip(uuids) {
+            let path = write.path();
+            let current = match in_batch.get(path) {
+                Some(&i) => Some(logged[i].1.clone()),
+                None => reader.get(path)?,
+            };
+            // A hybrid logical clock per key: the wall clock, but strictly above any version this
+            // node holds for the key, so a local write supersedes what it saw.
+            let version = Version {
+                timestamp_ms: current
+                    .as_ref()
+                    .map_or(now_ms, |r| now_ms.max(r.version.timestamp_ms + 1)),
+                uuid,
+            };
+            let (outcome, data) = match write {
+                Write::Put { data, .. } => (Outcome::Put(version), Some(data.to_vec())),
+                Write::Delete { .. } => match current {
+                    Some(ref r) if r.is_tombstone() => {
+                        outcomes.push(Outcome::Delete(DeleteOutcome::NotFound));
+                        continue;
                     }
-                    Write::Delete { .. } => match current {
-                        Some(ref r) if r.is_tombstone() => Outcome::Delete(DeleteOutcome::NotFound),
-                        _ => {
-                            let record = self.record(version, None);
-                            put_record(&mut kv, &mut index, path, current.as_ref(), &record)?;
-                            logged.push((path.to_owned(), record));
-                            Outcome::Delete(match current {
-                                Some(_) => DeleteOutcome::Deleted(version),
-                                None => DeleteOutcome::NotFound,
-                            })
-                        }
-                    },
-                };
-                outcomes.push(outcome);
-            }
+                    Some(_) => (Outcome::Delete(DeleteOutcome::Deleted(version)), None),
+                    // Unknown key: still a tombstone, so the delete beats an older write in flight.
+                    None => (Outcome::Delete(DeleteOutcome::NotFound), None),
+                },
+            };
+            outcomes.push(outcome);
+            in_batch.insert(path, logged.len());
+            logged.push((path.to_owned(), self.record(version, data)));
         }
-        // Log first: if the log fails, the transaction is dropped (aborted) and readers never see
-        // writes that were refused. If redb's commit fails after, the batch is in the log and may
-        // reappear after a restart: it was not acknowledged, so either outcome is allowed.
         if !logged.is_empty() {
-            let seq = self.wal.append(logged).map_err(StorageError::Wal)?;
+            let seq = self.wal.append(&logged).map_err(StorageError::Wal)?;
             self.unsynced_seq = Some(seq);
             self.unsynced_batches += 1;
+            memtable.insert(logged);
         }
-        txn.commit()?;
         Ok(outcomes)
     }
 

@@ -4,17 +4,19 @@
 //!   production, the simulator's crash-prone in-memory disk) and declares the tables once
 //!   (`tables`).
 //! * [`StorageActor`] is the only writer. It group-commits: the writes waiting in its mailbox are
-//!   applied in one redb transaction and logged as one frame of the write-ahead log ([`Wal`]), and
-//!   each caller is answered only after that frame is synced; redb itself is made durable at
-//!   checkpoints, many batches at a time (the `wal` module says why).
-//! * [`StorageReader`] serves reads from redb's MVCC snapshots on the caller's task: reads never enter
-//!   the writer's mailbox, so they never wait behind a commit.
+//!   logged as one frame of the write-ahead log ([`Wal`]), and only after that frame is synced are
+//!   they published in the memtable and their callers answered. At checkpoints the memtable goes
+//!   into redb in one durable transaction and the log starts over (the `wal` and `memtable`
+//!   modules say why).
+//! * [`StorageReader`] serves reads on the caller's task, from the memtable and then from redb's
+//!   MVCC snapshots: reads never enter the writer's mailbox, so they never wait behind a commit.
 //!
 //! Values are versioned records (`record`): deletes write tombstones that will replicate like any
 //! write, and a time index (`by_time`) lists versions in timestamp order for bootstrap and catch-up.
 
 mod actor;
 mod error;
+mod memtable;
 mod reader;
 mod record;
 mod store;

@@ -1,9 +1,12 @@
-//! Reads straight from redb's MVCC snapshots, off the writer's path.
+//! Reads off the writer's path: the memtable (logged writes not yet checkpointed), then redb's
+//! MVCC snapshot.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
 
+use super::memtable::Memtable;
 use super::store::CommitFailure;
 use super::tables::{BY_TIME, KV, META, META_JOINED_MS};
 use super::{Record, StorageError};
@@ -13,16 +16,33 @@ use super::{Record, StorageError};
 #[derive(Clone, Debug)]
 pub struct StorageReader {
     db: Arc<Database>,
+    memtable: Memtable,
     commit_failure: CommitFailure,
 }
 
 impl StorageReader {
-    pub(super) fn new(db: Arc<Database>, commit_failure: CommitFailure) -> Self {
-        StorageReader { db, commit_failure }
+    pub(super) fn new(
+        db: Arc<Database>,
+        memtable: Memtable,
+        commit_failure: CommitFailure,
+    ) -> Self {
+        StorageReader {
+            db,
+            memtable,
+            commit_failure,
+        }
     }
 
     /// The record for `path` (live or tombstone), if this node has ever seen the key.
     pub fn get(&self, path: &str) -> Result<Option<Record>, StorageError> {
+        if let Some(record) = self.memtable.get(path) {
+            return Ok(Some(record));
+        }
+        self.get_checkpointed(path)
+    }
+
+    /// The record for `path` in redb alone (as of the last checkpoint).
+    pub(super) fn get_checkpointed(&self, path: &str) -> Result<Option<Record>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
         let Some(bytes) = table.get(path)? else {
@@ -43,17 +63,26 @@ impl StorageReader {
         after: (u64, &str),
         limit: usize,
     ) -> Result<Vec<(String, Record)>, StorageError> {
+        // The memtable first: a checkpoint moves records into redb before it clears them here,
+        // so reading in this order can see a record twice (deduplicated below), never miss it.
+        let fresh = self.memtable.snapshot();
+        let fresh_paths: BTreeSet<&str> = fresh.iter().map(|(p, _)| p.as_str()).collect();
+        let mut out: Vec<(String, Record)> = fresh
+            .iter()
+            .filter(|(path, r)| (r.version.timestamp_ms, path.as_str()) > after)
+            .cloned()
+            .collect();
         let txn = self.db.begin_read()?;
         let index = txn.open_table(BY_TIME)?;
         let kv = txn.open_table(KV)?;
-        let mut out = Vec::new();
+        let mut from_db = 0;
         for entry in index.range(after..)? {
-            if out.len() == limit {
+            if from_db == limit {
                 break;
             }
             let (key, _) = entry?;
             let (ts, path) = key.value();
-            if (ts, path) == after {
+            if (ts, path) == after || fresh_paths.contains(path) {
                 continue;
             }
             let bytes = kv.get(path)?.ok_or_else(|| StorageError::Corrupt {
@@ -65,7 +94,12 @@ impl StorageReader {
                 source,
             })?;
             out.push((path.to_owned(), record));
+            from_db += 1;
         }
+        out.sort_by(|(a_path, a), (b_path, b)| {
+            (a.version.timestamp_ms, a_path).cmp(&(b.version.timestamp_ms, b_path))
+        });
+        out.truncate(limit);
         Ok(out)
     }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableTable, StorageBackend};
 
+use super::memtable::Memtable;
 use super::tables::{put_record, read_record, BY_TIME, KV, META, META_JOINED_MS, META_WAL_SEQ};
 use super::wal::Wal;
 use super::{StorageError, StorageReader};
@@ -14,6 +15,7 @@ use super::{StorageError, StorageReader};
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Arc<Database>,
+    memtable: Memtable,
     commit_failure: CommitFailure,
 }
 
@@ -45,8 +47,8 @@ impl Store {
             let mut replayed = 0;
             for batch in logged.iter().filter(|b| b.seq > applied) {
                 for (path, record) in &batch.records {
-                    let current = read_record(&kv, path)?;
-                    put_record(&mut kv, &mut index, path, current.as_ref(), record)?;
+                    let previous_ms = read_record(&kv, path)?.map(|r| r.version.timestamp_ms);
+                    put_record(&mut kv, &mut index, path, previous_ms, record)?;
                 }
                 meta.insert(META_WAL_SEQ, batch.seq)?;
                 replayed += 1;
@@ -62,6 +64,7 @@ impl Store {
         }
         let store = Store {
             db: Arc::new(db),
+            memtable: Memtable::default(),
             commit_failure: CommitFailure::default(),
         };
         Ok((store, wal))
@@ -69,11 +72,19 @@ impl Store {
 
     /// A read handle: cheap, cloneable, never blocked by the writer.
     pub fn reader(&self) -> StorageReader {
-        StorageReader::new(Arc::clone(&self.db), Arc::clone(&self.commit_failure))
+        StorageReader::new(
+            Arc::clone(&self.db),
+            self.memtable.clone(),
+            Arc::clone(&self.commit_failure),
+        )
     }
 
     pub(super) fn db(&self) -> &Database {
         &self.db
+    }
+
+    pub(super) fn memtable(&self) -> &Memtable {
+        &self.memtable
     }
 
     /// Records the outcome of a commit for health checks.

@@ -33,16 +33,17 @@ pub fn read_record(kv: &Table<&str, &[u8]>, path: &str) -> Result<Option<Record>
         })
 }
 
-/// Stores `record` under `path` and moves the key's time-index entry from `previous`'s version.
+/// Stores `record` under `path` and moves the key's time-index entry from the version it replaces
+/// (timestamp `previous_ms`, if the key had one).
 pub fn put_record(
     kv: &mut Table<&str, &[u8]>,
     index: &mut Table<(u64, &str), ()>,
     path: &str,
-    previous: Option<&Record>,
+    previous_ms: Option<u64>,
     record: &Record,
 ) -> Result<(), StorageError> {
-    if let Some(previous) = previous {
-        index.remove((previous.version.timestamp_ms, path))?;
+    if let Some(previous_ms) = previous_ms {
+        index.remove((previous_ms, path))?;
     }
     index.insert((record.version.timestamp_ms, path), ())?;
     kv.insert(path, record.encode().as_slice())?;

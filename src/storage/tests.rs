@@ -474,3 +474,53 @@ fn a_failed_checkpoint_fails_the_actor_but_not_the_logged_writes() {
     assert!(ctx.failed.unwrap().contains("checkpoint"));
     assert!(store.reader().check().is_err());
 }
+
+#[test]
+fn reads_merge_the_memtable_over_the_checkpointed_database() {
+    let (store, mut actor, mut ctx) = setup();
+    // Checkpointed: k0..k63 in redb.
+    for i in 0..actor::CHECKPOINT_BATCHES {
+        ctx.clock.set_wall_ms(T0 + u64::from(i));
+        let (msg, rx) = put(&format!("k{i:02}"), "1");
+        actor.handle(&mut ctx, msg);
+        answered(rx).unwrap();
+    }
+    // In the memtable only: k00 overwritten (newest), k01 deleted, a new key.
+    ctx.clock.set_wall_ms(T0 + 1_000);
+    for (msg, rx) in [put("k00", "2"), put("new", "3")] {
+        actor.handle(&mut ctx, msg);
+        answered(rx).unwrap();
+    }
+    let (msg, rx) = delete("k01");
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+
+    let reader = store.reader();
+    assert_eq!(
+        data(&store, "k00"),
+        Some(b"2".to_vec()),
+        "the memtable wins"
+    );
+    assert!(reader.get("k01").unwrap().unwrap().is_tombstone());
+    assert_eq!(
+        data(&store, "k02"),
+        Some(b"1".to_vec()),
+        "redb answers the rest"
+    );
+    let all = reader.since((0, ""), 1000).unwrap();
+    assert_eq!(all.len(), 65, "each key once");
+    let tail: Vec<&str> = all[62..].iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        tail,
+        vec!["k00", "k01", "new"],
+        "newest versions last, by (ts, path)"
+    );
+    // Paging across the two sources.
+    let first = reader.since((0, ""), 62).unwrap();
+    let (path, record) = first.last().unwrap();
+    let rest = reader
+        .since((record.version.timestamp_ms, path), 10)
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+    assert_eq!(rest[0].0, "k00");
+}
