@@ -31,6 +31,10 @@ use tower::ServiceExt;
 use crate::clock::SimClock;
 use crate::disk::SimDisk;
 
+/// How often a simulated node checkpoints (in logged batches): far more often than production,
+/// so that the sweep's short runs put crashes before, inside and after checkpoints.
+pub const CHECKPOINT_BATCHES: u32 = 16;
+
 /// Largest accepted value on a simulated node (KVS's default, 1 MiB).
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
 
@@ -179,7 +183,8 @@ impl Machine {
             self.disk.backend("kvs.wal"),
             self.clock.wall_ms(),
         )?;
-        let actor = StorageActor::new(store.clone(), wal, self.name.clone());
+        let actor = StorageActor::new(store.clone(), wal, self.name.clone())
+            .checkpoint_every(CHECKPOINT_BATCHES);
         let clock: Arc<dyn Clock> = self.clock.clone();
         let rng_seed = actor_seed(self.run_seed, self.id, number);
         let machine = Handle::current()

@@ -15,6 +15,8 @@ use crate::seam::{reply_channel, Actor};
 use crate::storage::Wal;
 
 const T0: u64 = 1_700_000_000_000;
+/// Checkpoint interval (batches) for the checkpoint tests: small, to keep them short.
+const EVERY: u32 = 8;
 
 fn setup() -> (Store, StorageActor, TestContext<StorageMsg>) {
     let (store, wal) = Store::open(InMemoryBackend::new(), InMemoryBackend::new(), T0).unwrap();
@@ -420,9 +422,9 @@ fn checkpoints_make_the_database_durable_and_the_log_start_over() {
     let db = FlakyBackend::default();
     let log = FlakyBackend::default();
     let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
-    let mut actor = StorageActor::new(store, wal, "n");
+    let mut actor = StorageActor::new(store, wal, "n").checkpoint_every(EVERY);
     let mut ctx = TestContext::new(T0, 4);
-    for i in 0..actor::CHECKPOINT_BATCHES {
+    for i in 0..EVERY {
         let (msg, rx) = put(&format!("k{i}"), "1");
         actor.handle(&mut ctx, msg);
         answered(rx).unwrap();
@@ -439,7 +441,10 @@ fn checkpoints_make_the_database_durable_and_the_log_start_over() {
     std::mem::forget(actor);
     let (reopened, _) = Store::open(db, log, T0).unwrap();
     let reader = reopened.reader();
-    assert_eq!(reader.since((0, ""), 1000).unwrap().len(), 65);
+    assert_eq!(
+        reader.since((0, ""), 1000).unwrap().len(),
+        EVERY as usize + 1
+    );
     assert!(reader.get("after").unwrap().is_some());
 }
 
@@ -460,11 +465,11 @@ fn a_failed_log_sync_fails_the_writes_and_the_actor() {
 fn a_failed_checkpoint_fails_the_actor_but_not_the_logged_writes() {
     let db = FlakyBackend::default();
     let (store, wal) = Store::open(db.clone(), InMemoryBackend::new(), T0).unwrap();
-    let mut actor = StorageActor::new(store.clone(), wal, "n");
+    let mut actor = StorageActor::new(store.clone(), wal, "n").checkpoint_every(EVERY);
     let mut ctx = TestContext::new(T0, 6);
     db.fail_writes.store(true, Ordering::SeqCst);
     let mut answers = Vec::new();
-    for i in 0..actor::CHECKPOINT_BATCHES {
+    for i in 0..EVERY {
         let (msg, rx) = put(&format!("k{i}"), "1");
         actor.handle(&mut ctx, msg);
         answers.push(rx);
@@ -477,9 +482,10 @@ fn a_failed_checkpoint_fails_the_actor_but_not_the_logged_writes() {
 
 #[test]
 fn reads_merge_the_memtable_over_the_checkpointed_database() {
-    let (store, mut actor, mut ctx) = setup();
-    // Checkpointed: k0..k63 in redb.
-    for i in 0..actor::CHECKPOINT_BATCHES {
+    let (store, actor, mut ctx) = setup();
+    let mut actor = actor.checkpoint_every(EVERY);
+    // Checkpointed: k00..k07 in redb.
+    for i in 0..EVERY {
         ctx.clock.set_wall_ms(T0 + u64::from(i));
         let (msg, rx) = put(&format!("k{i:02}"), "1");
         actor.handle(&mut ctx, msg);
@@ -508,15 +514,18 @@ fn reads_merge_the_memtable_over_the_checkpointed_database() {
         "redb answers the rest"
     );
     let all = reader.since((0, ""), 1000).unwrap();
-    assert_eq!(all.len(), 65, "each key once");
-    let tail: Vec<&str> = all[62..].iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(all.len(), EVERY as usize + 1, "each key once");
+    let tail: Vec<&str> = all[all.len() - 3..]
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
     assert_eq!(
         tail,
         vec!["k00", "k01", "new"],
         "newest versions last, by (ts, path)"
     );
     // Paging across the two sources.
-    let first = reader.since((0, ""), 62).unwrap();
+    let first = reader.since((0, ""), EVERY as usize - 2).unwrap();
     let (path, record) = first.last().unwrap();
     let rest = reader
         .since((record.version.timestamp_ms, path), 10)
