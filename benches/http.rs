@@ -28,7 +28,7 @@
 //! * **kvs PUT durable**: `PUT /kv/bench/put/{n}` of a ~100-byte JSON value to random keys among
 //!   [`PUT_KEYS`]. Each answer follows the sync of the write-ahead-log frame that carries it,
 //!   shared by every write that was waiting in the storage actor's mailbox (group commit); redb
-//!   itself is synced at checkpoints, every 64 batches.
+//!   receives the memtable at checkpoints, every 256 batches.
 //!
 //! # Why the baseline runs in the same run
 //!
