@@ -72,6 +72,8 @@ fn acknowledged_state_survives(signal: &str) {
     assert!(log.contains("stopped"), "{log}");
 
     node.restart();
+    // A clean stop checkpoints: the restart has no write-ahead log to replay.
+    assert!(!node.log().contains(REPLAYED), "{}", node.log());
     assert_eq!(
         joined_timestamp(&node),
         joined,
@@ -246,6 +248,28 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
     );
 }
 
+/// The log line a node prints when it starts by replaying its write-ahead log.
+const REPLAYED: &str = "replayed the write-ahead log";
+
+/// After `kill -9` the acknowledged writes come back from the write-ahead log (not checkpointed
+/// yet: far fewer than a checkpoint's worth of batches).
+#[test]
+fn after_kill_9_the_write_ahead_log_is_replayed() {
+    let mut node = Node::start(&[]);
+    for i in 0..10 {
+        assert_eq!(
+            node.put(&format!("k{i}"), format!("{i}").as_bytes()).status,
+            200
+        );
+    }
+    node.kill9();
+    node.restart();
+    assert!(node.log().contains(REPLAYED), "{}", node.log());
+    for i in 0..10 {
+        assert_eq!(node.get(&format!("k{i}")).text(), i.to_string());
+    }
+}
+
 /// Once a node says it is listening, a SIGTERM must get the graceful path (exit 0), however soon
 /// it comes. Repeated, because the window is short on an idle machine.
 #[test]
@@ -408,4 +432,19 @@ fn json_logs_are_one_object_per_line() {
         assert!(entry["level"].is_string(), "{line}");
         assert!(entry["fields"]["message"].is_string(), "{line}");
     }
+}
+
+/// `RUST_LOG` overrides `log_level`: a node configured for errors only still logs at info when
+/// `RUST_LOG=info` is set (the harness would otherwise never see its `listening` line).
+#[test]
+fn rust_log_overrides_the_configured_level() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.yaml");
+    let yaml = config_yaml("quiet", &dir.path().join("data"), &[("log_level", "error")]);
+    std::fs::write(&config, yaml).unwrap();
+    let mut cmd = kvs_command();
+    cmd.arg(&config).env("RUST_LOG", "info");
+    let mut process = Process::spawn(cmd);
+    process.wait_for_line("listening", START_TIMEOUT);
+    assert_eq!(stop_process(&mut process).code(), Some(0));
 }

@@ -2,8 +2,8 @@
 //! orderly shutdown on SIGINT/SIGTERM or on a component failure.
 //!
 //! Shutdown order: stop accepting and finish in-flight requests (axum's graceful shutdown), then
-//! drain the storage actor (its last group commit), then drop the last handle on redb, which closes
-//! the file cleanly. Every write acknowledged before that is durable, and since each acknowledgement
+//! drain the storage actor (its last group commit and a checkpoint, so the next start has nothing
+//! to replay), then drop the last handle on redb, which closes the file cleanly. Every write acknowledged before that is durable, and since each acknowledgement
 //! follows a synced write-ahead-log frame (`storage::Wal`), so is every write acknowledged before a
 //! `kill -9` or a power cut.
 
