@@ -80,9 +80,12 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // The body is read before any refusal (within the size limit), so that a refused write leaves
+    // the connection usable for the client's next request (`keep_alive`).
+    let data = body_bytes(&headers, body, state.value_bytes_max).await;
     let path = key(path)?;
     writable(&state)?;
-    let data = body_bytes(&headers, body, state.value_bytes_max).await?;
+    let data = data?;
     // JSON text is UTF-8 (RFC 8259); `IgnoredAny` alone would skip string contents unchecked.
     let text = std::str::from_utf8(&data)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))?;
@@ -147,6 +150,13 @@ pub(super) async fn delete(
     }
 }
 
-pub(super) async fn empty_key() -> ApiError {
+/// `/kv` and `/kv/`, whatever the method: reads the body (within the size limit) like a refused
+/// PUT does, so the connection stays usable, then refuses.
+pub(super) async fn empty_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiError {
+    let _ = body_bytes(&headers, body, state.value_bytes_max).await;
     ApiError::new(StatusCode::BAD_REQUEST, "key path is empty")
 }

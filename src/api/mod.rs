@@ -5,10 +5,12 @@
 //! touches sockets, clocks or threads directly.
 //!
 //! Every error is a JSON body `{"error": "..."}` with a fitting status (`error`); key paths are
-//! validated once (`key`); values are any JSON document up to the configured size (`kv`).
+//! validated once (`key`); values are any JSON document up to the configured size (`kv`); a
+//! response given before its request body was read keeps the connection honest (`keep_alive`).
 
 mod cluster;
 mod error;
+mod keep_alive;
 mod key;
 mod kv;
 mod state;
@@ -34,6 +36,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panicked,
         ))
+        // Outermost, so that it also sees the 500 of a panicked handler.
+        .layer(axum::middleware::from_fn(keep_alive::close_if_body_unread))
         .with_state(state)
 }
 
