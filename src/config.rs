@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Largest `max_value_bytes` accepted (a value travels in one replication message).
-pub const VALUE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +204,15 @@ impl Config {
         if self.node_id.trim().is_empty() {
             return invalid("node_id", "must not be empty".into());
         }
+        if self.node_id.len() > NODE_ID_BYTES_MAX {
+            return invalid(
+                "node_id",
+                format!(
+                    "is {} bytes; the limit is {NODE_ID_BYTES_MAX}",
+                    self.node_id.len()
+                ),
+            );
+        }
         self.bind_ip()?;
         for seed in &self.seed_nodes {
             let port = seed
@@ -236,10 +244,10 @@ impl Config {
                 return invalid(key, "must be at least 1".into());
             }
         }
-        if !(1..=VALUE_BYTES_LIMIT).contains(&self.max_value_bytes) {
+        if !(1..=VALUE_BYTES_MAX).contains(&self.max_value_bytes) {
             return invalid(
                 "max_value_bytes",
-                format!("must be between 1 and {VALUE_BYTES_LIMIT}"),
+                format!("must be between 1 and {VALUE_BYTES_MAX}"),
             );
         }
         Ok(())
@@ -304,6 +312,12 @@ mod tests {
         assert!(msg("sync_interval: 0\n").contains("sync_interval"));
         assert!(msg("max_value_bytes: 0\n").contains("max_value_bytes"));
         assert!(msg("node_id: \"\"\n").contains("node_id"));
+        let long_id = "n".repeat(NODE_ID_BYTES_MAX + 1);
+        assert!(msg(&format!("node_id: {long_id}\n")).contains("node_id"));
+        assert!(parse(&format!("node_id: {}\n", &long_id[1..])).is_ok());
+        let over = VALUE_BYTES_MAX + 1;
+        assert!(msg(&format!("max_value_bytes: {over}\n")).contains("max_value_bytes"));
+        assert!(parse(&format!("max_value_bytes: {VALUE_BYTES_MAX}\n")).is_ok());
         assert!(msg("- just\n- a list\n").contains("test.yaml"));
     }
 

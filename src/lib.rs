@@ -8,11 +8,13 @@
 //! * [`storage`]: the redb-backed store: group-committing writer actor, snapshot readers.
 //! * [`api`]: the HTTP interface (KVS-compatible), a plain axum `Router`.
 //! * [`config`]: YAML configuration with KVS's keys and defaults.
+//! * [`limits`]: the size bounds (key, value, node id) the others derive from.
 //! * `cli`: the `kvs put|get|delete|members|health` client.
 
 pub mod api;
 pub mod config;
 pub mod host;
+pub mod limits;
 pub mod seam;
 pub mod storage;
 

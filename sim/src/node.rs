@@ -22,7 +22,7 @@ use kvs::api::{self, ApiState, Mode};
 use kvs::host::task::BusyTime;
 use kvs::host::MAILBOX_CAPACITY;
 use kvs::seam::Clock;
-use kvs::storage::{StorageActor, StorageError, Store};
+use kvs::storage::{OpenError, StorageActor, Store};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use tokio::sync::watch;
@@ -64,7 +64,7 @@ struct Boot {
 impl SimNode {
     /// Boots node `id` on `disk` (a fresh one, or one that a previous node left behind). Must run
     /// inside a madsim runtime; the actors' randomness derives from the run's seed and `id`.
-    pub async fn start(id: u64, disk: SimDisk) -> Result<SimNode, StorageError> {
+    pub async fn start(id: u64, disk: SimDisk) -> Result<SimNode, OpenError> {
         let handle = Handle::current();
         let name = format!("node-{id}");
         let madsim_node = handle.create_node().name(name.clone()).build().id();
@@ -157,7 +157,7 @@ impl SimNode {
     /// Cuts the power and boots the machine again: unsynced disk writes are lost, every task of
     /// the node is dropped where it stands, then a new store opens on the same disk (redb repairs
     /// it) with a new storage actor and router.
-    pub async fn crash_and_restart(&self) -> Result<(), StorageError> {
+    pub async fn crash_and_restart(&self) -> Result<(), OpenError> {
         self.machine.disk.crash();
         let handle = Handle::current();
         handle.kill(self.machine.madsim_node);
@@ -177,7 +177,7 @@ impl SimNode {
 impl Machine {
     /// Opens the store on the current boot's view of the disk and starts the node's actors on
     /// its madsim node, with the router serving them.
-    async fn boot(&self, number: u64) -> Result<Boot, StorageError> {
+    async fn boot(&self, number: u64) -> Result<Boot, OpenError> {
         let (store, wal) = Store::open(
             self.disk.backend("kvs.redb"),
             self.disk.backend("kvs.wal"),
@@ -209,7 +209,7 @@ impl Machine {
         let state = ApiState {
             node_id: self.name.clone(),
             address: format!("{}:8080", self.name),
-            joined_timestamp_ms: store.reader().joined_timestamp_ms()?,
+            joined_timestamp_ms: store.joined_timestamp_ms(),
             mode: Mode::Normal,
             value_bytes_max: VALUE_BYTES_MAX,
             clock,

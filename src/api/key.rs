@@ -2,8 +2,7 @@
 
 use std::fmt;
 
-/// Longest key path accepted, in bytes.
-pub const KEY_BYTES_MAX: usize = 1024;
+pub use crate::limits::KEY_BYTES_MAX;
 
 /// Why a key path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

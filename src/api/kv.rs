@@ -38,10 +38,11 @@ fn unavailable(e: AskError) -> ApiError {
 }
 
 fn storage_failed(e: WriteError) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("write failed: {e}"),
-    )
+    let status = match e {
+        WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        WriteError::Commit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, format!("write failed: {e}"))
 }
 
 /// Reads the body, refusing more than `limit` bytes without reading them all.

@@ -23,7 +23,7 @@ use super::MAILBOX_CAPACITY;
 use crate::api::{self, ApiState, Mode};
 use crate::config::{Config, ConfigError};
 use crate::seam::Clock;
-use crate::storage::{StorageActor, StorageError, Store, Wal};
+use crate::storage::{OpenError, StorageActor, Store, Wal};
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "kvs.redb";
@@ -49,7 +49,7 @@ pub enum ServerError {
     },
     /// The store could not be opened.
     #[error("opening the store: {0}")]
-    Storage(#[from] StorageError),
+    Storage(#[from] OpenError),
     /// An actor could not start.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
@@ -91,7 +91,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let state = ApiState {
         node_id: config.node_id.clone(),
         address: local.to_string(),
-        joined_timestamp_ms: store.reader().joined_timestamp_ms()?,
+        joined_timestamp_ms: store.joined_timestamp_ms(),
         mode,
         value_bytes_max: config.max_value_bytes,
         clock,

@@ -1,4 +1,4 @@
-//! The storage writer: group commit of every waiting write into one durable transaction.
+//! The storage writer: group commit of every waiting write into one synced log frame.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,15 +8,27 @@ use bytes::Bytes;
 use rand_core::Rng;
 use redb::Durability;
 
-use super::tables::{put_record, read_record, BY_TIME, KV, META, META_WAL_SEQ};
+use super::tables::{apply_records, META, META_WAL_SEQ};
 use super::wal::Wal;
-use super::{Record, StorageError, Store, Version, WriteError};
+use super::{CommitError, Record, Store, Version, WriteError};
+use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{Actor, Context, Reply};
 
-/// Most writes committed in one transaction.
+/// Most writes committed in one batch (one log frame).
 pub const BATCH_WRITES_MAX: usize = 1024;
-/// Most value bytes buffered for one transaction.
+/// Most key and value bytes gathered for one batch: a write that would take a batch past this
+/// commits the batch first and starts the next one.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most key and value bytes one write carries; larger writes are refused
+/// ([`WriteError::TooLarge`]). The API's limits keep every client write within it.
+pub const WRITE_BYTES_MAX: usize = KEY_BYTES_MAX + VALUE_BYTES_MAX;
+/// Most key and value bytes one batch carries: [`BATCH_BYTES_MAX`], or a single write larger
+/// than that on its own. The log asserts that such a batch fits one frame.
+pub const BATCH_CONTENT_BYTES_MAX: usize = if WRITE_BYTES_MAX > BATCH_BYTES_MAX {
+    WRITE_BYTES_MAX
+} else {
+    BATCH_BYTES_MAX
+};
 /// By default, a checkpoint (the memtable into redb in one durable commit, log reset) after this
 /// many logged batches... (bigger checkpoints write each redb page once for more writes: in the
 /// bench, 32 batches gave 0.21 of the baseline, 128 gave 0.27-0.33, 256 gave 0.30)
@@ -89,10 +101,10 @@ impl Write {
         }
     }
 
-    fn fail(self, e: &WriteError) {
+    fn fail(self, e: WriteError) {
         match self {
-            Write::Put { reply, .. } => reply.send(Err(e.clone())),
-            Write::Delete { reply, .. } => reply.send(Err(e.clone())),
+            Write::Put { reply, .. } => reply.send(Err(e)),
+            Write::Delete { reply, .. } => reply.send(Err(e)),
         }
     }
 }
@@ -206,6 +218,8 @@ impl StorageActor {
         match result.expect("the host ran the commit") {
             Ok(outcomes) => {
                 self.store.set_commit_failure(None);
+                // A reply per write: with fewer outcomes, `zip` would drop the rest unanswered.
+                assert_eq!(outcomes.len(), count, "one outcome per write of the batch");
                 for (write, outcome) in batch.into_iter().zip(outcomes) {
                     match (write, outcome) {
                         (Write::Put { reply, .. }, Outcome::Put(v)) => reply.send(Ok(v)),
@@ -229,7 +243,7 @@ impl StorageActor {
                 ctx.fail(format!("group commit of {count} writes failed: {e}"));
                 let e = WriteError::from(Arc::new(e));
                 for write in batch {
-                    write.fail(&e);
+                    write.fail(e.clone());
                 }
             }
         }
@@ -260,18 +274,12 @@ impl StorageActor {
 
     /// Writes the memtable into redb in one durable transaction, sorted by key, noting that the
     /// log is applied up to `seq`.
-    fn sync_database(&self, seq: u64) -> Result<(), StorageError> {
+    fn sync_database(&self, seq: u64) -> Result<(), CommitError> {
         let mut txn = self.store.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        {
-            let mut kv = txn.open_table(KV)?;
-            let mut index = txn.open_table(BY_TIME)?;
-            for (path, record) in self.store.memtable().snapshot() {
-                let previous_ms = read_record(&kv, &path)?.map(|r| r.version.timestamp_ms);
-                put_record(&mut kv, &mut index, &path, previous_ms, &record)?;
-            }
-            txn.open_table(META)?.insert(META_WAL_SEQ, seq)?;
-        }
+        let records = self.store.memtable().snapshot();
+        apply_records(&txn, records.iter().map(|(p, r)| (p.as_str(), r)))?;
+        txn.open_table(META)?.insert(META_WAL_SEQ, seq)?;
         txn.commit()?;
         Ok(())
     }
@@ -283,7 +291,7 @@ impl StorageActor {
         batch: &[Write],
         now_ms: u64,
         uuids: &[[u8; 16]],
-    ) -> Result<Vec<Outcome>, StorageError> {
+    ) -> Result<Vec<Outcome>, CommitError> {
         let reader = self.store.reader();
         let memtable = self.store.memtable();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -299,11 +307,18 @@ impl StorageActor {
             // A hybrid logical clock per key: the wall clock, but strictly above any version this
             // node holds for the key, so a local write supersedes what it saw.
             let version = Version {
-                timestamp_ms: current
-                    .as_ref()
-                    .map_or(now_ms, |r| now_ms.max(r.version.timestamp_ms + 1)),
+                timestamp_ms: current.as_ref().map_or(now_ms, |r| {
+                    let next = r.version.timestamp_ms.checked_add(1);
+                    now_ms.max(next.expect("a version timestamp below u64::MAX"))
+                }),
                 uuid,
             };
+            if let Some(current) = &current {
+                assert!(
+                    current.version < version,
+                    "versions of a key only move forward"
+                );
+            }
             let (outcome, data) = match write {
                 Write::Put { data, .. } => (Outcome::Put(version), Some(data.to_vec())),
                 Write::Delete { .. } => match current {
@@ -321,7 +336,7 @@ impl StorageActor {
             logged.push((path.to_owned(), self.record(version, data)));
         }
         if !logged.is_empty() {
-            let seq = self.wal.append(&logged).map_err(StorageError::Wal)?;
+            let seq = self.wal.append(&logged).map_err(CommitError::Wal)?;
             self.unsynced_seq = Some(seq);
             self.unsynced_batches += 1;
             memtable.insert(logged);
@@ -357,8 +372,18 @@ impl Actor for StorageActor {
                 return self.decide(ctx);
             }
         };
-        self.pending_bytes += write.size_bytes();
+        let size_bytes = write.size_bytes();
+        if size_bytes > WRITE_BYTES_MAX {
+            write.fail(WriteError::TooLarge { size_bytes });
+            return self.decide(ctx);
+        }
+        if self.pending_bytes + size_bytes > BATCH_BYTES_MAX {
+            self.flush(ctx);
+        }
+        self.pending_bytes += size_bytes;
         self.pending.push(write);
+        assert!(self.pending.len() <= BATCH_WRITES_MAX);
+        assert!(self.pending_bytes <= BATCH_CONTENT_BYTES_MAX);
         self.decide(ctx);
     }
 

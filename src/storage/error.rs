@@ -1,14 +1,54 @@
-//! Typed storage errors, one variant per family of redb failure.
+//! Typed storage errors, one enum per family of operation as redb has them: opening the store,
+//! reading it, committing to it; plus what a writer's caller and a health check are told.
 
 use std::sync::Arc;
 
-/// A failure inside redb or in the bytes it returned.
+use super::actor::WRITE_BYTES_MAX;
+
+/// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The database could not be opened or created.
+pub enum OpenError {
+    /// The database file could not be opened or created.
     #[error("opening the database: {0}")]
-    Open(#[from] redb::DatabaseError),
-    /// A transaction could not begin.
+    Database(#[from] redb::DatabaseError),
+    /// The write-ahead log could not be read.
+    #[error("reading the write-ahead log: {0}")]
+    Wal(std::io::Error),
+    /// Applying the log's batches (or recording the node's join time) did not commit.
+    #[error("replaying the write-ahead log: {0}")]
+    Replay(#[from] CommitError),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A read transaction could not begin.
+    #[error("beginning a read: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("opening a table: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading pages failed (I/O error, corruption).
+    #[error("storage I/O: {0}")]
+    Io(#[from] redb::StorageError),
+    /// The time index names a key that has no record: the two tables disagree.
+    #[error("the time index lists {path:?}, which has no record")]
+    Unindexed {
+        /// The key the index names.
+        path: String,
+    },
+}
+
+/// Why a group commit or a checkpoint did not become durable.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Reading the versions the batch replaces failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The write-ahead log could not be written or synced, or refused the frame.
+    #[error("write-ahead log: {0}")]
+    Wal(std::io::Error),
+    /// A write transaction could not begin.
     #[error("beginning a transaction: {0}")]
     Transaction(#[from] redb::TransactionError),
     /// A table could not be opened.
@@ -17,32 +57,36 @@ pub enum StorageError {
     /// The transaction refused the durability we require.
     #[error("setting durability: {0}")]
     Durability(#[from] redb::SetDurabilityError),
-    /// Reading or writing pages failed (I/O error, corruption).
+    /// Writing pages failed.
     #[error("storage I/O: {0}")]
     Io(#[from] redb::StorageError),
     /// The commit did not reach the disk.
     #[error("committing: {0}")]
     Commit(#[from] redb::CommitError),
-    /// The write-ahead log could not be read, written or synced.
-    #[error("write-ahead log: {0}")]
-    Wal(std::io::Error),
-    /// The last commit failed; writes are failing until one succeeds.
-    #[error("the last commit failed: {0}")]
-    Failing(String),
-    /// A stored record did not decode.
-    #[error("corrupt record for {path:?}: {source}")]
-    Corrupt {
-        /// The key whose record is unreadable.
-        path: String,
-        /// The decoder's complaint.
-        source: postcard::Error,
-    },
 }
 
-/// Why a write was not made durable. Shared by every write of a failed batch, hence the `Arc`.
+/// Why `StorageReader::check` finds the store unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The last commit failed; the writer has stopped.
+    #[error("the last commit failed: {0}")]
+    CommitFailed(String),
+    /// The database does not answer reads.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Why a write was not made durable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
-    /// The batch's transaction failed; none of its writes happened.
+    /// The batch's commit failed; none of its writes happened. Shared by every write of the
+    /// batch, hence the `Arc`.
     #[error(transparent)]
-    Storage(#[from] Arc<StorageError>),
+    Commit(#[from] Arc<CommitError>),
+    /// Key and value together exceed what one write may carry; nothing was written.
+    #[error("write of {size_bytes} bytes exceeds the limit of {WRITE_BYTES_MAX}")]
+    TooLarge {
+        /// Key path plus value bytes.
+        size_bytes: usize,
+    },
 }

@@ -21,9 +21,19 @@ impl Memtable {
     }
 
     /// Adds a synced batch, in commit order (a later record of a key replaces an earlier one).
+    /// Panics if a record is not newer than the one it replaces: the writer's hybrid clock makes
+    /// every version of a key newer than the last, and a reader must never see one go back.
     pub fn insert(&self, records: impl IntoIterator<Item = (String, Record)>) {
         let mut map = self.write();
         for (path, record) in records {
+            if let Some(previous) = map.get(&path) {
+                assert!(
+                    previous.version < record.version,
+                    "version of {path:?} would go back from {:?} to {:?}",
+                    previous.version,
+                    record.version
+                );
+            }
             map.insert(path, record);
         }
     }

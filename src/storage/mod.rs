@@ -23,12 +23,15 @@ mod store;
 mod tables;
 mod wal;
 
-pub use actor::{DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult};
-pub use error::{StorageError, WriteError};
+pub use actor::{
+    DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult, BATCH_BYTES_MAX, BATCH_WRITES_MAX,
+    WRITE_BYTES_MAX,
+};
+pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use reader::StorageReader;
 pub use record::{Record, Version};
 pub use store::Store;
-pub use wal::{Wal, WalBatch};
+pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX};
 
 #[cfg(test)]
 pub(crate) mod testing;

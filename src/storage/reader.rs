@@ -8,8 +8,8 @@ use redb::{Database, ReadableDatabase};
 
 use super::memtable::Memtable;
 use super::store::CommitFailure;
-use super::tables::{BY_TIME, KV, META, META_JOINED_MS};
-use super::{Record, StorageError};
+use super::tables::{BY_TIME, KV, META};
+use super::{HealthError, ReadError, Record};
 
 /// A read handle on the store. Each call opens a read transaction: a consistent snapshot of the
 /// last committed state, which a concurrent commit neither blocks nor changes.
@@ -34,7 +34,7 @@ impl StorageReader {
     }
 
     /// The record for `path` (live or tombstone), if this node has ever seen the key.
-    pub fn get(&self, path: &str) -> Result<Option<Record>, StorageError> {
+    pub fn get(&self, path: &str) -> Result<Option<Record>, ReadError> {
         if let Some(record) = self.memtable.get(path) {
             return Ok(Some(record));
         }
@@ -42,18 +42,10 @@ impl StorageReader {
     }
 
     /// The record for `path` in redb alone (as of the last checkpoint).
-    pub(super) fn get_checkpointed(&self, path: &str) -> Result<Option<Record>, StorageError> {
+    pub(super) fn get_checkpointed(&self, path: &str) -> Result<Option<Record>, ReadError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
-        let Some(bytes) = table.get(path)? else {
-            return Ok(None);
-        };
-        Record::decode(bytes.value())
-            .map(Some)
-            .map_err(|source| StorageError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })
+        Ok(table.get(path)?.map(|stored| stored.value()))
     }
 
     /// Up to `limit` records whose version is after the cursor `(timestamp_ms, path)`, in time
@@ -62,7 +54,7 @@ impl StorageReader {
         &self,
         after: (u64, &str),
         limit: usize,
-    ) -> Result<Vec<(String, Record)>, StorageError> {
+    ) -> Result<Vec<(String, Record)>, ReadError> {
         // The memtable first: a checkpoint moves records into redb before it clears them here,
         // so reading in this order can see a record twice (deduplicated below), never miss it.
         let fresh = self.memtable.snapshot();
@@ -85,15 +77,10 @@ impl StorageReader {
             if (ts, path) == after || fresh_paths.contains(path) {
                 continue;
             }
-            let bytes = kv.get(path)?.ok_or_else(|| StorageError::Corrupt {
+            let record = kv.get(path)?.ok_or_else(|| ReadError::Unindexed {
                 path: path.to_owned(),
-                source: postcard::Error::DeserializeUnexpectedEnd,
             })?;
-            let record = Record::decode(bytes.value()).map_err(|source| StorageError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })?;
-            out.push((path.to_owned(), record));
+            out.push((path.to_owned(), record.value()));
             from_db += 1;
         }
         out.sort_by(|(a_path, a), (b_path, b)| {
@@ -104,23 +91,17 @@ impl StorageReader {
     }
 
     /// Whether the store works: the last commit succeeded and a read transaction opens.
-    pub fn check(&self) -> Result<(), StorageError> {
+    pub fn check(&self) -> Result<(), HealthError> {
         let failure = self
             .commit_failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(failure) = failure {
-            return Err(StorageError::Failing(failure));
+            return Err(HealthError::CommitFailed(failure));
         }
-        self.db.begin_read()?.open_table(META)?;
+        let txn = self.db.begin_read().map_err(ReadError::from)?;
+        txn.open_table(META).map_err(ReadError::from)?;
         Ok(())
-    }
-
-    /// When this node first opened its database (ms since the epoch).
-    pub fn joined_timestamp_ms(&self) -> Result<u64, StorageError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(META_JOINED_MS)?.map(|v| v.value()).unwrap_or(0))
     }
 }

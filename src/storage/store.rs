@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableTable, StorageBackend};
 
 use super::memtable::Memtable;
-use super::tables::{put_record, read_record, BY_TIME, KV, META, META_JOINED_MS, META_WAL_SEQ};
-use super::wal::Wal;
-use super::{StorageError, StorageReader};
+use super::tables::{apply_records, BY_TIME, KV, META, META_JOINED_MS, META_WAL_SEQ};
+use super::wal::{Wal, WalBatch};
+use super::{CommitError, OpenError, StorageReader};
 
 /// An open database shared by the writer actor and the readers. The database closes cleanly when
 /// the last clone is dropped.
@@ -17,6 +17,8 @@ pub struct Store {
     db: Arc<Database>,
     memtable: Memtable,
     commit_failure: CommitFailure,
+    joined_timestamp_ms: u64,
+    replayed_batches: usize,
 }
 
 /// The last commit's failure, if it failed: the writer sets it, health checks read it.
@@ -31,41 +33,22 @@ impl Store {
         db: impl StorageBackend,
         wal: impl StorageBackend,
         now_ms: u64,
-    ) -> Result<(Store, Wal), StorageError> {
+    ) -> Result<(Store, Wal), OpenError> {
         let db = Database::builder().create_with_backend(db)?;
-        let (mut wal, logged) = Wal::open(wal).map_err(StorageError::Wal)?;
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let replayed = {
-            let mut kv = txn.open_table(KV)?;
-            let mut index = txn.open_table(BY_TIME)?;
-            let mut meta = txn.open_table(META)?;
-            if meta.get(META_JOINED_MS)?.is_none() {
-                meta.insert(META_JOINED_MS, now_ms)?;
-            }
-            let applied = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
-            let mut replayed = 0;
-            for batch in logged.iter().filter(|b| b.seq > applied) {
-                for (path, record) in &batch.records {
-                    let previous_ms = read_record(&kv, path)?.map(|r| r.version.timestamp_ms);
-                    put_record(&mut kv, &mut index, path, previous_ms, record)?;
-                }
-                meta.insert(META_WAL_SEQ, batch.seq)?;
-                replayed += 1;
-            }
-            wal.continue_after(applied);
-            replayed
-        };
-        txn.commit()?;
+        let (mut wal, logged) = Wal::open(wal).map_err(OpenError::Wal)?;
+        let (joined_timestamp_ms, applied_seq, replayed_batches) = replay(&db, &logged, now_ms)?;
+        wal.continue_after(applied_seq);
         // Everything logged is in the durable database now.
         wal.reset();
-        if replayed > 0 {
-            tracing::info!(batches = replayed, "replayed the write-ahead log");
+        if replayed_batches > 0 {
+            tracing::info!(batches = replayed_batches, "replayed the write-ahead log");
         }
         let store = Store {
             db: Arc::new(db),
             memtable: Memtable::default(),
             commit_failure: CommitFailure::default(),
+            joined_timestamp_ms,
+            replayed_batches,
         };
         Ok((store, wal))
     }
@@ -77,6 +60,17 @@ impl Store {
             self.memtable.clone(),
             Arc::clone(&self.commit_failure),
         )
+    }
+
+    /// When this node first opened its database (ms since the epoch): the conflict tie-breaker's
+    /// "oldest node".
+    pub fn joined_timestamp_ms(&self) -> u64 {
+        self.joined_timestamp_ms
+    }
+
+    /// How many write-ahead-log batches opening the store replayed (0 after a clean stop).
+    pub fn replayed_batches(&self) -> usize {
+        self.replayed_batches
     }
 
     pub(super) fn db(&self) -> &Database {
@@ -94,4 +88,44 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = failure;
     }
+}
+
+/// In one durable transaction: records the join time if this is the database's first open, and
+/// applies the logged batches the database does not hold yet. Returns the join time, the sequence
+/// number the database now holds, and how many batches were applied.
+fn replay(
+    db: &Database,
+    logged: &[WalBatch],
+    now_ms: u64,
+) -> Result<(u64, u64, usize), CommitError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    // Opening a table creates it: readers find every table from the first open on.
+    txn.open_table(KV)?;
+    txn.open_table(BY_TIME)?;
+    let (joined_ms, applied) = {
+        let mut meta = txn.open_table(META)?;
+        let stored_ms = meta.get(META_JOINED_MS)?.map(|v| v.value());
+        let joined_ms = match stored_ms {
+            Some(joined_ms) => joined_ms,
+            None => {
+                meta.insert(META_JOINED_MS, now_ms)?;
+                now_ms
+            }
+        };
+        let applied = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
+        (joined_ms, applied)
+    };
+    let fresh: Vec<&WalBatch> = logged.iter().filter(|b| b.seq > applied).collect();
+    for batch in &fresh {
+        apply_records(&txn, batch.records.iter().map(|(p, r)| (p.as_str(), r)))?;
+    }
+    let now_applied = fresh.last().map_or(applied, |last| last.seq);
+    // `Wal::open` stops at the first sequence number that does not increase.
+    assert!(fresh.windows(2).all(|w| w[0].seq < w[1].seq));
+    if now_applied != applied {
+        txn.open_table(META)?.insert(META_WAL_SEQ, now_applied)?;
+    }
+    txn.commit()?;
+    Ok((joined_ms, now_applied, fresh.len()))
 }

@@ -1,11 +1,11 @@
-//! The keyspaces, declared once as typed redb tables.
+//! The keyspaces, declared once as typed redb tables, and the one way records are written to them.
 
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{Record, StorageError};
+use super::{CommitError, Record};
 
-/// Key path → postcard-encoded [`crate::storage::Record`] (live value or tombstone).
-pub const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Key path → [`Record`] (live value or tombstone), a typed redb value.
+pub const KV: TableDefinition<&str, Record> = TableDefinition::new("kv");
 
 /// (version timestamp ms, key path) → (): every key's current version in time order, KVS's
 /// `_ts:{timestamp}:{path}` index, for bootstrap and catch-up.
@@ -21,31 +21,31 @@ pub const META_WAL_SEQ: &str = "wal_applied_seq";
 /// `META` key: when this node first opened its database (ms); the conflict tie-breaker's "oldest node".
 pub const META_JOINED_MS: &str = "joined_timestamp_ms";
 
-/// The record stored under `path`, decoded.
-pub fn read_record(kv: &Table<&str, &[u8]>, path: &str) -> Result<Option<Record>, StorageError> {
-    let found = kv.get(path)?;
-    found
-        .map(|bytes| Record::decode(bytes.value()))
-        .transpose()
-        .map_err(|source| StorageError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Stores `record` under `path` and moves the key's time-index entry from the version it replaces
-/// (timestamp `previous_ms`, if the key had one).
-pub fn put_record(
-    kv: &mut Table<&str, &[u8]>,
-    index: &mut Table<(u64, &str), ()>,
-    path: &str,
-    previous_ms: Option<u64>,
-    record: &Record,
-) -> Result<(), StorageError> {
-    if let Some(previous_ms) = previous_ms {
-        index.remove((previous_ms, path))?;
+/// Writes `records` in order, each replacing its key's record and moving the key's time-index entry.
+/// The one path by which records reach redb: log replay at open and checkpoints both use it.
+///
+/// Panics if a record is not newer than the one it replaces: versions of a key only move forward
+/// on a node (the writer's hybrid clock guarantees it for local writes), so an older one here means
+/// the log and the database disagree about history, and writing it would lose a newer write.
+pub fn apply_records<'r>(
+    txn: &WriteTransaction,
+    records: impl IntoIterator<Item = (&'r str, &'r Record)>,
+) -> Result<(), CommitError> {
+    let mut kv = txn.open_table(KV)?;
+    let mut index = txn.open_table(BY_TIME)?;
+    for (path, record) in records {
+        let previous = kv.get(path)?.map(|stored| stored.value());
+        if let Some(previous) = previous {
+            assert!(
+                previous.version < record.version,
+                "version of {path:?} would go back from {:?} to {:?}",
+                previous.version,
+                record.version
+            );
+            index.remove((previous.version.timestamp_ms, path))?;
+        }
+        index.insert((record.version.timestamp_ms, path), ())?;
+        kv.insert(path, record)?;
     }
-    index.insert((record.version.timestamp_ms, path), ())?;
-    kv.insert(path, record.encode().as_slice())?;
     Ok(())
 }

@@ -236,10 +236,10 @@ fn the_time_index_lists_current_versions_in_order_and_pages() {
 fn joined_timestamp_is_set_once_and_survives_reopening() {
     let backend = FlakyBackend::default();
     let (store, _) = Store::open(backend.clone(), InMemoryBackend::new(), T0).unwrap();
-    assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
+    assert_eq!(store.joined_timestamp_ms(), T0);
     drop(store);
     let (store, _) = Store::open(backend, InMemoryBackend::new(), T0 + 5_000).unwrap();
-    assert_eq!(store.reader().joined_timestamp_ms().unwrap(), T0);
+    assert_eq!(store.joined_timestamp_ms(), T0);
     store.reader().check().unwrap();
 }
 

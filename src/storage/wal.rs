@@ -13,22 +13,49 @@
 //! reader stops at the first frame that is short, fails its checksum, does not decode, or does not
 //! carry a higher sequence number than the one before it (old frames behind new ones carry lower
 //! numbers). A frame torn by a crash was never acknowledged, so stopping there loses nothing.
+//!
+//! Bounds: replay refuses a frame longer than [`FRAME_BYTES_MAX`], so the writer must never log
+//! one. The largest batch the writer can form (`actor::BATCH_WRITES_MAX` writes carrying at most
+//! `actor::BATCH_CONTENT_BYTES_MAX` bytes of keys and values) is encoded within
+//! [`PAYLOAD_BYTES_MAX`], which is asserted at compile time to fit a frame; and `append` refuses,
+//! before writing anything, a payload that would not fit, so nothing replay would refuse is ever
+//! acknowledged.
 
 use std::io;
 
 use redb::StorageBackend;
 use serde::{Deserialize, Serialize};
 
+use super::actor::{BATCH_CONTENT_BYTES_MAX, BATCH_WRITES_MAX};
 use super::Record;
+use crate::limits::NODE_ID_BYTES_MAX;
 
 /// Bytes of a frame header (length and checksum).
 const HEADER_BYTES: usize = 8;
-/// Largest frame accepted when reading: a batch is bounded (`BATCH_*`), so anything larger is junk.
-const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest postcard varint (a u64 or a length).
+const VARINT_BYTES_MAX: usize = 10;
+/// Most bytes a `(path, Record)` takes in a frame beyond its key path and value bytes: varints for
+/// the path's length, the timestamp, the origin's length and the value's length, the 16-byte uuid,
+/// the value's `Option` tag, and the origin (a node id).
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 4 * VARINT_BYTES_MAX + 16 + 1 + NODE_ID_BYTES_MAX;
+/// Most bytes the payload of the largest batch takes: its sequence number and record count
+/// (varints), the records' overhead, and their keys and values.
+pub const PAYLOAD_BYTES_MAX: usize =
+    2 * VARINT_BYTES_MAX + BATCH_WRITES_MAX * RECORD_OVERHEAD_BYTES_MAX + BATCH_CONTENT_BYTES_MAX;
+/// Longest frame payload replay accepts; anything longer is junk.
+pub const FRAME_BYTES_MAX: usize = 80 * 1024 * 1024;
+const _: () = assert!(
+    PAYLOAD_BYTES_MAX <= FRAME_BYTES_MAX,
+    "the largest batch must fit one log frame"
+);
+const _: () = assert!(
+    FRAME_BYTES_MAX <= u32::MAX as usize,
+    "a frame's length fits its u32 header field"
+);
 /// The file grows in steps of at least this much, so appends rarely change its size.
 const GROWTH_BYTES: u64 = 1024 * 1024;
 
-/// One group commit's records, as they were written to redb.
+/// One group commit's records, as the writer logged them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalBatch {
     /// Strictly increasing over the life of the store.
@@ -47,6 +74,8 @@ pub struct Wal {
     capacity: u64,
     /// Sequence number for the next batch.
     next_seq: u64,
+    /// Sequence number of the last batch appended (0: none yet).
+    last_seq: u64,
 }
 
 impl Wal {
@@ -69,6 +98,7 @@ impl Wal {
             len: offset,
             capacity,
             next_seq,
+            last_seq: next_seq - 1,
         };
         Ok((wal, batches))
     }
@@ -79,27 +109,43 @@ impl Wal {
     }
 
     /// Appends a batch of `records` under the next sequence number and syncs: when this returns,
-    /// the batch survives a crash. Returns the batch's sequence number.
+    /// the batch survives a crash. Returns the batch's sequence number. A batch whose frame replay
+    /// would refuse (over [`FRAME_BYTES_MAX`]) is refused here, before anything is written.
     pub fn append(&mut self, records: &[(String, Record)]) -> io::Result<u64> {
         let seq = self.next_seq;
+        assert!(
+            seq > self.last_seq,
+            "log sequence numbers strictly increase"
+        );
         // Encodes exactly as a `WalBatch` does (postcard: the fields in order).
         let payload = postcard::to_allocvec(&(seq, records)).map_err(io::Error::other)?;
+        if payload.len() > FRAME_BYTES_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a batch of {} bytes exceeds the {FRAME_BYTES_MAX}-byte frame limit",
+                    payload.len()
+                ),
+            ));
+        }
         self.append_frame(&payload)?;
+        self.last_seq = seq;
         self.next_seq += 1;
         Ok(seq)
     }
 
     fn append_frame(&mut self, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        frame.extend_from_slice(payload);
-        let end = self.len + frame.len() as u64;
+        let mut header = [0u8; HEADER_BYTES];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        let end = self.len + (HEADER_BYTES + payload.len()) as u64;
         if end > self.capacity {
             self.capacity = end.max(self.capacity + GROWTH_BYTES);
             self.file.set_len(self.capacity)?;
         }
-        self.file.write(self.len, &frame)?;
+        // Two writes, one sync: a payload of many MiB is not copied to sit behind its header.
+        self.file.write(self.len, &header)?;
+        self.file.write(self.len + HEADER_BYTES as u64, payload)?;
         self.file.sync_data()?;
         self.len = end;
         Ok(())
@@ -223,6 +269,53 @@ mod tests {
         let (mut wal, _) = Wal::open(file).unwrap();
         wal.continue_after(10);
         assert_eq!(wal.append(&batch(0, "c").records).unwrap(), 11);
+    }
+
+    /// A record as large as a write can make it: the longest key, the largest value, the longest
+    /// origin, and a timestamp whose varint takes the most bytes.
+    fn largest_record() -> (String, Record) {
+        let record = Record {
+            version: Version {
+                timestamp_ms: u64::MAX,
+                uuid: [0xff; 16],
+            },
+            origin: "o".repeat(NODE_ID_BYTES_MAX),
+            data: Some(vec![b'7'; crate::limits::VALUE_BYTES_MAX]),
+        };
+        ("k".repeat(crate::limits::KEY_BYTES_MAX), record)
+    }
+
+    #[test]
+    fn the_largest_write_is_logged_and_read_back() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        let records = vec![largest_record()];
+        let seq = wal.append(&records).unwrap();
+        let (_, found) = Wal::open(file).unwrap();
+        assert_eq!(found, vec![WalBatch { seq, records }]);
+    }
+
+    #[test]
+    fn a_record_takes_at_most_its_key_value_and_overhead() {
+        let (path, record) = largest_record();
+        let encoded = postcard::to_allocvec(&(&path, &record)).unwrap();
+        let content = path.len() + record.data.as_ref().map_or(0, Vec::len);
+        assert!(encoded.len() <= content + RECORD_OVERHEAD_BYTES_MAX);
+    }
+
+    #[test]
+    fn a_frame_replay_would_refuse_is_refused_before_it_is_written() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        wal.append(&batch(1, "a").records).unwrap();
+        let (path, mut record) = largest_record();
+        record.data = Some(vec![b'7'; FRAME_BYTES_MAX]);
+        let err = wal.append(&[(path, record)]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        // Nothing was written: the log still holds the first batch alone, and goes on from it.
+        assert_eq!(wal.append(&batch(0, "b").records).unwrap(), 2);
+        let found = Wal::open(file).unwrap().1;
+        assert_eq!(found.len(), 2);
     }
 
     #[test]
