@@ -1,5 +1,6 @@
-//! Test harness shared by the integration tests: runs the real `kvs` binary on an ephemeral
-//! loopback port in a temporary directory, and talks HTTP to it.
+//! Test harness shared by the integration tests (and by `benches/http.rs`, which includes it with
+//! `#[path]`): runs the real `kvs` binary on an ephemeral loopback port in a temporary directory,
+//! and talks HTTP to it.
 //!
 //! It is split by concept: `process` (child processes and bounded waits), `node` (a configured
 //! node on its own directory) and `http` (the client); everything is re-exported here, so callers
@@ -9,7 +10,8 @@
 //!   from the `listening addr=` log line (bounded wait), keeps draining stderr so the pipe never
 //!   fills, and can be stopped by signal, killed with SIGKILL and restarted on the same data.
 //!   Dropping a `Node` kills its process: no test leaks one.
-//! * [`Process`]: any spawned `kvs` process whose stderr is collected on a thread.
+//! * [`Process`]: any spawned `kvs` process whose stderr is collected on a thread (and, through
+//!   [`SpawnOptions`], handed line by line to a callback).
 //! * [`Http`] / [`Resp`]: a `ureq` agent that never treats a status as an error, and the response
 //!   as (status, content type, bytes), with helpers to assert the `{"error": "..."}` shape.
 //! * [`run_kvs`]: runs `kvs` to completion (client commands, config errors) within a deadline.
@@ -23,6 +25,6 @@ mod http;
 mod node;
 mod process;
 
-// Like the items, a re-export may go unused in one test binary.
+// Like the items, a re-export may go unused in one test binary (the bench has no use for `http`).
 #[allow(unused_imports)]
 pub use self::{http::*, node::*, process::*};

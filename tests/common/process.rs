@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,6 +66,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
 /// kept for assertions. Dropping it kills the process.
 pub struct Process {
     child: Child,
+    /// The program's file name, for messages.
+    name: String,
+    /// With [`SpawnOptions::hold_stdin`], the write end of the child's stdin, closed on drop.
+    _stdin: Option<ChildStdin>,
     log: Arc<Mutex<String>>,
     lines: mpsc::Receiver<String>,
     reader: Option<JoinHandle<()>>,
@@ -74,13 +78,33 @@ pub struct Process {
 
 impl Process {
     /// Spawns `cmd` with stderr piped (stdin and stdout are discarded).
-    pub fn spawn(mut cmd: Command) -> Process {
+    pub fn spawn(cmd: Command) -> Process {
+        Process::spawn_with(cmd, SpawnOptions::default())
+    }
+
+    /// Spawns `cmd` with stderr piped and stdout discarded; stdin and what else is done with each
+    /// stderr line are as `options` say.
+    pub fn spawn_with(mut cmd: Command, options: SpawnOptions) -> Process {
+        let SpawnOptions {
+            mut on_line,
+            hold_stdin,
+        } = options;
+        let name = Path::new(cmd.get_program())
+            .file_name()
+            .unwrap_or(cmd.get_program())
+            .to_string_lossy()
+            .into_owned();
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(if hold_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn kvs");
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdin = child.stdin.take();
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::channel();
@@ -95,6 +119,9 @@ impl Process {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&raw).into_owned();
+                        if let Some(on_line) = on_line.as_mut() {
+                            on_line(line.trim_end_matches(['\n', '\r']));
+                        }
                         sink.lock().unwrap().push_str(&line);
                         // Nobody listens once the node has started: keep draining regardless.
                         let _ = tx.send(line);
@@ -104,6 +131,8 @@ impl Process {
         });
         Process {
             child,
+            name,
+            _stdin: stdin,
             log,
             lines,
             reader: Some(reader),
@@ -140,7 +169,8 @@ impl Process {
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.wait_exit(EXIT_TIMEOUT);
                     panic!(
-                        "kvs exited ({status}) before printing {needle:?}; stderr:\n{}",
+                        "{} exited ({status}) before printing {needle:?}; stderr:\n{}",
+                        self.name,
                         self.log()
                     );
                 }
@@ -172,7 +202,8 @@ impl Process {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!(
-                    "kvs (pid {}) did not exit within {timeout:?}; stderr:\n{}",
+                    "{} (pid {}) did not exit within {timeout:?}; stderr:\n{}",
+                    self.name,
                     self.pid(),
                     self.log()
                 );
@@ -183,7 +214,8 @@ impl Process {
         while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
             assert!(
                 Instant::now() < deadline + Duration::from_secs(5),
-                "stderr of kvs still open after it exited"
+                "stderr of {} still open after it exited",
+                self.name
             );
             std::thread::sleep(POLL);
         }
@@ -213,6 +245,22 @@ impl Process {
         }
         self.wait_exit(EXIT_TIMEOUT)
     }
+}
+
+/// A callback given each stderr line of a [`Process`].
+pub type LineHook = Box<dyn FnMut(&str) + Send>;
+
+/// What [`Process::spawn_with`] does beyond [`Process::spawn`]; the default adds nothing.
+#[derive(Default)]
+pub struct SpawnOptions {
+    /// Called with every stderr line (without its line ending) on the reader thread, as soon as it
+    /// is read, before [`Process::wait_for_line`] or [`Process::log`] can see it. It must not
+    /// block: stderr is not drained while it runs.
+    pub on_line: Option<LineHook>,
+    /// Gives the process a stdin pipe that stays open until the [`Process`] is dropped, instead of
+    /// `/dev/null`: a child that exits at EOF on its stdin then dies with this process, even if
+    /// this process is killed before it can kill the child.
+    pub hold_stdin: bool,
 }
 
 impl Drop for Process {
