@@ -49,10 +49,13 @@
 //! carries, which shows whether commits alternate between one straggler and everyone else. The
 //! trace logging itself costs some throughput: compare ratios from runs without it.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,6 +64,8 @@ use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use common::{config_yaml, kvs_command, parse_listening, Process, SpawnOptions, START_TIMEOUT};
 
 /// Concurrent connections, one task each.
 const CONNECTIONS: usize = 32;
@@ -76,8 +81,6 @@ const PUT_KEYS: u64 = 10_000;
 const VALUE_BYTES: usize = 100;
 /// Longest wait for one response before the connection is counted as failed and reopened.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a server to log its listening address.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Set (to anything) in the environment of the re-executed bench binary: serve the baseline only.
 const BASELINE_ENV: &str = "KVS_BENCH_BASELINE_SERVER";
 
@@ -272,9 +275,9 @@ fn serve_baseline() {
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-/// A server child process, killed when dropped.
+/// A server child process (killed when dropped, by its [`Process`]) and the address it logged.
 struct Server {
-    child: Child,
+    process: Process,
     addr: SocketAddr,
     commits: Arc<CommitCounter>,
 }
@@ -311,100 +314,55 @@ impl CommitCounter {
 }
 
 impl Server {
+    /// This bench binary re-executed as the baseline server; its stdin is held open, and it exits
+    /// when that closes.
     fn baseline() -> Server {
         let exe = std::env::current_exe().expect("path of the bench binary");
         let mut command = Command::new(exe);
-        command.env(BASELINE_ENV, "1").stdin(Stdio::piped());
-        Server::start("baseline", command)
+        command.env(BASELINE_ENV, "1");
+        Server::start("baseline", command, true)
     }
 
     fn kvs(dir: &tempfile::TempDir) -> Server {
         let config = dir.path().join("config.yaml");
-        let data = dir.path().join("data");
-        // Info, not warn: the listening line that carries the port is logged at info.
-        std::fs::write(
-            &config,
-            format!(
-                "node_id: bench\nbind_address: 127.0.0.1\nport: 0\ndata_dir: {}\n\
-                 log_level: info\nlog_format: text\n",
-                serde_json::to_string(&data.to_string_lossy()).expect("path as YAML string"),
-            ),
-        )
-        .expect("writing config.yaml");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kvs"));
-        command
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdin(Stdio::null());
-        Server::start("kvs", command)
+        // The harness's base config logs at info, the level of the listening line (the port).
+        let yaml = config_yaml("bench", &dir.path().join("data"), &[("log_format", "text")]);
+        std::fs::write(&config, yaml).expect("writing config.yaml");
+        let mut command = kvs_command();
+        // The harness drops RUST_LOG; here it is the way to ask for the group commit traces.
+        if let Some(filter) = std::env::var_os("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        command.arg(&config).current_dir(dir.path());
+        Server::start("kvs", command, false)
     }
 
-    /// Spawns `command`, waits for its `listening addr=...` line on stderr, and keeps draining
-    /// stderr on a thread (a full pipe would block the server's logging, and with it the server).
-    fn start(name: &'static str, mut command: Command) -> Server {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
+    /// Spawns `command` and waits (bounded) for its `listening addr=...` line on stderr. The
+    /// harness keeps draining stderr (a full pipe would block the server's logging, and with it
+    /// the server); every line goes through the commit counter, and warnings and errors are
+    /// echoed.
+    fn start(name: &'static str, command: Command, hold_stdin: bool) -> Server {
         let commits = Arc::new(CommitCounter::default());
-        let (addr_tx, addr_rx) = mpsc::channel();
         let counter = Arc::clone(&commits);
-        std::thread::spawn(move || {
-            let mut addr_tx = Some(addr_tx);
-            let mut early = Vec::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tx) = &addr_tx {
-                    let addr = line
-                        .contains("listening")
-                        .then(|| {
-                            line.split_whitespace()
-                                .find_map(|field| field.strip_prefix("addr="))
-                        })
-                        .flatten()
-                        .and_then(|a| a.parse::<SocketAddr>().ok());
-                    match addr {
-                        Some(addr) => {
-                            let _ = tx.send(Ok(addr));
-                            addr_tx = None;
-                        }
-                        None if early.len() < 200 => early.push(line.clone()),
-                        None => {}
-                    }
-                }
-                counter.observe(&line);
-                if line.contains(" ERROR ") || line.contains(" WARN ") {
-                    eprintln!("[{name}] {line}");
-                }
+        let on_line = move |line: &str| {
+            counter.observe(line);
+            if line.contains(" ERROR ") || line.contains(" WARN ") {
+                eprintln!("[{name}] {line}");
             }
-            if let Some(tx) = addr_tx {
-                let _ = tx.send(Err(early.join("\n")));
-            }
-        });
-        // Owned by a guard before waiting, so a panic below still kills the child.
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let options = SpawnOptions {
+            on_line: Some(Box::new(on_line)),
+            hold_stdin,
+        };
+        let mut process = Process::spawn_with(command, options);
+        let line = process.wait_for_line("listening", START_TIMEOUT);
+        let addr = parse_listening(&line)
+            .unwrap_or_else(|| panic!("{name}: no addr= in the listening line {line:?}"));
+        Server {
+            process,
+            addr,
             commits,
-        };
-        server.addr = match addr_rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(log)) => panic!("{name} exited before listening; its log:\n{log}"),
-            Err(_) => panic!(
-                "{name} did not log `listening addr=...` within {STARTUP_TIMEOUT:?} \
-                 (does RUST_LOG filter out info?)"
-            ),
-        };
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        }
     }
 }
 
@@ -640,7 +598,7 @@ async fn prepopulate(addr: SocketAddr) {
 /// Runs `workload` against `addr`: [`WARMUP`], then `measure` counted.
 async fn run_phase(server: &Server, workload: Workload, measure: Duration) -> Stats {
     let addr = server.addr;
-    let pid = server.child.id();
+    let pid = server.process.pid();
     let start = Instant::now();
     let window_start = start + WARMUP;
     let window_end = window_start + measure;
