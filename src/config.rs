@@ -126,6 +126,8 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// kvs: how long shutdown waits for in-flight work before giving up (ms).
     pub shutdown_timeout_ms: u64,
+    /// kvs: most HTTP connections open at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -148,6 +150,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_value_bytes: 1024 * 1024,
             shutdown_timeout_ms: 10_000,
+            max_connections: 1024,
         }
     }
 }
@@ -239,6 +242,7 @@ impl Config {
             ("catchup_interval", self.catchup_interval),
             ("bootstrap_max_age_hours", self.bootstrap_max_age_hours),
             ("shutdown_timeout_ms", self.shutdown_timeout_ms),
+            ("max_connections", self.max_connections as u64),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -310,6 +314,7 @@ mod tests {
         assert!(msg("gossip_interval_min: 10\ngossip_interval_max: 5\n")
             .contains("gossip_interval_max"));
         assert!(msg("sync_interval: 0\n").contains("sync_interval"));
+        assert!(msg("max_connections: 0\n").contains("max_connections"));
         assert!(msg("max_value_bytes: 0\n").contains("max_value_bytes"));
         assert!(msg("node_id: \"\"\n").contains("node_id"));
         let long_id = "n".repeat(NODE_ID_BYTES_MAX + 1);

@@ -8,6 +8,7 @@
 //! * [`storage`]: the redb-backed store: group-committing writer actor, snapshot readers.
 //! * [`api`]: the HTTP interface (KVS-compatible), a plain axum `Router`.
 //! * [`config`]: YAML configuration with KVS's keys and defaults.
+//! * [`node`]: the one node assembly both worlds run: actors created, connected, started, stopped.
 //! * [`limits`]: the size bounds (key, value, node id) the others derive from.
 //! * `cli`: the `kvs put|get|delete|members|health` client.
 
@@ -15,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod host;
 pub mod limits;
+pub mod node;
 pub mod seam;
 pub mod storage;
 

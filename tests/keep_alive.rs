@@ -217,3 +217,41 @@ fn a_refusal_that_leaves_the_body_unread_says_connection_close() {
     );
     expect(&conn.exchange("GET", "/health", None), 200, true, "health");
 }
+
+#[test]
+fn connections_beyond_max_connections_wait_until_one_closes() {
+    let node = Node::start(&[("max_connections", "2")]);
+    let mut first = Connection::open(&node);
+    let mut second = Connection::open(&node);
+    expect(&first.exchange("GET", "/health", None), 200, true, "first");
+    expect(&second.exchange("GET", "/health", None), 200, true, "second");
+
+    // The kernel completes the third handshake, but the node does not take the connection up.
+    let mut third = Connection::open(&node);
+    third
+        .writer
+        .write_all(b"GET /health HTTP/1.1\r\nhost: kvs\r\n\r\n")
+        .unwrap();
+    third
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = third.reader.read(&mut byte);
+    assert!(
+        early.is_err(),
+        "a third connection was served beyond max_connections: {early:?}"
+    );
+
+    // Closing one lets it in, and its request is answered.
+    drop(first);
+    third
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let answer = third.read_response().expect("answered once a slot frees");
+    expect(&answer, 200, true, "third, after the first closed");
+    expect(&second.exchange("GET", "/health", None), 200, true, "second again");
+}

@@ -1,5 +1,5 @@
-//! One simulated kvs node: the real storage actor and HTTP router on a simulated machine that can
-//! lose power.
+//! One simulated kvs node: the production node assembly (`kvs::node`), its actors and its HTTP
+//! router, on a simulated machine that can lose power.
 //!
 //! A [`SimNode`] is a machine: a [`SimDisk`], a [`SimClock`] and a madsim node on which its actors
 //! run as tasks (`kvs::host::task`). Clients call its router in-process, as the production server
@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use kvs::api::{self, ApiState, Mode};
-use kvs::host::task::BusyTime;
-use kvs::host::MAILBOX_CAPACITY;
+use kvs::api::Mode;
+use kvs::host::task::{BusyTime, TaskHost};
+use kvs::host::Host;
+use kvs::node::{Node, NodeSpec, RunSeed};
 use kvs::seam::Clock;
-use kvs::storage::{OpenError, StorageActor, Store};
+use kvs::storage::{OpenError, Store};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use tokio::sync::watch;
@@ -47,7 +48,6 @@ pub struct SimNode {
 /// What survives a crash: the hardware and the node's identity.
 struct Machine {
     name: String,
-    id: u64,
     madsim_node: NodeId,
     run_seed: u64,
     disk: SimDisk,
@@ -63,14 +63,14 @@ struct Boot {
 
 impl SimNode {
     /// Boots node `id` on `disk` (a fresh one, or one that a previous node left behind). Must run
-    /// inside a madsim runtime; the actors' randomness derives from the run's seed and `id`.
+    /// inside a madsim runtime; each actor's randomness derives from the run's seed, the node, the
+    /// actor and the boot (`RunSeed::rng`).
     pub async fn start(id: u64, disk: SimDisk) -> Result<SimNode, OpenError> {
         let handle = Handle::current();
         let name = format!("node-{id}");
         let madsim_node = handle.create_node().name(name.clone()).build().id();
         let machine = Machine {
             name,
-            id,
             madsim_node,
             run_seed: handle.seed(),
             disk,
@@ -175,65 +175,45 @@ impl SimNode {
 }
 
 impl Machine {
-    /// Opens the store on the current boot's view of the disk and starts the node's actors on
-    /// its madsim node, with the router serving them.
+    /// Opens the store on the current boot's view of the disk and assembles the node on its
+    /// madsim node exactly as the production server does (`kvs::node::Node::assemble`), on the
+    /// task host, with the router serving it.
     async fn boot(&self, number: u64) -> Result<Boot, OpenError> {
         let (store, wal) = Store::open(
             self.disk.backend("kvs.redb"),
             self.disk.backend("kvs.wal"),
             self.clock.wall_ms(),
         )?;
-        let actor = StorageActor::new(store.clone(), wal, self.name.clone())
-            .checkpoint_every(CHECKPOINT_BATCHES);
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let rng_seed = actor_seed(self.run_seed, self.id, number);
+        let spec = NodeSpec {
+            node_id: self.name.clone(),
+            address: format!("{}:8080", self.name),
+            mode: Mode::Normal,
+            value_bytes_max: VALUE_BYTES_MAX,
+            checkpoint_batches: Some(CHECKPOINT_BATCHES),
+            clock: Arc::clone(&clock),
+            seed: RunSeed::from_u64(self.run_seed),
+            boot: number,
+        };
         let machine = Handle::current()
             .get_node(self.madsim_node)
             .expect("the node's machine exists");
-        let actor_clock = Arc::clone(&clock);
         let disk = self.disk.clone();
         let busy: BusyTime = Arc::new(move || disk.take_io_time());
-        let (storage, failed) = machine
+        let (router, failed) = machine
             .spawn(async move {
-                let actor = kvs::host::task::spawn_paced(
-                    actor,
-                    actor_clock,
-                    rng_seed,
-                    MAILBOX_CAPACITY,
-                    busy,
-                );
-                (actor.addr().clone(), actor.failed())
+                let mut host = TaskHost::paced(clock, busy);
+                let node = Node::assemble(&mut host, spec, store, wal)
+                    .await
+                    .expect("the task host starts every actor");
+                (node.router(), host.failed())
             })
             .await
-            .expect("spawning the storage actor on a live node");
-        let state = ApiState {
-            node_id: self.name.clone(),
-            address: format!("{}:8080", self.name),
-            joined_timestamp_ms: store.joined_timestamp_ms(),
-            mode: Mode::Normal,
-            value_bytes_max: VALUE_BYTES_MAX,
-            clock,
-            storage,
-            reader: store.reader(),
-        };
+            .expect("assembling the node on a live machine");
         Ok(Boot {
             number,
-            router: api::router(state),
+            router,
             failed,
         })
     }
-}
-
-/// The storage actor's RNG seed for boot `boot` of node `id` in run `run_seed`: distinct per node
-/// and per boot (a rebooted node must not redraw the uuids it drew before), fixed by the run seed.
-fn actor_seed(run_seed: u64, id: u64, boot: u64) -> u64 {
-    splitmix64(splitmix64(splitmix64(run_seed) ^ id) ^ boot)
-}
-
-/// SplitMix64's finalizer: a cheap bijective mix, so nearby inputs give unrelated seeds.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

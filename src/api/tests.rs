@@ -12,7 +12,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::host::system::SystemClock;
-use crate::host::task;
+use crate::host::task::TaskHost;
+use crate::host::Host;
 use crate::seam::{Addr, Clock, Mailbox, SendError};
 use crate::storage::testing::FlakyBackend;
 use crate::storage::{StorageActor, StorageMsg, Store};
@@ -66,8 +67,12 @@ async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
     let backend = FlakyBackend::default();
     let (store, wal) = Store::open(backend.clone(), backend.sibling(), 1).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let writer = task::spawn(StorageActor::new(store.clone(), wal, "n1"), clock, 1, 16);
-    let router = router(state(&store, writer.addr().clone()));
+    let mut host = TaskHost::new(clock);
+    let (writer, mailbox) = host.mailbox::<StorageActor>(16);
+    let actor = StorageActor::new(store.clone(), wal, "n1");
+    let rng = rand_core::SeedableRng::seed_from_u64(1);
+    let running = host.start(mailbox, actor, rng).await.unwrap();
+    let router = router(state(&store, writer));
 
     let (status, body) = call(&router, "GET", "/health", "").await;
     assert_eq!(
@@ -90,10 +95,10 @@ async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
 
     // The writer failed itself (redb refuses writes after an I/O error until reopened): later
     // writes are refused at once rather than left hanging, and the host learns of the failure.
-    assert!(writer.failed().borrow().is_some());
+    assert!(host.failed().borrow().is_some());
     let (status, body) = call(&router, "PUT", "/kv/b", "2").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    writer.stop().await;
+    host.stop(running, std::time::Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

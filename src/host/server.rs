@@ -1,11 +1,10 @@
-//! The production node: storage on a file, actors on ractor, the router on a TCP listener, and an
-//! orderly shutdown on SIGINT/SIGTERM or on a component failure.
+//! The production node: storage on files, the node assembly (`crate::node`) on ractor, the router
+//! on a TCP listener with a bound on connections, and an orderly stop (`shutdown`) on SIGINT/SIGTERM
+//! or on a component failure.
 //!
-//! Shutdown order: stop accepting and finish in-flight requests (axum's graceful shutdown), then
-//! drain the storage actor (its last group commit and a checkpoint, so the next start has nothing
-//! to replay), then drop the last handle on redb, which closes the file cleanly. Every write acknowledged before that is durable, and since each acknowledgement
-//! follows a synced write-ahead-log frame (`storage::Wal`), so is every write acknowledged before a
-//! `kill -9` or a power cut.
+//! Every write acknowledged before a stop is durable, and since each acknowledgement follows a
+//! synced write-ahead-log frame (`storage::Wal`), so is every write acknowledged before a `kill -9`
+//! or a power cut.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,15 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::ractor::{RactorHost, SpawnError};
-use super::system::SystemClock;
-use super::MAILBOX_CAPACITY;
-use crate::api::{self, ApiState, Mode};
+use super::listener::BoundedListener;
+use super::ractor::RactorHost;
+use super::shutdown::{self, Signals};
+use super::system::{os_seed, SystemClock};
+use super::{Host, SpawnError};
+use crate::api::Mode;
 use crate::config::{Config, ConfigError};
+use crate::node::{Node, NodeSpec, RunSeed};
 use crate::seam::Clock;
-use crate::storage::{OpenError, StorageActor, Store, Wal};
+use crate::storage::{OpenError, Store, Wal};
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "kvs.redb";
@@ -68,54 +69,44 @@ pub enum ServerError {
 
 /// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error).
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let signals = ShutdownSignals::install().map_err(ServerError::Signals)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let (store, wal) = open_store(&config, clock.wall_ms())?;
-    let mut host = RactorHost::start(Arc::clone(&clock)).await?;
-    let storage = host
-        .spawn(
-            StorageActor::new(store.clone(), wal, &config.node_id),
-            MAILBOX_CAPACITY,
-        )
-        .await?;
-
+    let signals = Signals::install().map_err(ServerError::Signals)?;
+    // The port first: a start that fails on it leaves nothing behind in `data_dir`.
     let addr = SocketAddr::new(config.bind_ip()?, config.port);
     let listen_err = |source| ServerError::Listen { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
     let local = listener.local_addr().map_err(listen_err)?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let (store, wal) = open_store(&config, clock.wall_ms())?;
+    let mut host = RactorHost::start(Arc::clone(&clock)).await?;
     let mode = if config.read_only {
         Mode::ReadOnly
     } else {
         Mode::Normal
     };
-    let state = ApiState {
+    let spec = NodeSpec {
         node_id: config.node_id.clone(),
         address: local.to_string(),
-        joined_timestamp_ms: store.joined_timestamp_ms(),
         mode,
         value_bytes_max: config.max_value_bytes,
+        checkpoint_batches: None,
         clock,
-        storage,
-        reader: store.reader(),
+        seed: RunSeed::from_bytes(os_seed()),
+        boot: 0,
     };
+    let node = Node::assemble(&mut host, spec, store, wal).await?;
     tracing::info!(addr = %local, node_id = %config.node_id, ?mode, "listening");
 
-    let mut failed = host.failed();
-    let stop = async move {
-        tokio::select! {
-            signal = signals.recv() => tracing::info!(%signal, "shutting down"),
-            _ = failed.wait_for(Option::is_some) => {}
-        }
-    };
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(stop)
+    let listener = BoundedListener::new(listener, config.max_connections);
+    axum::serve(listener, node.router())
+        .with_graceful_shutdown(shutdown::requested(signals, host.failed()))
         .await
         .map_err(listen_err)?;
 
     let failure = host.failed().borrow().clone();
-    host.shutdown(Duration::from_millis(config.shutdown_timeout_ms))
-        .await;
-    drop(store);
+    let timeout = Duration::from_millis(config.shutdown_timeout_ms);
+    node.shutdown(&mut host, timeout).await;
+    host.close(timeout).await;
     tracing::info!("stopped");
     match failure {
         Some(failure) => Err(ServerError::ComponentFailed(failure)),
@@ -147,27 +138,4 @@ fn file_backend(path: &Path) -> Result<FileBackend, ServerError> {
         .open(path)
         .map_err(failed)?;
     FileBackend::new(file).map_err(|e| failed(std::io::Error::other(e.to_string())))
-}
-
-/// SIGINT and SIGTERM, watched from the moment this is created: a signal that arrives while the
-/// node is still starting is delivered once the node is up, rather than killing it mid-start.
-struct ShutdownSignals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl ShutdownSignals {
-    fn install() -> std::io::Result<ShutdownSignals> {
-        Ok(ShutdownSignals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn recv(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
 }

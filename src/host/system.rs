@@ -37,12 +37,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A fresh 64-bit seed from the OS, for an actor's ChaCha stream.
-pub fn os_seed() -> u64 {
-    let mut bytes = [0u8; 8];
+/// A fresh 256-bit seed from the OS: the key of a production run's random streams.
+pub fn os_seed() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
     // The OS RNG failing is unrecoverable for a node that must draw unique uuids.
     getrandom::fill(&mut bytes).expect("OS random source");
-    u64::from_le_bytes(bytes)
+    bytes
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@ pub trait Actor: Send + 'static {
     /// A short name for logs and supervision reports.
     const NAME: &'static str;
 
+    /// The most timers ([`Context::schedule`]) this actor has pending at once. The host reserves
+    /// that much room in the mailbox, so a timer is delivered even when senders have filled it;
+    /// scheduling more is a bug in the actor and panics (a component failure).
+    const TIMERS_MAX: usize = 4;
+
     /// Runs once, before the first message.
     fn started(&mut self, _ctx: &mut dyn Context<Self::Msg>) {}
 
@@ -34,7 +39,9 @@ pub trait Actor: Send + 'static {
 /// OS directly, so the simulator can skew one node); `rng` is seeded by the host (from the run seed
 /// in the simulator, so a seed replays bit-for-bit); a message given to `schedule` is delivered to
 /// this actor's own mailbox after at least `after` of the host's monotonic time, unless the actor
-/// has stopped; `backlog` counts the messages waiting in this actor's mailbox at the time of the call.
+/// has stopped, even when the mailbox is full (timers have reserved room: [`Actor::TIMERS_MAX`]);
+/// `backlog` counts the messages other senders left waiting in this actor's mailbox at the time of
+/// the call (fired timers are not counted).
 pub trait Context<M> {
     /// This node's clock (monotonic time for timers, skewable wall time for versions).
     fn clock(&self) -> &dyn Clock;
@@ -45,7 +52,8 @@ pub trait Context<M> {
     /// The actor's own address, to hand out to others.
     fn myself(&self) -> &Addr<M>;
 
-    /// Delivers `msg` to this actor after `after` (a timer).
+    /// Delivers `msg` to this actor after `after` (a timer), even if the mailbox is full then.
+    /// At most [`Actor::TIMERS_MAX`] may be pending at once.
     fn schedule(&mut self, after: Duration, msg: M);
 
     /// Runs `work`, which blocks the thread (a durable commit), in a way that does not starve the

@@ -18,6 +18,7 @@
 mod actor;
 mod addr;
 mod clock;
+mod core;
 mod reply;
 #[cfg(test)]
 pub mod testing;
@@ -25,4 +26,5 @@ pub mod testing;
 pub use actor::{Actor, Context};
 pub use addr::{Addr, Mailbox, SendError};
 pub use clock::Clock;
+pub use core::{ContextCore, ContextHost};
 pub use reply::{reply_channel, AskError, Reply};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha12Rng;
 use rand_core::SeedableRng;
 
-use super::{Addr, Clock, Context, Mailbox, SendError};
+use super::{Addr, Clock, Context, ContextCore, ContextHost, Mailbox, SendError};
 
 /// A clock that moves only when the test says so.
 #[derive(Debug, Default)]
@@ -59,36 +59,35 @@ pub struct TestContext<M> {
     pub arrivals_during_blocking: usize,
     /// Timers the actor asked for, in order.
     pub scheduled: Vec<(Duration, M)>,
-    /// Set when the actor declared itself failed.
-    pub failed: Option<String>,
-    rng: ChaCha12Rng,
-    myself: Addr<M>,
+    core: ContextCore<M>,
 }
 
 impl<M: Send + 'static> TestContext<M> {
     /// A context at wall time `wall_ms` with an RNG seeded by `seed`.
     pub fn new(wall_ms: u64, seed: u64) -> Self {
+        let clock = ManualClock::at(wall_ms);
+        let myself = Addr::new(Arc::new(Inbox(Mutex::new(Vec::new()))));
         TestContext {
-            clock: ManualClock::at(wall_ms),
+            clock: Arc::clone(&clock),
             backlog: 0,
             arrivals_during_blocking: 0,
             scheduled: Vec::new(),
-            failed: None,
-            rng: ChaCha12Rng::seed_from_u64(seed),
-            myself: Addr::new(Arc::new(Inbox(Mutex::new(Vec::new())))),
+            core: ContextCore::new(clock, ChaCha12Rng::seed_from_u64(seed), myself),
         }
+    }
+
+    /// The reason the actor gave when it declared itself failed.
+    pub fn failed(&self) -> Option<&str> {
+        self.core.failure()
     }
 }
 
-impl<M: Send + 'static> Context<M> for TestContext<M> {
-    fn clock(&self) -> &dyn Clock {
-        &*self.clock
+impl<M: Send + 'static> ContextHost<M> for TestContext<M> {
+    fn core(&self) -> &ContextCore<M> {
+        &self.core
     }
-    fn rng(&mut self) -> &mut ChaCha12Rng {
-        &mut self.rng
-    }
-    fn myself(&self) -> &Addr<M> {
-        &self.myself
+    fn core_mut(&mut self) -> &mut ContextCore<M> {
+        &mut self.core
     }
     fn schedule(&mut self, after: Duration, msg: M) {
         self.scheduled.push((after, msg));
@@ -96,9 +95,6 @@ impl<M: Send + 'static> Context<M> for TestContext<M> {
     fn blocking(&mut self, work: &mut dyn FnMut()) {
         work();
         self.backlog += self.arrivals_during_blocking;
-    }
-    fn fail(&mut self, reason: String) {
-        self.failed = Some(reason);
     }
     fn backlog(&self) -> usize {
         self.backlog
@@ -118,7 +114,18 @@ pub enum ProbeMsg {
     Boom,
     /// Declare itself failed through the context.
     Fail,
+    /// Say so on `entered`, then block the handler until `release` is sent to or dropped (a
+    /// stalled component), so a test can fill the mailbox behind it.
+    Hold {
+        /// Told once the handler is blocked.
+        entered: futures_channel::oneshot::Sender<()>,
+        /// Ends the block.
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }
+
+/// [`Probe`]'s bound on pending timers: small, so tests can exceed it.
+pub const PROBE_TIMERS_MAX: usize = 2;
 
 /// What [`Probe`] saw by the time it stopped (`None` until then).
 pub type StopReport = Arc<Mutex<Option<Vec<u32>>>>;
@@ -135,6 +142,7 @@ pub struct Probe {
 impl super::Actor for Probe {
     type Msg = ProbeMsg;
     const NAME: &'static str = "probe";
+    const TIMERS_MAX: usize = PROBE_TIMERS_MAX;
 
     fn handle(&mut self, ctx: &mut dyn Context<ProbeMsg>, msg: ProbeMsg) {
         match msg {
@@ -143,6 +151,11 @@ impl super::Actor for Probe {
             ProbeMsg::Later(after, n) => ctx.schedule(after, ProbeMsg::Push(n)),
             ProbeMsg::Boom => panic!("probe asked to panic"),
             ProbeMsg::Fail => ctx.fail("probe asked to fail".into()),
+            ProbeMsg::Hold { entered, release } => {
+                let _ = entered.send(());
+                // Either outcome releases the handler.
+                let _ = release.recv();
+            }
         }
     }
 

@@ -258,7 +258,7 @@ fn a_failed_commit_fails_every_write_of_the_batch() {
     actor.handle(&mut ctx, b);
     assert!(answered(rx_a).is_err());
     assert!(answered(rx_b).is_err());
-    let failure = ctx.failed.expect("a failed commit fails the actor");
+    let failure = ctx.failed().expect("a failed commit fails the actor");
     assert!(failure.contains("2 writes"), "{failure}");
     assert!(
         store.reader().check().is_err(),
@@ -458,7 +458,7 @@ fn a_failed_log_sync_fails_the_writes_and_the_actor() {
     let (msg, rx) = put("k", "1");
     actor.handle(&mut ctx, msg);
     assert!(answered(rx).is_err());
-    assert!(ctx.failed.unwrap().contains("write-ahead log"));
+    assert!(ctx.failed().unwrap().contains("write-ahead log"));
 }
 
 #[test]
@@ -476,7 +476,7 @@ fn a_failed_checkpoint_fails_the_actor_but_not_the_logged_writes() {
     }
     // Each write was logged (durable) before the checkpoint that failed after the last one.
     assert!(answers.into_iter().all(|rx| answered(rx).is_ok()));
-    assert!(ctx.failed.unwrap().contains("checkpoint"));
+    assert!(ctx.failed().unwrap().contains("checkpoint"));
     assert!(store.reader().check().is_err());
 }
 

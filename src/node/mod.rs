@@ -1,0 +1,109 @@
+//! One node, wired the same way in production and in the simulator.
+//!
+//! [`Node::assemble`] is the only place a node's actors are created, connected and started; the
+//! production server (`host::server`, on ractor) and the simulator (`kvs-sim`, on tasks) both
+//! call it, so the simulator runs exactly what ships. Its order:
+//!
+//! 1. every actor's mailbox, and so its address, before any actor exists, so that actors can be
+//!    built holding each other's addresses (membership, sync, conflict resolution and storage will);
+//! 2. every actor, built with the addresses it needs;
+//! 3. each actor started with its own random stream ([`RunSeed::rng`]: run seed, node, actor, boot);
+//! 4. the HTTP state over them.
+//!
+//! Shutdown order ([`Node::shutdown`]) is the reverse of dependency: whatever feeds storage stops
+//! before storage, which stops last so that its final group commit and checkpoint see every write.
+//! The caller stops HTTP first (no new requests), then calls it.
+
+mod seed;
+
+pub use seed::RunSeed;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, ApiState, Mode};
+use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
+use crate::seam::{Actor, Clock};
+use crate::storage::{StorageActor, Store, Wal};
+
+/// What a node is, beyond its storage: identity, limits and the sources of time and randomness.
+pub struct NodeSpec {
+    /// The node's id (`node_id`).
+    pub node_id: String,
+    /// The address it advertises to clients and peers.
+    pub address: String,
+    /// Normal or read-only.
+    pub mode: Mode,
+    /// Largest accepted value, in bytes.
+    pub value_bytes_max: usize,
+    /// Checkpoint every this many logged batches (`None`: the storage default).
+    pub checkpoint_batches: Option<u32>,
+    /// The node's clock.
+    pub clock: Arc<dyn Clock>,
+    /// The run's randomness.
+    pub seed: RunSeed,
+    /// Which boot of this node this is (0 first), so a rebooted node draws fresh randomness.
+    pub boot: u64,
+}
+
+/// A running node: its actors, in shutdown order, and the HTTP state over them.
+pub struct Node<H: Host> {
+    api: ApiState,
+    /// Started actors, in the order they stop.
+    actors: Vec<(&'static str, H::Running)>,
+}
+
+impl<H: Host> Node<H> {
+    /// Creates, connects and starts a node's actors on `host`, over an opened store and its log.
+    pub async fn assemble(
+        host: &mut H,
+        spec: NodeSpec,
+        store: Store,
+        wal: Wal,
+    ) -> Result<Node<H>, SpawnError> {
+        // 1. Every address first.
+        let (storage, storage_mailbox) = host.mailbox::<StorageActor>(MAILBOX_CAPACITY);
+
+        // 2. Every actor.
+        let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone());
+        if let Some(batches) = spec.checkpoint_batches {
+            storage_actor = storage_actor.checkpoint_every(batches);
+        }
+
+        // 3. Started, each on its own random stream.
+        let rng = |name: &str| spec.seed.rng(&spec.node_id, name, spec.boot);
+        let storage_running = host
+            .start(storage_mailbox, storage_actor, rng(StorageActor::NAME))
+            .await?;
+
+        // 4. HTTP over them.
+        let api = ApiState {
+            node_id: spec.node_id,
+            address: spec.address,
+            joined_timestamp_ms: store.joined_timestamp_ms(),
+            mode: spec.mode,
+            value_bytes_max: spec.value_bytes_max,
+            clock: spec.clock,
+            storage,
+            reader: store.reader(),
+        };
+        Ok(Node {
+            api,
+            actors: vec![(StorageActor::NAME, storage_running)],
+        })
+    }
+
+    /// The node's HTTP interface.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.api.clone())
+    }
+
+    /// Stops the actors in shutdown order, each after the messages already in its mailbox
+    /// (waiting at most `timeout` for each).
+    pub async fn shutdown(self, host: &mut H, timeout: Duration) {
+        for (name, running) in self.actors {
+            tracing::debug!(actor = name, "stopping");
+            host.stop(running, timeout).await;
+        }
+    }
+}
