@@ -111,3 +111,52 @@ impl<M: Send + 'static> Mailbox<M> for Door<M> {
         })
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct Channel(mpsc::UnboundedSender<Envelope<u32>>);
+
+    impl Queue<u32> for Channel {
+        fn push(&self, envelope: Envelope<u32>) -> Result<(), Closed> {
+            self.0.send(envelope).map_err(|_| Closed)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timer_enters_a_full_mailbox_and_senders_do_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let door = Door::new(Channel(tx), 2, 1);
+        door.deliver(1).unwrap();
+        door.deliver(2).unwrap();
+        assert_eq!(door.deliver(3), Err(SendError::Full));
+        assert_eq!(door.backlog(), 2);
+        door.schedule(Duration::ZERO, 9);
+        let mut timers = 0;
+        for _ in 0..3 {
+            let envelope = rx.recv().await.expect("queued");
+            door.took(&envelope);
+            match envelope {
+                Envelope::Timer(9) => timers += 1,
+                Envelope::Msg(n) => assert!(n == 1 || n == 2),
+                _ => panic!("unexpected envelope"),
+            }
+        }
+        assert_eq!((timers, door.backlog()), (1, 0));
+        // Taken envelopes free their room: senders and the timer slot alike.
+        door.deliver(4).unwrap();
+        door.schedule(Duration::ZERO, 10);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "TIMERS_MAX")]
+    async fn more_timers_than_declared_is_a_bug() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let door = Door::new(Channel(tx), 2, 1);
+        door.schedule(Duration::from_secs(60), 1);
+        door.schedule(Duration::from_secs(60), 2);
+    }
+}
