@@ -224,7 +224,12 @@ fn connections_beyond_max_connections_wait_until_one_closes() {
     let mut first = Connection::open(&node);
     let mut second = Connection::open(&node);
     expect(&first.exchange("GET", "/health", None), 200, true, "first");
-    expect(&second.exchange("GET", "/health", None), 200, true, "second");
+    expect(
+        &second.exchange("GET", "/health", None),
+        200,
+        true,
+        "second",
+    );
 
     // The kernel completes the third handshake, but the node does not take the connection up.
     let mut third = Connection::open(&node);
@@ -253,5 +258,10 @@ fn connections_beyond_max_connections_wait_until_one_closes() {
         .unwrap();
     let answer = third.read_response().expect("answered once a slot frees");
     expect(&answer, 200, true, "third, after the first closed");
-    expect(&second.exchange("GET", "/health", None), 200, true, "second again");
+    expect(
+        &second.exchange("GET", "/health", None),
+        200,
+        true,
+        "second again",
+    );
 }
