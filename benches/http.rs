@@ -49,6 +49,9 @@
 //! carries, which shows whether commits alternate between one straggler and everyone else. The
 //! trace logging itself costs some throughput: compare ratios from runs without it.
 
+// A benchmark runs a real node and measures wall time: the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,5 +1,8 @@
 //! Log output for the binary: tracing-subscriber at the configured level and format, on stderr.
 
+// The binary's edge: reads RUST_LOG and writes stderr (seam rule, clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogLevel};

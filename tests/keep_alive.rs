@@ -7,6 +7,8 @@
 //! makes that failure certain rather than occasional. Each refusal must then either keep the
 //! connection usable (the body was read) or say `Connection: close` and close it.
 #![cfg(not(madsim))]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

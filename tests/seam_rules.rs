@@ -1,210 +1,283 @@
 //! The seam rule: outside the hosts and the binary's edge, code never touches the OS clock, OS
-//! randomness, threads, sockets or the environment directly; it goes through the actor seam
-//! (`Context`: clock, seeded RNG, timers, mailboxes), so the simulator can decide all of it.
+//! randomness, threads, sockets, the file system or the environment directly; it goes through the
+//! actor seam (`Context`: clock, seeded RNG, timers, mailboxes), so the simulator can decide all of
+//! it.
 //!
-//! Scans every `.rs` file under `src/` except `src/host/` (host adapters and OS glue) and the edge
-//! files `src/main.rs`, `src/cli.rs` and `src/telemetry.rs`, and fails listing `file:line` for any
-//! forbidden use. Comment lines (`//`, `///`, `//!`) are ignored. The scanner is itself tested on
-//! sample text, so the rule cannot pass by scanning nothing.
+//! Clippy enforces the rule: the workspace's `clippy.toml` lists what is disallowed, CI lints both
+//! builds with `-D warnings`, and `src/host/`, `src/main.rs`, `src/cli.rs`, `src/telemetry.rs`,
+//! `Config::load`'s file I/O, test modules and test crates opt out with an `#[allow]`. Clippy
+//! resolves paths, so `use tokio::{spawn, time}` or `std::fs` cannot slip through as they could
+//! past a text scan. But it skips an entry whose crate is not in the build without a word, and only
+//! warns about an entry whose item is missing, so this test proves each entry bites: it lints
+//! `tests/seam_fixture`, which breaks every entry under its `violations` feature, in the normal
+//! build and under `--cfg madsim`, each in its own target directory (`seam-check` and
+//! `seam-check/madsim` under the target directory).
 #![cfg(not(madsim))]
+// Runs cargo and times it: test code may use the OS.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
 
-/// What only hosts and edge code may use.
-const FORBIDDEN: &[&str] = &[
-    "SystemTime",
-    "Instant::now",
-    "tokio::time",
-    "std::time::Instant",
-    "thread_rng",
-    "rand::rng(",
-    "OsRng",
-    "getrandom",
-    "std::thread::spawn",
-    "tokio::net",
-    "std::net::Tcp",
-    "std::net::Udp",
-    "tokio::spawn",
-    "std::env::var",
-];
+/// The rule's configuration.
+const CLIPPY_TOML: &str = include_str!("../clippy.toml");
 
-/// Paths under `src/` (with `/` separators) exempt from the rule: a trailing `/` exempts a folder.
-const EXEMPT: &[&str] = &["host/", "main.rs", "cli.rs", "telemetry.rs"];
+/// A `clippy.toml` entry or a clippy finding: which lint, and the path as `clippy.toml` spells it.
+type Entry = (Lint, String);
 
-/// Forbidden uses in `text`, as (1-based line number, pattern, line).
-fn scan(text: &str) -> Vec<(usize, &'static str, String)> {
-    let mut found = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("//") {
-            continue;
-        }
-        for pattern in FORBIDDEN {
-            if line.contains(pattern) {
-                found.push((index + 1, *pattern, line.trim().to_owned()));
-            }
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Lint {
+    /// `clippy::disallowed_methods`, from `disallowed-methods`.
+    Method,
+    /// `clippy::disallowed_types`, from `disallowed-types`.
+    Type,
+}
+
+/// The two builds CI lints.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Build {
+    /// `cargo clippy`: madsim-tokio is real tokio.
+    Normal,
+    /// `RUSTFLAGS="--cfg madsim"`: madsim-tokio's time, tasks, net and signals are madsim's.
+    Simulator,
+}
+
+/// Whether only the simulator build can name `path`: its crate is in that build's graph alone
+/// (madsim; rand 0.8, rand_core 0.6 and getrandom 0.2, which madsim brings), or it is
+/// madsim-tokio's own runtime, an alias of tokio's in the normal build, where the `tokio::` entries
+/// name it.
+fn simulator_only(path: &str) -> bool {
+    ["madsim::", "madsim_tokio::", "rand::", "rand_core::"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+        || path == "getrandom::getrandom"
+}
+
+/// Whether only the normal build can name `path`: real tokio, which madsim-tokio replaces (or
+/// leaves out) in the simulator build.
+fn normal_only(path: &str) -> bool {
+    path.starts_with("tokio::")
+}
+
+/// The entries of `clippy.toml` text: each `path = "…"` under `disallowed-methods` or
+/// `disallowed-types`.
+fn entries(toml: &str) -> BTreeSet<Entry> {
+    let mut lint = None;
+    let mut found = BTreeSet::new();
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with("disallowed-methods") {
+            lint = Some(Lint::Method);
+        } else if line.starts_with("disallowed-types") {
+            lint = Some(Lint::Type);
+        } else if let Some(rest) = line.strip_prefix("{ path = \"") {
+            let path = rest.split('"').next().expect("a closing quote");
+            let lint = lint.unwrap_or_else(|| panic!("{path} outside a disallowed-* list"));
+            found.insert((lint, path.to_owned()));
         }
     }
     found
 }
 
-/// Whether `relative` (a path under `src/`, `/`-separated) is exempt.
-fn exempt(relative: &str) -> bool {
-    EXEMPT.iter().any(|e| match e.strip_suffix('/') {
-        Some(folder) => relative.starts_with(e) || relative == folder,
-        None => relative == *e,
-    })
-}
-
-/// Every `.rs` file under `dir`, recursively, sorted.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    // Bounded by the size of the tree (no symlinks are followed).
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let entry = entry.expect("dir entry");
-            let kind = entry.file_type().expect("file type");
-            let path = entry.path();
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file() && path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// `file:line: pattern: code` for every forbidden use under `src`, and how many files were scanned.
-fn violations(src: &Path) -> (Vec<String>, usize) {
-    let mut out = Vec::new();
-    let mut scanned = 0;
-    for file in rust_files(src) {
-        let relative = file
-            .strip_prefix(src)
-            .expect("under src")
-            .to_string_lossy()
-            .replace('\\', "/");
-        if exempt(&relative) {
+/// What clippy's output names: each "use of a disallowed method|type `path`".
+fn named(output: &str) -> BTreeSet<Entry> {
+    let mut found = BTreeSet::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("error: use of a disallowed ") else {
             continue;
+        };
+        let (lint, rest) = if let Some(rest) = rest.strip_prefix("method `") {
+            (Lint::Method, rest)
+        } else if let Some(rest) = rest.strip_prefix("type `") {
+            (Lint::Type, rest)
+        } else {
+            panic!("unexpected clippy line: {line}");
+        };
+        let path = rest.split('`').next().expect("a closing backtick");
+        found.insert((lint, path.to_owned()));
+    }
+    found
+}
+
+/// `error:` lines that are neither a disallowed-* finding nor cargo's closing "could not compile".
+fn other_errors(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .filter(|l| !l.starts_with("error: use of a disallowed "))
+        .filter(|l| !l.starts_with("error: could not compile `seam-fixture`"))
+        .collect()
+}
+
+/// Where the nested builds go: under `CARGO_TARGET_DIR` when the outer build was given one, else
+/// under the workspace's `target`.
+fn target_dir(workspace: &Path) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"));
+    base.join("seam-check")
+}
+
+/// One nested clippy at a time: the machine may have few cores, and each run uses all of them.
+static CLIPPY: Mutex<()> = Mutex::new(());
+
+/// Runs `cargo clippy -p seam-fixture -- -D warnings` in `build`, with or without the
+/// `violations` feature; returns whether it passed, and its stderr.
+fn clippy(build: Build, violations: bool) -> (bool, String) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut target = target_dir(workspace);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .arg("clippy")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args(["-p", "seam-fixture"]);
+    if violations {
+        cargo.args(["--features", "violations"]);
+    }
+    cargo
+        .args(["--", "-D", "warnings"])
+        // These would override RUSTFLAGS or wrap rustc in ways meant for the outer build only;
+        // clippy must find the workspace's clippy.toml by itself, as in CI.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_CONF_DIR");
+    match build {
+        Build::Normal => {
+            cargo.env_remove("RUSTFLAGS");
         }
-        scanned += 1;
-        let text = std::fs::read_to_string(&file).expect("read source");
-        for (line, pattern, code) in scan(&text) {
-            out.push(format!("src/{relative}:{line}: `{pattern}` in `{code}`"));
+        Build::Simulator => {
+            cargo.env("RUSTFLAGS", "--cfg madsim");
+            target = target.join("madsim");
         }
     }
-    (out, scanned)
+    cargo.env("CARGO_TARGET_DIR", &target);
+
+    let _one_at_a_time = CLIPPY.lock().unwrap_or_else(|e| e.into_inner());
+    let start = Instant::now();
+    let output = cargo.output().expect("cargo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprint!("{stderr}");
+    eprintln!(
+        "seam_rules: cargo clippy -p seam-fixture ({build:?} build, violations: {violations}) \
+         in {}: {:.1?}, {}",
+        target.display(),
+        start.elapsed(),
+        output.status,
+    );
+    (output.status.success(), stderr)
 }
 
-#[test]
-fn core_code_goes_through_the_seam() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let (found, scanned) = violations(&src);
+/// Clippy, with the fixture's violations, fails in `build` naming exactly the entries that build
+/// can name, each under its own lint, and for no other reason.
+fn every_entry_bites(build: Build) {
+    let expected: BTreeSet<Entry> = entries(CLIPPY_TOML)
+        .into_iter()
+        .filter(|(_, path)| match build {
+            Build::Normal => !simulator_only(path),
+            Build::Simulator => !normal_only(path),
+        })
+        .collect();
+    let (passed, output) = clippy(build, true);
+    assert!(!passed, "clippy passed on the violations ({build:?} build)");
+    let found = named(&output);
+    let missed: Vec<_> = expected.difference(&found).collect();
+    let unexpected: Vec<_> = found.difference(&expected).collect();
     assert!(
-        scanned >= 10,
-        "scanned only {scanned} files under {}",
-        src.display()
+        missed.is_empty() && unexpected.is_empty(),
+        "{build:?} build: entries clippy did not report (a wrong path, or a violation missing from \
+         tests/seam_fixture): {missed:?}; reported but not expected here: {unexpected:?}"
     );
-    assert!(
-        found.is_empty(),
-        "only src/host/ and the edge (main.rs, cli.rs, telemetry.rs) may touch the OS clock, \
-         randomness, threads, sockets or the environment; use the actor Context instead:\n{}",
-        found.join("\n")
-    );
-}
-
-#[test]
-fn the_scanner_flags_forbidden_uses_and_skips_comments() {
-    let sample = "\
-use std::time::SystemTime;
-// SystemTime::now() in a comment is fine
-    /// so is `tokio::spawn` in a doc comment
-//! and `OsRng` in a module doc
-let t = std::time::Instant::now();
-let n = rand::rng().random::<u8>();
-let s = tokio::net::TcpListener::bind(addr);
-let a = std::env::var(\"HOME\"); let b = getrandom::fill(&mut x);
-tokio::spawn(async {}); std::thread::spawn(|| ());
-let u = std::net::UdpSocket::bind(a); let c = std::net::TcpStream::connect(a);
-let r = thread_rng(); let o = OsRng; tokio::time::sleep(d);
-let clock = ctx.clock().wall_ms();
-";
-    let found: Vec<(usize, &str)> = scan(sample).into_iter().map(|(l, p, _)| (l, p)).collect();
-    assert_eq!(
-        found,
-        [
-            (1, "SystemTime"),
-            (5, "Instant::now"),
-            (5, "std::time::Instant"),
-            (6, "rand::rng("),
-            (7, "tokio::net"),
-            (8, "getrandom"),
-            (8, "std::env::var"),
-            (9, "std::thread::spawn"),
-            (9, "tokio::spawn"),
-            (10, "std::net::Tcp"),
-            (10, "std::net::Udp"),
-            (11, "tokio::time"),
-            (11, "thread_rng"),
-            (11, "OsRng"),
-        ],
-    );
-    // Every forbidden pattern is caught by at least one line above.
-    for pattern in FORBIDDEN {
+    for lint in ["clippy::disallowed-methods", "clippy::disallowed-types"] {
         assert!(
-            found.iter().any(|(_, p)| p == pattern),
-            "{pattern} not exercised"
+            output.contains(&format!("`-D {lint}` implied by `-D warnings`")),
+            "{lint} not named"
+        );
+    }
+    assert_eq!(
+        other_errors(&output),
+        Vec::<&str>::new(),
+        "failed otherwise"
+    );
+    assert!(
+        !output.contains("does not refer to"),
+        "a clippy.toml entry does not resolve ({build:?} build)"
+    );
+}
+
+#[test]
+fn the_normal_build_catches_every_entry() {
+    every_entry_bites(Build::Normal);
+}
+
+#[test]
+fn the_simulator_build_catches_every_entry() {
+    every_entry_bites(Build::Simulator);
+}
+
+/// Without violations the fixture passes: its host-like module's `#![allow]` reaches a nested
+/// module, and an item-level `#[allow]` covers its function, as in `src/`.
+#[test]
+fn the_exemptions_keep_the_fixture_clean() {
+    for build in [Build::Normal, Build::Simulator] {
+        let (passed, output) = clippy(build, false);
+        assert!(passed, "clippy failed without violations ({build:?} build)");
+        assert!(
+            !output.contains("does not refer to") && !output.contains("disallowed"),
+            "{build:?} build warned"
         );
     }
 }
 
 #[test]
-fn only_hosts_and_edge_files_are_exempt() {
-    for path in [
-        "host/server.rs",
-        "host/ractor.rs",
-        "host",
-        "main.rs",
-        "cli.rs",
-        "telemetry.rs",
-    ] {
-        assert!(exempt(path), "{path} should be exempt");
-    }
-    for path in [
-        "lib.rs",
-        "config.rs",
-        "api/kv.rs",
-        "storage/actor.rs",
-        "seam/clock.rs",
-        "hosting.rs",
-        "hostile/x.rs",
-        "api/main.rs",
-        "api/host/x.rs",
-    ] {
-        assert!(!exempt(path), "{path} must be scanned");
-    }
-}
+fn entries_and_findings_are_parsed() {
+    let toml = r#"
+# { path = "commented::out", reason = "x" },
+disallowed-methods = [
+    { path = "std::fs::read", reason = "the seam" },
+    # a comment
+    { path = "madsim::time::sleep", reason = "the seam", allow-invalid = true },
+]
 
-#[test]
-fn the_scan_reports_file_and_line() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let src = dir.path();
-    std::fs::create_dir_all(src.join("core")).unwrap();
-    std::fs::create_dir_all(src.join("host")).unwrap();
-    std::fs::write(
-        src.join("core/a.rs"),
-        "fn f() {}\nfn g() { tokio::spawn(x); }\n",
-    )
-    .unwrap();
-    std::fs::write(src.join("host/b.rs"), "fn h() { tokio::spawn(x); }\n").unwrap();
-    std::fs::write(src.join("main.rs"), "fn main() { std::env::var(\"X\"); }\n").unwrap();
-    std::fs::write(src.join("notes.txt"), "tokio::spawn\n").unwrap();
-    let (found, scanned) = violations(src);
-    assert_eq!(scanned, 1);
+disallowed-types = [
+    { path = "std::fs::File", reason = "the seam" },
+]
+"#;
+    let method = |p: &str| (Lint::Method, p.to_owned());
+    let ty = |p: &str| (Lint::Type, p.to_owned());
     assert_eq!(
-        found,
-        ["src/core/a.rs:2: `tokio::spawn` in `fn g() { tokio::spawn(x); }`"]
+        entries(toml),
+        BTreeSet::from([
+            method("std::fs::read"),
+            method("madsim::time::sleep"),
+            ty("std::fs::File")
+        ])
     );
+    let output = "\
+    Checking seam-fixture v0.0.0
+error: use of a disallowed method `std::fs::read`
+  --> tests/seam_fixture/src/violations.rs:1:1
+   = note: the seam
+   = note: `-D clippy::disallowed-methods` implied by `-D warnings`
+error: use of a disallowed type `std::fs::File`
+error: use of a disallowed method `std::fs::read`
+error: mismatched types
+error: could not compile `seam-fixture` (lib) due to 4 previous errors
+";
+    assert_eq!(
+        named(output),
+        BTreeSet::from([method("std::fs::read"), ty("std::fs::File")])
+    );
+    assert_eq!(other_errors(output), ["error: mismatched types"]);
+    // The real list: every lint has entries, and the simulator-only ones are not all of them.
+    let real = entries(CLIPPY_TOML);
+    assert!(real.iter().any(|(l, _)| *l == Lint::Method));
+    assert!(real.iter().any(|(l, _)| *l == Lint::Type));
+    assert!(real.iter().any(|(_, p)| simulator_only(p)));
+    assert!(real.iter().any(|(_, p)| normal_only(p)));
+    assert!(real
+        .iter()
+        .any(|(_, p)| !simulator_only(p) && !normal_only(p)));
 }

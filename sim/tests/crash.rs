@@ -2,6 +2,8 @@
 //! commits, a reboot, and every acknowledged write still there with its value.
 
 #![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use kvs_sim::{crash_durability, sweep, CrashWorkload};
 

@@ -3,6 +3,8 @@
 //! than writes, and every write is still answered only once durable.
 
 #![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::sync::Arc;
 

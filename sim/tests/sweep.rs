@@ -2,6 +2,8 @@
 //! `KVS_SIM_SEED` (`just replay <seed>`). A failure names its seeds.
 
 #![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use kvs_sim::{crash_durability, scenario_file, sweep};
 

@@ -42,4 +42,5 @@ pub fn router(state: ApiState) -> Router {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests may use the OS
 mod tests;

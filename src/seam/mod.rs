@@ -7,9 +7,9 @@
 //! * production: `host::ractor` puts each actor in a supervised ractor actor on tokio;
 //! * simulation: `host::task` runs it as a madsim-tokio task, where one seed decides everything.
 //!
-//! Actor code never reads `std::time`, `tokio::time`, an OS RNG or a socket: it asks its context for
-//! the [`Clock`], the seeded RNG, timers and mailboxes. `tests/seam_rules.rs` scans `src/` and fails
-//! on such calls outside `src/host/`.
+//! Actor code never reads `std::time`, `tokio::time`, an OS RNG, a socket or a file: it asks its
+//! context for the [`Clock`], the seeded RNG, timers and mailboxes. Clippy refuses such calls
+//! outside `src/host/` and the binary's edge, in both builds (`clippy.toml`; `tests/seam_rules.rs`).
 //!
 //! Network frames join the seam with the cluster: a `remote(node, frame)` method on [`Context`],
 //! implemented by each host over its sockets (real TCP/UDP in production, madsim's in the simulator),
