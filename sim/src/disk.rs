@@ -120,7 +120,7 @@ impl SimDisk {
     }
 
     /// The simulated I/O time spent since the last call, and resets it: the node's task host
-    /// sleeps it off after each message (`kvs::host::task::spawn_paced`), so writes queue up
+    /// sleeps it off after each message (`kvs::host::task::TaskHost::paced`), so writes queue up
     /// behind a commit as they would behind a real fsync.
     pub fn take_io_time(&self) -> Duration {
         std::mem::take(&mut self.lock().io_time)

@@ -187,6 +187,31 @@ async fn fail_stops_the_actor_and_is_reported<H: Host>(mut host: H) {
     }
 }
 
+/// An actor that fails in `started` never runs: the start errs or the failure is reported, what
+/// waited for it is dropped, and later sends are refused.
+async fn failing_to_start_is_a_failure<H: Host>(mut host: H) {
+    let (addr, pending) = host.mailbox::<Probe>(8);
+    let (reply, answer) = crate::seam::reply_channel();
+    addr.send(ProbeMsg::Read(reply)).unwrap();
+    let probe = Probe {
+        fail_on_start: true,
+        ..Probe::default()
+    };
+    if host.start(pending, probe, rng()).await.is_ok() {
+        let failure = failure(&host).await;
+        assert!(failure.contains("probe failed to start"), "{failure}");
+    }
+    assert!(answer.await.is_err(), "an ask waiting for it is dropped");
+    let deadline = Instant::now() + WAIT;
+    while addr.send(ProbeMsg::Push(1)) != Err(SendError::Stopped) {
+        assert!(
+            Instant::now() < deadline,
+            "an actor that never ran takes messages"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A handler that panics is the actor's failure, on both hosts.
 async fn a_panicking_handler_is_a_failure<H: Host>(mut host: H) {
     let (addr, _running, _) = probe(&mut host, 16).await;
@@ -243,5 +268,6 @@ on_both_hosts!(
     timers_beyond_the_bound_fail_the_actor,
     fail_stops_the_actor_and_is_reported,
     a_panicking_handler_is_a_failure,
+    failing_to_start_is_a_failure,
     stop_drains_the_mailbox_then_refuses,
 );

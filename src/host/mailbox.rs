@@ -28,6 +28,9 @@ pub enum Envelope<M> {
 pub trait Queue<M>: Send + Sync + 'static {
     /// Enqueues `envelope`, or fails (dropping it) if the actor has stopped.
     fn push(&self, envelope: Envelope<M>) -> Result<(), Closed>;
+
+    /// Whether the actor has stopped (or failed): nothing pushed now would be handled.
+    fn is_closed(&self) -> bool;
 }
 
 /// The actor behind a queue has stopped.
@@ -101,9 +104,20 @@ impl<M: Send + 'static> Door<M> {
 
 impl<M: Send + 'static> Mailbox<M> for Door<M> {
     fn deliver(&self, msg: M) -> Result<(), SendError> {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(SendError::Full);
+        // Reserve a place without ever counting a refused sender, so `backlog` never reports a
+        // message that will not come.
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
+                (queued < self.capacity).then_some(queued + 1)
+            });
+        if reserved.is_err() {
+            // A stopped actor's mailbox may have been full when it stopped: say stopped, not full.
+            return Err(if self.queue.is_closed() {
+                SendError::Stopped
+            } else {
+                SendError::Full
+            });
         }
         self.queue.push(Envelope::Msg(msg)).map_err(|_| {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -123,6 +137,9 @@ mod tests {
     impl Queue<u32> for Channel {
         fn push(&self, envelope: Envelope<u32>) -> Result<(), Closed> {
             self.0.send(envelope).map_err(|_| Closed)
+        }
+        fn is_closed(&self) -> bool {
+            self.0.is_closed()
         }
     }
 
@@ -148,7 +165,11 @@ mod tests {
         assert_eq!((timers, door.backlog()), (1, 0));
         // Taken envelopes free their room: senders and the timer slot alike.
         door.deliver(4).unwrap();
+        door.deliver(5).unwrap();
         door.schedule(Duration::ZERO, 10);
+        // An actor that stopped with a full mailbox is reported stopped, not full.
+        drop(rx);
+        assert_eq!(door.deliver(6), Err(SendError::Stopped));
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ractor::{ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{ActorCell, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
 use rand_chacha::ChaCha12Rng;
 use tokio::sync::watch;
 
@@ -75,6 +75,8 @@ struct RactorQueue<M: Send + 'static>(Mutex<Slot<M>>);
 enum Slot<M: Send + 'static> {
     Waiting(Vec<Envelope<M>>),
     Running(ActorRef<Envelope<M>>),
+    /// The actor could not start: what waited is dropped, so its askers learn at once.
+    Failed,
 }
 
 impl<M: Send + 'static> RactorQueue<M> {
@@ -94,6 +96,11 @@ impl<M: Send + 'static> RactorQueue<M> {
         }
         *slot = Slot::Running(actor);
     }
+
+    /// The actor could not start.
+    fn fail(&self) {
+        *self.lock() = Slot::Failed;
+    }
 }
 
 /// Shares one [`RactorQueue`] between the door and the host that attaches the actor.
@@ -107,6 +114,18 @@ impl<M: Send + 'static> Queue<M> for SharedQueue<M> {
                 Ok(())
             }
             Slot::Running(actor) => actor.cast(envelope).map_err(|_| Closed),
+            Slot::Failed => Err(Closed),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match &*self.0.lock() {
+            Slot::Waiting(_) => false,
+            Slot::Running(actor) => !matches!(
+                actor.get_status(),
+                ActorStatus::Starting | ActorStatus::Running | ActorStatus::Upgrading
+            ),
+            Slot::Failed => true,
         }
     }
 }
@@ -143,13 +162,16 @@ impl Host for RactorHost {
             // ractor's registry is process-wide: a sequence number keeps names unique across hosts.
             static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
             let name = format!("{}-{}", A::NAME, SEQUENCE.fetch_add(1, Ordering::Relaxed));
-            let (actor_ref, _) =
+            let spawned =
                 ractor::Actor::spawn_linked(Some(name), Hosted::<A>(PhantomData), args, supervisor)
-                    .await
-                    .map_err(|e| SpawnError {
-                        name: A::NAME,
-                        reason: e.to_string(),
-                    })?;
+                    .await;
+            let (actor_ref, _) = spawned.map_err(|e| {
+                queue.fail();
+                SpawnError {
+                    name: A::NAME,
+                    reason: e.to_string(),
+                }
+            })?;
             queue.attach(actor_ref.clone());
             Ok(actor_ref.get_cell())
         }
@@ -274,6 +296,11 @@ impl<A: Actor> ractor::Actor for Hosted<A> {
     ) -> Result<(), ActorProcessingErr> {
         if state.ctx.core().failure().is_none() {
             state.actor.stopped(&mut state.ctx);
+            // A failure while finishing (a last commit the disk refused) is reported as one
+            // (ractor turns this error into `ActorFailed`).
+            if let Some(reason) = state.ctx.core().failure() {
+                return Err(reason.into());
+            }
         }
         Ok(())
     }

@@ -103,9 +103,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .await
         .map_err(listen_err)?;
 
-    let failure = host.failed().borrow().clone();
     let timeout = Duration::from_millis(config.shutdown_timeout_ms);
     node.shutdown(&mut host, timeout).await;
+    // After the actors stopped: a last commit that failed while stopping counts too.
+    let failure = host.failed().borrow().clone();
     host.close(timeout).await;
     tracing::info!("stopped");
     match failure {

@@ -29,6 +29,9 @@ impl<M: Send + 'static> Queue<M> for ChannelQueue<M> {
     fn push(&self, envelope: Envelope<M>) -> Result<(), Closed> {
         self.0.send(envelope).map_err(|_| Closed)
     }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// Runs a node's actors as tasks on the current (madsim-)tokio runtime.
@@ -99,7 +102,9 @@ impl Host for TaskHost {
         let (done_tx, done) = oneshot::channel();
         let stopper = Arc::clone(&door);
         tokio::spawn(async move {
-            let mut failed = guarded(|| actor.started(&mut ctx)).err();
+            let mut failed = guarded(|| actor.started(&mut ctx))
+                .err()
+                .or_else(|| ctx.core().failure().map(str::to_owned));
             let mut stopping = false;
             // Until a Stop arrives: wait for envelopes. After it: refuse new ones, but handle those
             // that made it in before the door closed. A failure ends the loop at once.
@@ -130,16 +135,15 @@ impl Host for TaskHost {
             }
             // Queued messages are dropped with the queue: their askers learn at once.
             queue.close();
-            match failed {
-                Some(reason) => {
-                    tracing::error!(actor = A::NAME, %reason, "actor failed");
-                    failure.send_replace(Some(format!("actor {} failed: {reason}", A::NAME)));
-                }
-                None => {
-                    if let Err(reason) = guarded(|| actor.stopped(&mut ctx)) {
-                        tracing::error!(actor = A::NAME, %reason, "actor failed while stopping");
-                    }
-                }
+            if failed.is_none() {
+                // A failure while finishing (a last commit the disk refused) is a failure too.
+                failed = guarded(|| actor.stopped(&mut ctx))
+                    .err()
+                    .or_else(|| ctx.core().failure().map(str::to_owned));
+            }
+            if let Some(reason) = failed {
+                tracing::error!(actor = A::NAME, %reason, "actor failed");
+                failure.send_replace(Some(format!("actor {} failed: {reason}", A::NAME)));
             }
             drop(actor);
             let _ = done_tx.send(());

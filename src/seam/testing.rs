@@ -137,6 +137,8 @@ pub struct Probe {
     pub seen: Vec<u32>,
     /// Filled by `stopped` with everything seen, to check that stopping drains the mailbox.
     pub on_stop: StopReport,
+    /// Declare itself failed in `started`.
+    pub fail_on_start: bool,
 }
 
 impl super::Actor for Probe {
@@ -156,6 +158,12 @@ impl super::Actor for Probe {
                 // Either outcome releases the handler.
                 let _ = release.recv();
             }
+        }
+    }
+
+    fn started(&mut self, ctx: &mut dyn Context<ProbeMsg>) {
+        if self.fail_on_start {
+            ctx.fail("probe failed to start".into());
         }
     }
 

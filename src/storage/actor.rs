@@ -138,8 +138,14 @@ pub struct StorageActor {
     batch: u64,
     /// How many writers seemed active at the last commit: the batch size worth waiting for.
     expected_batch_len: usize,
-    /// Whether a `Linger` timer is set for the current batch.
+    /// Whether a `Linger` timer is in flight (for this batch or an earlier one): at most one is,
+    /// so the timers pending stay within `TIMERS_MAX` however fast batches commit. A batch that
+    /// should wait while an earlier batch's timer is in flight waits for that one, and decides
+    /// again when it arrives.
     lingering: bool,
+    /// Set once the writer failed (`Context::fail`): later writes are refused with this error,
+    /// never committed by a writer that declared its store unusable.
+    failure: Option<WriteError>,
 }
 
 impl StorageActor {
@@ -158,6 +164,7 @@ impl StorageActor {
             batch: 0,
             expected_batch_len: 0,
             lingering: false,
+            failure: None,
         }
     }
 
@@ -198,7 +205,6 @@ impl StorageActor {
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.batch += 1;
-        self.lingering = false;
         let count = batch.len();
         // Versions: the wall clock at commit time, and a uuid per write, drawn before the
         // blocking section (which may not touch the context).
@@ -245,6 +251,7 @@ impl StorageActor {
                 for write in batch {
                     write.fail(e.clone());
                 }
+                self.failure = Some(e);
             }
         }
     }
@@ -268,6 +275,7 @@ impl StorageActor {
             Err(e) => {
                 self.store.set_commit_failure(Some(e.to_string()));
                 ctx.fail(format!("checkpoint failed: {e}"));
+                self.failure = Some(WriteError::from(Arc::new(e)));
             }
         }
     }
@@ -361,17 +369,25 @@ enum Outcome {
 impl Actor for StorageActor {
     type Msg = StorageMsg;
     const NAME: &'static str = "storage";
+    /// One `Linger` in flight at most (see `lingering`).
+    const TIMERS_MAX: usize = 1;
 
     fn handle(&mut self, ctx: &mut dyn Context<StorageMsg>, msg: StorageMsg) {
         let write = match msg {
             StorageMsg::Write(write) => write,
-            StorageMsg::Linger { batch } if batch == self.batch => return self.flush(ctx),
-            // A timer for a batch already committed: nothing of its own to do, but it may be the
-            // last message in the mailbox, so the pending batch still needs a decision below.
-            StorageMsg::Linger { .. } => {
+            StorageMsg::Linger { batch } => {
+                self.lingering = false;
+                if batch == self.batch {
+                    return self.flush(ctx);
+                }
+                // A timer for a batch already committed: nothing of its own to do, but it may be
+                // the last message in the mailbox, so the pending batch still needs a decision.
                 return self.decide(ctx);
             }
         };
+        if let Some(failure) = &self.failure {
+            return write.fail(failure.clone());
+        }
         let size_bytes = write.size_bytes();
         if size_bytes > WRITE_BYTES_MAX {
             write.fail(WriteError::TooLarge { size_bytes });
@@ -379,6 +395,9 @@ impl Actor for StorageActor {
         }
         if self.pending_bytes + size_bytes > BATCH_BYTES_MAX {
             self.flush(ctx);
+            if let Some(failure) = &self.failure {
+                return write.fail(failure.clone());
+            }
         }
         self.pending_bytes += size_bytes;
         self.pending.push(write);
@@ -388,6 +407,9 @@ impl Actor for StorageActor {
     }
 
     fn stopped(&mut self, ctx: &mut dyn Context<StorageMsg>) {
+        if self.failure.is_some() {
+            return;
+        }
         self.flush(ctx);
         // A clean stop leaves nothing to replay.
         self.checkpoint(ctx);

@@ -533,3 +533,58 @@ fn reads_merge_the_memtable_over_the_checkpointed_database() {
     assert_eq!(rest.len(), 3);
     assert_eq!(rest[0].0, "k00");
 }
+
+#[test]
+fn fast_commits_keep_at_most_one_linger_timer_in_flight() {
+    let (_store, mut actor, mut ctx) = setup();
+    for rx in burst(&mut actor, &mut ctx, "a", 8) {
+        answered(rx).unwrap();
+    }
+    // Each round: a straggler that waits for company, then company that commits the batch
+    // before the straggler's timer fires (commits faster than the linger).
+    for round in 0..10 {
+        let (msg, _) = put(&format!("s{round}"), "1");
+        ctx.backlog = 0;
+        actor.handle(&mut ctx, msg);
+        for rx in burst(&mut actor, &mut ctx, &format!("r{round}-"), 4) {
+            answered(rx).unwrap();
+        }
+        assert!(
+            ctx.scheduled.len() <= StorageActor::TIMERS_MAX,
+            "round {round}: {} timers in flight",
+            ctx.scheduled.len()
+        );
+    }
+    // The one timer in flight still decides for a waiting batch when it arrives.
+    let (msg, straggler) = put("last", "1");
+    actor.handle(&mut ctx, msg);
+    while let Some((_, timer)) = ctx.scheduled.pop() {
+        actor.handle(&mut ctx, timer);
+    }
+    assert!(answered(straggler).is_ok());
+}
+
+#[test]
+fn a_failed_writer_refuses_later_writes_instead_of_committing_them() {
+    let backend = FlakyBackend::default();
+    let (store, wal) = Store::open(backend.clone(), backend.sibling(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "n");
+    let mut ctx = TestContext::new(T0, 9);
+    backend.fail_writes.store(true, Ordering::SeqCst);
+    let (msg, rx) = put("a", "1");
+    actor.handle(&mut ctx, msg);
+    assert!(answered(rx).is_err());
+    // The disk recovers, but the writer declared its store unusable: it commits nothing more.
+    backend.fail_writes.store(false, Ordering::SeqCst);
+    let (msg, rx) = put("b", "2");
+    actor.handle(&mut ctx, msg);
+    assert!(
+        answered(rx).is_err(),
+        "a failed writer acknowledged a write"
+    );
+    assert_eq!(data(&store, "b"), None);
+    assert!(
+        store.reader().check().is_err(),
+        "health still reports the failure"
+    );
+}

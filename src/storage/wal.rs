@@ -74,8 +74,6 @@ pub struct Wal {
     capacity: u64,
     /// Sequence number for the next batch.
     next_seq: u64,
-    /// Sequence number of the last batch appended (0: none yet).
-    last_seq: u64,
 }
 
 impl Wal {
@@ -98,7 +96,6 @@ impl Wal {
             len: offset,
             capacity,
             next_seq,
-            last_seq: next_seq - 1,
         };
         Ok((wal, batches))
     }
@@ -113,10 +110,6 @@ impl Wal {
     /// would refuse (over [`FRAME_BYTES_MAX`]) is refused here, before anything is written.
     pub fn append(&mut self, records: &[(String, Record)]) -> io::Result<u64> {
         let seq = self.next_seq;
-        assert!(
-            seq > self.last_seq,
-            "log sequence numbers strictly increase"
-        );
         // Encodes exactly as a `WalBatch` does (postcard: the fields in order).
         let payload = postcard::to_allocvec(&(seq, records)).map_err(io::Error::other)?;
         if payload.len() > FRAME_BYTES_MAX {
@@ -129,7 +122,6 @@ impl Wal {
             ));
         }
         self.append_frame(&payload)?;
-        self.last_seq = seq;
         self.next_seq += 1;
         Ok(seq)
     }
