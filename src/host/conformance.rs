@@ -64,6 +64,15 @@ async fn read_until(addr: &Addr<ProbeMsg>, done: impl Fn(&[u32]) -> bool) -> Vec
     }
 }
 
+/// Waits (bounded) until sends to `addr` are refused as stopped; `what` names the failure.
+async fn refused_as_stopped(addr: &Addr<ProbeMsg>, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while addr.send(ProbeMsg::Push(1)) != Err(SendError::Stopped) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Stalls the probe's handler (returns once it is stalled) until the returned sender is used.
 async fn hold(addr: &Addr<ProbeMsg>) -> std::sync::mpsc::Sender<()> {
     let (entered, stalled) = futures_channel::oneshot::channel();
@@ -177,14 +186,7 @@ async fn fail_stops_the_actor_and_is_reported<H: Host>(mut host: H) {
         on_stop.lock().unwrap().is_none(),
         "a failed actor does not run `stopped`"
     );
-    let deadline = Instant::now() + WAIT;
-    while addr.send(ProbeMsg::Push(1)) != Err(SendError::Stopped) {
-        assert!(
-            Instant::now() < deadline,
-            "a failed actor still takes messages"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    refused_as_stopped(&addr, "a failed actor still takes messages").await;
 }
 
 /// An actor that fails in `started` never runs: the start errs or the failure is reported, what
@@ -202,14 +204,7 @@ async fn failing_to_start_is_a_failure<H: Host>(mut host: H) {
         assert!(failure.contains("probe failed to start"), "{failure}");
     }
     assert!(answer.await.is_err(), "an ask waiting for it is dropped");
-    let deadline = Instant::now() + WAIT;
-    while addr.send(ProbeMsg::Push(1)) != Err(SendError::Stopped) {
-        assert!(
-            Instant::now() < deadline,
-            "an actor that never ran takes messages"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    refused_as_stopped(&addr, "an actor that never ran takes messages").await;
 }
 
 /// A handler that panics is the actor's failure, on both hosts.
