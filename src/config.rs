@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 
-/// Why a configuration could not be used.
+/// Why a configuration could not be used. Each message names the file and the key once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -30,17 +30,18 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The YAML did not parse, or a key is unknown or has a value of the wrong type.
+    /// A key in a file is unknown, has a value of the wrong type or an unusable value, or the
+    /// YAML itself does not parse.
     #[error("{path}: {key}: {message}")]
-    Parse {
+    Key {
         /// The config file.
         path: PathBuf,
         /// The offending key (`.` for the document itself).
         key: String,
-        /// What was wrong.
+        /// What was wrong, without the key.
         message: String,
     },
-    /// A value parsed but is not usable.
+    /// A value is not usable (a configuration built in code, not read from a file).
     #[error("{key}: {message}")]
     Invalid {
         /// The offending key.
@@ -155,29 +156,122 @@ impl Default for Config {
     }
 }
 
+/// The generated file's groups: each key with its meaning and unit (the default is appended).
+const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "node",
+        &[
+            ("node_id", "unique id of this node in its cluster; two nodes on one host need different ids"),
+            ("bind_address", "IP address the HTTP server binds; \"0.0.0.0\" for every interface"),
+            ("port", "HTTP port; 0 picks a free one, logged at start"),
+            ("data_dir", "directory of the database and its write-ahead log, relative to the working directory"),
+            ("read_only", "refuse client writes with 403; replication is still applied"),
+        ],
+    ),
+    (
+        "cluster",
+        &[
+            ("seed_nodes", "HTTP host:port of nodes to join through; [] runs standalone"),
+            ("gossip_interval_min", "shortest pause between gossip rounds, seconds"),
+            ("gossip_interval_max", "longest pause between gossip rounds, seconds"),
+        ],
+    ),
+    (
+        "sync",
+        &[
+            ("sync_interval", "pause between anti-entropy rounds, seconds"),
+            ("catchup_interval", "pause between catch-up rounds while behind, seconds"),
+            ("bootstrap_max_age_hours", "oldest data a new node fetches from the cluster, hours"),
+            ("throttle_delay_ms", "pause between sync requests, milliseconds"),
+            ("fetch_delay_ms", "pause between fetches of single values, milliseconds"),
+        ],
+    ),
+    (
+        "limits",
+        &[
+            ("max_value_bytes", "largest accepted value, bytes; larger ones get 413"),
+            ("max_connections", "most HTTP connections open at once; more wait until one closes"),
+            ("shutdown_timeout_ms", "how long a stop waits for in-flight work, milliseconds"),
+        ],
+    ),
+    (
+        "logging",
+        &[
+            ("log_level", "trace, debug (adds one line per request), info, warn or error; RUST_LOG overrides"),
+            ("log_format", "text, or json for one object per line (on stderr)"),
+        ],
+    ),
+];
+
+fn lookup<'a>(values: &'a [(String, String)], key: &str) -> &'a str {
+    let (_, value) = values
+        .iter()
+        .find(|(k, _)| k == key)
+        .expect("every documented key is a config key");
+    value
+}
+
+/// A configuration read from a file, with what the node should say about where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The file, as an absolute path (logged at start).
+    pub path: PathBuf,
+    /// Whether the file was just written with the defaults.
+    pub created: bool,
+    /// Whether `node_id` was missing and defaulted to the host name (two nodes on one host
+    /// would then share an id).
+    pub node_id_from_host: bool,
+}
+
 impl Config {
     /// Parses and validates YAML text; `origin` names the source in error messages.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            let de = serde_yaml_ng::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
-                path: origin.to_owned(),
-                key: e.path().to_string(),
-                message: e.into_inner().to_string(),
-            })?
-        };
-        config.validate()?;
-        Ok(config)
+        Ok(Config::parse(text, origin)?.0)
     }
 
-    /// Loads `path`. With `create` set, a missing file is first written with the defaults.
+    /// Parses and validates YAML text; also says whether `node_id` was given.
+    fn parse(text: &str, origin: &Path) -> Result<(Config, bool), ConfigError> {
+        let in_file = |key: String, message: String| ConfigError::Key {
+            path: origin.to_owned(),
+            key,
+            message,
+        };
+        let (config, node_id_given) = if text.trim().is_empty() {
+            (Config::default(), false)
+        } else {
+            let de = serde_yaml_ng::Deserializer::from_str(text);
+            let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde_yaml_ng starts its message with the key too: say it once.
+                let message = match message.strip_prefix(&format!("{key}: ")) {
+                    Some(rest) => rest.to_owned(),
+                    None => message,
+                };
+                in_file(key, message)
+            })?;
+            // It parsed as a `Config`, so it is a mapping (or null): look for the key itself.
+            let value: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(text).map_err(|e| in_file(".".into(), e.to_string()))?;
+            (config, value.get("node_id").is_some())
+        };
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => in_file(key.into(), message),
+            other => other,
+        })?;
+        Ok((config, node_id_given))
+    }
+
+    /// Loads `path`. With `create` set, a missing file is first written with the defaults, as
+    /// the commented template of [`Config::commented_yaml`].
     // The binary's edge reads its config file here, before any actor runs (seam rule, clippy.toml).
     #[allow(clippy::disallowed_methods)]
-    pub fn load(path: &Path, create: bool) -> Result<Config, ConfigError> {
-        if create && !path.exists() {
-            let text = Config::default().to_yaml();
+    pub fn load(path: &Path, create: bool) -> Result<Loaded, ConfigError> {
+        let created = create && !path.exists();
+        if created {
+            let text = Config::default().commented_yaml();
             std::fs::write(path, text).map_err(|source| ConfigError::Write {
                 path: path.to_owned(),
                 source,
@@ -187,13 +281,68 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_yaml(&text, path)
+        let (config, node_id_given) = Config::parse(&text, path)?;
+        Ok(Loaded {
+            config,
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+            created,
+            node_id_from_host: !node_id_given,
+        })
     }
 
     /// The configuration as YAML, every key present.
     pub fn to_yaml(&self) -> String {
         // A struct of strings, numbers and plain enums always serializes.
         serde_yaml_ng::to_string(self).expect("config serializes")
+    }
+
+    /// The configuration as the YAML file a new user reads: every key, grouped, each after one
+    /// comment line giving its meaning, unit and default. Parses back to `self`.
+    pub fn commented_yaml(&self) -> String {
+        let defaults = Config::default().yaml_values();
+        let values = self.yaml_values();
+        // Every key documented exactly once, and nothing documented that is not a key.
+        let mut documented: Vec<&str> = KEY_DOCS
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().map(|(key, _)| *key))
+            .collect();
+        documented.sort_unstable();
+        let mut keys: Vec<&str> = values.iter().map(|(key, _)| key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            documented, keys,
+            "KEY_DOCS must document every config key once"
+        );
+
+        let mut out = String::from(
+            "# kvs node configuration. Every key is optional: a missing key takes its default.\n\
+             # Unknown keys and bad values stop the node with a message naming the key.\n",
+        );
+        for (group, keys) in KEY_DOCS {
+            out.push_str(&format!("\n# --- {group} ---\n"));
+            for (key, meaning) in *keys {
+                let default = if *key == "node_id" {
+                    "the host name".to_owned()
+                } else {
+                    lookup(&defaults, key).to_owned()
+                };
+                out.push_str(&format!("# {meaning} (default: {default})\n"));
+                out.push_str(&format!("{key}: {}\n", lookup(&values, key)));
+            }
+        }
+        out
+    }
+
+    /// Each key with its value as one line of YAML: JSON's notation (`"text"`, `[..]`), which
+    /// YAML reads as it is, so that lists and strings stay on the key's line.
+    fn yaml_values(&self) -> Vec<(String, String)> {
+        let serde_json::Value::Object(map) = serde_json::to_value(self).expect("config serializes")
+        else {
+            unreachable!("a struct serializes to an object")
+        };
+        map.into_iter()
+            .map(|(key, value)| (key, value.to_string()))
+            .collect()
     }
 
     /// The address to bind, parsed.
@@ -330,6 +479,62 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_file_and_the_key_once() {
+        let msg = |text: &str| parse(text).unwrap_err().to_string();
+        let m = msg("port: eighty\n");
+        assert!(m.starts_with("test.yaml: port: invalid type"), "{m}");
+        assert_eq!(m.matches("port").count(), 1, "{m}");
+        let m = msg("bind_address: nowhere\n");
+        assert_eq!(
+            m,
+            "test.yaml: bind_address: \"nowhere\" is not an IP address"
+        );
+        let m = msg("prot: 1\n");
+        assert!(
+            m.starts_with("test.yaml: prot: unknown field `prot`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn the_commented_file_documents_every_key_once_and_parses_back() {
+        let config = Config::default();
+        let text = config.commented_yaml();
+        assert_eq!(parse(&text).unwrap(), config);
+        let lines: Vec<&str> = text.lines().collect();
+        for (key, _) in config.yaml_values() {
+            let at: Vec<usize> = (0..lines.len())
+                .filter(|&i| lines[i].starts_with(&format!("{key}: ")))
+                .collect();
+            assert_eq!(at.len(), 1, "{key} once:\n{text}");
+            let comment = lines[at[0] - 1];
+            assert!(
+                comment.starts_with("# ") && comment.contains("(default: "),
+                "{key}: {comment:?}"
+            );
+        }
+        for group in ["node", "cluster", "sync", "limits", "logging"] {
+            assert!(text.contains(&format!("# --- {group} ---")), "{group}");
+        }
+        // Non-default values (a list, a quoted string) round-trip too.
+        let custom =
+            parse("seed_nodes: [\"127.0.0.1:8081\", \"h:2\"]\nnode_id: \"a: b\"\n").unwrap();
+        assert_eq!(parse(&custom.commented_yaml()).unwrap(), custom);
+    }
+
+    #[test]
+    fn load_says_whether_node_id_came_from_the_host_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.yaml");
+        std::fs::write(&path, "port: 1\n").unwrap();
+        assert!(Config::load(&path, false).unwrap().node_id_from_host);
+        std::fs::write(&path, "node_id: x\n").unwrap();
+        let loaded = Config::load(&path, false).unwrap();
+        assert!(!loaded.node_id_from_host && !loaded.created);
+        assert!(loaded.path.is_absolute());
+    }
+
+    #[test]
     fn load_creates_the_default_file_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
@@ -338,20 +543,12 @@ mod tests {
             Err(ConfigError::Read { .. })
         ));
         let created = Config::load(&path, true).unwrap();
-        assert_eq!(created.port, 8080);
+        assert!(created.created && !created.node_id_from_host);
+        assert_eq!(created.config.port, 8080);
         let text = std::fs::read_to_string(&path).unwrap();
-        for key in [
-            "node_id",
-            "bind_address",
-            "seed_nodes",
-            "fetch_delay_ms",
-            "log_format",
-        ] {
-            assert!(
-                text.contains(key),
-                "{key} missing from the written defaults"
-            );
-        }
-        assert_eq!(Config::load(&path, true).unwrap(), created);
+        assert_eq!(text, Config::default().commented_yaml());
+        let again = Config::load(&path, true).unwrap();
+        assert_eq!(again.config, created.config);
+        assert!(!again.created);
     }
 }

@@ -23,23 +23,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a node. Each start-up error is reported once: a configuration error on stderr (there is no
+/// logger before the configuration), anything later as one error log line.
 fn serve(config: Option<std::path::PathBuf>) -> ExitCode {
     // No argument: ./config.yaml, written with defaults on first run.
     let (path, create) = match config {
         Some(path) => (path, false),
         None => ("config.yaml".into(), true),
     };
-    let creating = create && !path.exists();
-    let config = match Config::load(&path, create) {
-        Ok(config) => config,
+    let loaded = match Config::load(&path, create) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("kvs: configuration error: {e}");
             return ExitCode::from(78); // EX_CONFIG
         }
     };
+    let config = loaded.config;
     kvs::telemetry::init(config.log_level, config.log_format);
-    if creating {
-        tracing::info!(path = %path.display(), "wrote default configuration");
+    if loaded.created {
+        tracing::info!(path = %loaded.path.display(), "wrote the default configuration");
+    }
+    if loaded.node_id_from_host {
+        tracing::warn!(
+            node_id = %config.node_id,
+            config = %loaded.path.display(),
+            "node_id is not set, so it is the host name: set it, or two nodes on this host \
+             will share one id"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,15 +57,14 @@ fn serve(config: Option<std::path::PathBuf>) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("kvs: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kvs::host::server::run(config)) {
+    match runtime.block_on(kvs::host::server::run(config, &loaded.path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "node stopped");
-            eprintln!("kvs: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -152,8 +152,21 @@ fn health_and_members_describe_the_node() {
         .map(String::as_str)
         .collect();
     keys.sort();
-    assert_eq!(keys, ["member_count", "mode", "node_id", "status"]);
+    assert_eq!(
+        keys,
+        [
+            "member_count",
+            "mode",
+            "node_id",
+            "status",
+            "uptime_s",
+            "version"
+        ]
+    );
     assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+    let uptime = health["uptime_s"].as_u64().expect("uptime_s is a u64");
+    assert!(uptime < 600, "{health}");
     assert_eq!(health["mode"], "normal", "{health}");
     assert_eq!(health["member_count"], 1, "{health}");
     assert_eq!(health["node_id"], node.node_id(), "{health}");
@@ -254,6 +267,47 @@ fn bodies_that_are_not_json_are_refused_with_400() {
     node.put("doc", b"{")
         .expect_error(400, "PUT invalid over valid");
     assert_value(&node.get("doc"), b"{\"ok\":1}", "value after refused PUT");
+}
+
+/// The refusals a newcomer meets first say what to do: an empty body, a byte-order mark (Windows
+/// editors write one), a compressed body.
+#[test]
+fn common_body_mistakes_get_messages_that_name_them() {
+    let node = Node::start(&[]);
+    for (what, body) in [("empty", &b""[..]), ("whitespace only", b" \r\n\t")] {
+        let message = node.put("doc", body).expect_error(400, what);
+        assert_eq!(message, "body is empty (send a JSON document)", "{what}");
+    }
+    let message = node
+        .put("doc", b"\xEF\xBB\xBF{\"a\":1}")
+        .expect_error(400, "BOM");
+    assert!(message.contains("byte-order mark"), "{message}");
+
+    for encoding in ["gzip", "br", "deflate, gzip"] {
+        let resp = node
+            .http()
+            .try_request_with(
+                "PUT",
+                &node.url("/kv/doc"),
+                &[("content-encoding", encoding)],
+                Some(b"{\"a\":1}"),
+            )
+            .expect("request");
+        let message = resp.expect_error(415, encoding);
+        assert!(message.contains("Content-Encoding"), "{message}");
+    }
+    node.get("doc").expect_error(404, "nothing stored");
+    // `identity` is no encoding at all.
+    let resp = node
+        .http()
+        .try_request_with(
+            "PUT",
+            &node.url("/kv/doc"),
+            &[("content-encoding", "identity")],
+            Some(b"{\"a\":1}"),
+        )
+        .expect("request");
+    ack(&resp, "identity");
 }
 
 /// JSON text must be UTF-8 (RFC 8259 section 8.1); bytes that are not cannot be JSON.

@@ -323,6 +323,22 @@ fn bad_configuration_exits_78_and_names_the_key() {
             out.stderr
         );
         assert!(!out.stderr.contains("listening"), "{context}: it started");
+        assert_eq!(
+            out.stderr.lines().count(),
+            1,
+            "{context}: one line: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("config.yaml: "),
+            "{context}: names the file: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains(&format!("{key}: {key}")),
+            "{context}: names the key twice: {}",
+            out.stderr
+        );
         assert!(!data_dir.exists(), "{context}: data dir created");
     }
 
@@ -365,7 +381,7 @@ fn no_argument_writes_a_default_config_yaml_in_the_working_directory() {
     for needle in [
         "node_id:",
         "port: 8080",
-        "bind_address: 127.0.0.1",
+        "bind_address: \"127.0.0.1\"",
         "data_dir:",
     ] {
         assert!(config.contains(needle), "{needle} missing from:\n{config}");
@@ -449,4 +465,163 @@ fn rust_log_overrides_the_configured_level() {
     let mut process = Process::spawn(cmd);
     process.wait_for_line("listening", START_TIMEOUT);
     assert_eq!(stop_process(&mut process).code(), Some(0));
+}
+
+/// The `key=value` fields of a text log line.
+fn fields(line: &str) -> BTreeMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|token| token.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// The node's last `listening` line (`Node::start` waited for it).
+fn listening_line(node: &Node) -> String {
+    let log = node.log();
+    let line = log.lines().rev().find(|l| l.contains("listening"));
+    line.unwrap_or_else(|| panic!("no listening line:\n{log}"))
+        .to_owned()
+}
+
+/// The start-up line says what the node is, and the same again after a `kill -9` and a replay.
+#[test]
+fn the_start_line_says_what_the_node_is_and_what_it_found() {
+    let mut node = Node::start(&[("read_only", "false")]);
+    let line = listening_line(&node);
+    let f = fields(&line);
+    assert_eq!(f["version"], env!("CARGO_PKG_VERSION"), "{line}");
+    assert_eq!(
+        std::path::Path::new(&f["config"]),
+        node.config_path(),
+        "{line}"
+    );
+    assert_eq!(
+        std::path::Path::new(&f["data_dir"]),
+        node.data_dir(),
+        "{line}"
+    );
+    assert_eq!(f["addr"], node.addr().to_string(), "{line}");
+    assert_eq!(f["node_id"], node.node_id(), "{line}");
+    assert_eq!(f["mode"], "normal", "{line}");
+    assert_eq!(f["keys"], "0", "{line}");
+    assert_eq!(f["wal_replayed_batches"], "0", "{line}");
+    assert!(!node.log().contains("node_id is not set"), "{}", node.log());
+
+    for i in 0..5 {
+        put_ok(&node, &format!("k/{i}"), "1");
+    }
+    assert_eq!(node.delete("k/0").status, 204);
+    node.kill9();
+    node.restart_with(&[("read_only", "true")]);
+    let line = listening_line(&node);
+    let f = fields(&line);
+    assert_eq!(f["keys"], "5", "tombstones count as keys: {line}");
+    assert_ne!(f["wal_replayed_batches"], "0", "{line}");
+    // Spelled as /health spells it.
+    assert_eq!(f["mode"], "read_only", "{line}");
+    assert_eq!(node.get_json("/health")["mode"], "read_only");
+}
+
+/// Relative paths are resolved against the working directory and logged absolute; a missing
+/// `node_id` is said to default to the host name.
+#[test]
+fn relative_paths_are_logged_absolute_and_a_missing_node_id_is_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("n.yaml"), "port: 0\ndata_dir: \"./d\"\n").unwrap();
+    let mut cmd = kvs_command();
+    cmd.arg("n.yaml").current_dir(dir.path());
+    let mut process = Process::spawn(cmd);
+    let line = process.wait_for_line("listening", START_TIMEOUT);
+    let f = fields(&line);
+    assert_eq!(
+        std::path::Path::new(&f["config"]),
+        dir.path().join("n.yaml"),
+        "{line}"
+    );
+    assert_eq!(
+        std::path::Path::new(&f["data_dir"]),
+        dir.path().join("d"),
+        "{line}"
+    );
+    let log = process.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        warning.contains("node_id is not set") && warning.contains("host name"),
+        "{warning}"
+    );
+    assert_eq!(stop_process(&mut process).code(), Some(0));
+}
+
+/// At `debug`, one line per request with method, path, status and latency; none at `info`.
+#[test]
+fn requests_are_logged_at_debug_only() {
+    let mut node = Node::start(&[("log_level", "debug")]);
+    node.get("missing").expect_error(404, "GET");
+    let line = node
+        .process()
+        .wait_for_line("path=/kv/missing", START_TIMEOUT);
+    let f = fields(&line);
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["status"], "404", "{line}");
+    assert!(f["latency_us"].parse::<u64>().is_ok(), "{line}");
+
+    let mut quiet = Node::start(&[]);
+    quiet.get("missing").expect_error(404, "GET");
+    quiet.stop();
+    assert!(!quiet.log().contains("path="), "{}", quiet.log());
+}
+
+/// Runs `kvs CONFIG` to its exit and returns the output.
+fn run_config(dir: &std::path::Path, yaml: &str) -> common::Output {
+    let config = dir.join("second.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    run_kvs(&[config.to_str().unwrap()], None, Some(dir))
+}
+
+/// A port another process holds: one error line naming the address, and no data directory.
+#[test]
+fn a_busy_port_is_one_clear_line_and_leaves_no_files() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let out = run_config(
+        dir.path(),
+        &config_yaml("busy", &data_dir, &[("port", &port.to_string())]),
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "printed once: {}", out.stderr);
+    assert!(
+        lines[0].contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !data_dir.exists(),
+        "a failed start created {}",
+        data_dir.display()
+    );
+}
+
+/// A data directory that a running node holds is refused, naming it, and the running node is
+/// not disturbed.
+#[test]
+fn a_data_dir_in_use_is_refused_naming_it() {
+    let node = Node::start(&[]);
+    put_ok(&node, "k", "1");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_config(dir.path(), &config_yaml("second", &node.data_dir(), &[]));
+    assert_eq!(out.code(), 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "printed once: {}", out.stderr);
+    let expected = format!(
+        "data directory {} is in use: is another kvs running on it?",
+        node.data_dir().display()
+    );
+    assert!(lines[0].contains(&expected), "{}", lines[0]);
+    assert_eq!(node.get("k").text(), "1");
 }

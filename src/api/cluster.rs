@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::{ApiState, Member};
 
-/// 200 with `"status": "ok"` while the store answers reads; 503 with `"status": "error"` and the
+/// KVS's fields (`status`, `mode`, `member_count`, `node_id`) plus the running `version` and
+/// `uptime_s`. 200 with `"status": "ok"` while the store answers reads; 503 with `"status": "error"` and the
 /// reason when it does not, so a load balancer takes the node out.
 pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let mut body = json!({
@@ -15,6 +16,8 @@ pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<V
         "mode": state.mode,
         "member_count": members_of(&state).len(),
         "node_id": state.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.clock.monotonic().saturating_sub(state.started).as_secs(),
     });
     match state.reader.check() {
         Ok(()) => (StatusCode::OK, Json(body)),

@@ -75,6 +75,46 @@ async fn body_bytes(
     })
 }
 
+/// Refuses a body sent with a `Content-Encoding` (gzip, ...): the node stores the bytes it is
+/// sent, and would otherwise store compressed bytes as if they were the document.
+fn identity_encoded(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(encoding.as_bytes());
+    if text.trim().eq_ignore_ascii_case("identity") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("Content-Encoding {text:?} is not supported: send the JSON document uncompressed"),
+    ))
+}
+
+/// Checks that `data` is one JSON document, saying what is wrong in terms a user can act on.
+fn json_document(data: &[u8]) -> Result<(), ApiError> {
+    let refuse = |message: String| Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return refuse("body is empty (send a JSON document)".into());
+    }
+    if data.starts_with(b"\xEF\xBB\xBF") {
+        return refuse(
+            "body starts with a UTF-8 byte-order mark (EF BB BF), which JSON does not allow: \
+             save the document without it"
+                .into(),
+        );
+    }
+    // JSON text is UTF-8 (RFC 8259); `IgnoredAny` alone would skip string contents unchecked.
+    let text = match std::str::from_utf8(data) {
+        Ok(text) => text,
+        Err(e) => return refuse(format!("body is not UTF-8: {e}")),
+    };
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => Ok(()),
+        Err(e) => refuse(format!("body is not valid JSON: {e}")),
+    }
+}
+
 pub(super) async fn put(
     State(state): State<ApiState>,
     path: Key,
@@ -87,15 +127,8 @@ pub(super) async fn put(
     let path = key(path)?;
     writable(&state)?;
     let data = data?;
-    // JSON text is UTF-8 (RFC 8259); `IgnoredAny` alone would skip string contents unchecked.
-    let text = std::str::from_utf8(&data)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
+    identity_encoded(&headers)?;
+    json_document(&data)?;
     let version = state
         .storage
         .ask(|reply| {

@@ -6,8 +6,10 @@
 //!
 //! Every error is a JSON body `{"error": "..."}` with a fitting status (`error`); key paths are
 //! validated once (`key`); values are any JSON document up to the configured size (`kv`); a
-//! response given before its request body was read keeps the connection honest (`keep_alive`).
+//! response given before its request body was read keeps the connection honest (`keep_alive`);
+//! every request is logged at `debug` (`access_log`).
 
+mod access_log;
 mod cluster;
 mod error;
 mod keep_alive;
@@ -36,8 +38,12 @@ pub fn router(state: ApiState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panicked,
         ))
-        // Outermost, so that it also sees the 500 of a panicked handler.
+        // Outside the panic catcher, so that they also see the 500 of a panicked handler.
         .layer(axum::middleware::from_fn(keep_alive::close_if_body_unread))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log_request,
+        ))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! What the HTTP handlers share: the node's identity and mode, and its storage handles.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -15,6 +16,22 @@ pub enum Mode {
     Normal,
     /// Client writes are refused; replication from peers is still applied.
     ReadOnly,
+}
+
+impl Mode {
+    /// The mode as `/health` and the logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::ReadOnly => "read_only",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A cluster member as `/members/` lists it (KVS's fields).
@@ -43,8 +60,10 @@ pub struct ApiState {
     pub mode: Mode,
     /// Largest accepted value, in bytes.
     pub value_bytes_max: usize,
-    /// The node's clock (for `last_seen`).
+    /// The node's clock (for `last_seen`, `uptime_s` and request latency).
     pub clock: Arc<dyn Clock>,
+    /// The clock's monotonic reading when the node was assembled (for `uptime_s`).
+    pub started: Duration,
     /// The storage writer.
     pub storage: Addr<StorageMsg>,
     /// Direct reads.

@@ -26,6 +26,7 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
         joined_timestamp_ms: 1,
         mode: Mode::Normal,
         value_bytes_max: 1024,
+        started: clock.monotonic(),
         clock,
         storage,
         reader: store.reader(),

@@ -48,12 +48,31 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another process (another kvs) has the data directory's database open.
+    #[error("data directory {path} is in use: is another kvs running on it?")]
+    DataDirInUse {
+        /// The data directory, absolute.
+        path: PathBuf,
+    },
     /// The store could not be opened.
-    #[error("opening the store: {0}")]
-    Storage(#[from] OpenError),
+    #[error("opening the store in {path}: {source}")]
+    Storage {
+        /// The data directory, absolute.
+        path: PathBuf,
+        /// What failed.
+        source: OpenError,
+    },
     /// An actor could not start.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// The HTTP port could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another kvs running on this port? `port` in the config chooses another)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The HTTP listener failed.
     #[error("HTTP server on {addr}: {source}")]
     Listen {
@@ -67,17 +86,26 @@ pub enum ServerError {
     ComponentFailed(String),
 }
 
-/// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error).
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error). `config_path`
+/// is only reported, in the start-up line.
+pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> {
     let signals = Signals::install().map_err(ServerError::Signals)?;
     // The port first: a start that fails on it leaves nothing behind in `data_dir`.
     let addr = SocketAddr::new(config.bind_ip()?, config.port);
     let listen_err = |source| ServerError::Listen { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(listen_err)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let (store, wal) = open_store(&config, clock.wall_ms())?;
+    let data_dir =
+        std::path::absolute(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let (store, wal) = open_store(&data_dir, clock.wall_ms())?;
+    let (keys, replayed) = (store.keys_at_open(), store.replayed_batches());
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
     let mode = if config.read_only {
         Mode::ReadOnly
@@ -95,7 +123,17 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         boot: 0,
     };
     let node = Node::assemble(&mut host, spec, store, wal).await?;
-    tracing::info!(addr = %local, node_id = %config.node_id, ?mode, "listening");
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        config = %config_path.display(),
+        data_dir = %data_dir.display(),
+        addr = %local,
+        node_id = %config.node_id,
+        %mode,
+        keys,
+        wal_replayed_batches = replayed,
+        "listening"
+    );
 
     let listener = BoundedListener::new(listener, config.max_connections);
     axum::serve(listener, node.router())
@@ -115,15 +153,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
 }
 
-fn open_store(config: &Config, now_ms: u64) -> Result<(Store, Wal), ServerError> {
-    let dir = &config.data_dir;
+fn open_store(dir: &Path, now_ms: u64) -> Result<(Store, Wal), ServerError> {
     std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
-        path: dir.clone(),
+        path: dir.to_owned(),
         source,
     })?;
     let db = file_backend(&dir.join(DB_FILE))?;
     let wal = file_backend(&dir.join(WAL_FILE))?;
-    Ok(Store::open(db, wal, now_ms)?)
+    Store::open(db, wal, now_ms).map_err(|e| match e {
+        OpenError::InUse => ServerError::DataDirInUse {
+            path: dir.to_owned(),
+        },
+        source => ServerError::Storage {
+            path: dir.to_owned(),
+            source,
+        },
+    })
 }
 
 fn file_backend(path: &Path) -> Result<FileBackend, ServerError> {

@@ -83,6 +83,7 @@ impl<H: Host> Node<H> {
             joined_timestamp_ms: store.joined_timestamp_ms(),
             mode: spec.mode,
             value_bytes_max: spec.value_bytes_max,
+            started: spec.clock.monotonic(),
             clock: spec.clock,
             storage,
             reader: store.reader(),

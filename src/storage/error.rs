@@ -8,6 +8,9 @@ use super::actor::WRITE_BYTES_MAX;
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Another process holds the database open (its lock is taken).
+    #[error("the database is open in another process")]
+    InUse,
     /// The database file could not be opened or created.
     #[error("opening the database: {0}")]
     Database(#[from] redb::DatabaseError),

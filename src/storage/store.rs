@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, Durability, ReadableTable, StorageBackend};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, StorageBackend};
 
 use super::memtable::Memtable;
 use super::tables::{apply_records, BY_TIME, KV, META, META_JOINED_MS, META_WAL_SEQ};
@@ -19,6 +19,7 @@ pub struct Store {
     commit_failure: CommitFailure,
     joined_timestamp_ms: u64,
     replayed_batches: usize,
+    keys_at_open: u64,
 }
 
 /// The last commit's failure, if it failed: the writer sets it, health checks read it.
@@ -34,9 +35,19 @@ impl Store {
         wal: impl StorageBackend,
         now_ms: u64,
     ) -> Result<(Store, Wal), OpenError> {
-        let db = Database::builder().create_with_backend(db)?;
+        let db = Database::builder()
+            .create_with_backend(db)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse,
+                e => OpenError::Database(e),
+            })?;
         let (mut wal, logged) = Wal::open(wal).map_err(OpenError::Wal)?;
-        let (joined_timestamp_ms, applied_seq, replayed_batches) = replay(&db, &logged, now_ms)?;
+        let Replayed {
+            joined_ms: joined_timestamp_ms,
+            applied_seq,
+            batches: replayed_batches,
+            keys,
+        } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
         // Everything logged is in the durable database now.
         wal.reset();
@@ -49,6 +60,7 @@ impl Store {
             commit_failure: CommitFailure::default(),
             joined_timestamp_ms,
             replayed_batches,
+            keys_at_open: keys,
         };
         Ok((store, wal))
     }
@@ -73,6 +85,11 @@ impl Store {
         self.replayed_batches
     }
 
+    /// How many keys the store held once opened, deleted ones (tombstones) included.
+    pub fn keys_at_open(&self) -> u64 {
+        self.keys_at_open
+    }
+
     pub(super) fn db(&self) -> &Database {
         &self.db
     }
@@ -90,14 +107,21 @@ impl Store {
     }
 }
 
+/// What opening the store found and did.
+struct Replayed {
+    /// The node's join time.
+    joined_ms: u64,
+    /// The log sequence number the database now holds.
+    applied_seq: u64,
+    /// How many logged batches were applied.
+    batches: usize,
+    /// How many keys the database holds, tombstones included.
+    keys: u64,
+}
+
 /// In one durable transaction: records the join time if this is the database's first open, and
-/// applies the logged batches the database does not hold yet. Returns the join time, the sequence
-/// number the database now holds, and how many batches were applied.
-fn replay(
-    db: &Database,
-    logged: &[WalBatch],
-    now_ms: u64,
-) -> Result<(u64, u64, usize), CommitError> {
+/// applies the logged batches the database does not hold yet.
+fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, CommitError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     // Opening a table creates it: readers find every table from the first open on.
@@ -126,6 +150,12 @@ fn replay(
     if now_applied != applied {
         txn.open_table(META)?.insert(META_WAL_SEQ, now_applied)?;
     }
+    let keys = txn.open_table(KV)?.len()?;
     txn.commit()?;
-    Ok((joined_ms, now_applied, fresh.len()))
+    Ok(Replayed {
+        joined_ms,
+        applied_seq: now_applied,
+        batches: fresh.len(),
+        keys,
+    })
 }
