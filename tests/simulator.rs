@@ -3,18 +3,40 @@
 //! The simulator compiles only under `--cfg madsim`, which changes every crate that depends on
 //! madsim-tokio, so it cannot share this build: this test runs a nested
 //! `cargo test -p kvs-sim` with that cfg, in its own target directory (`target/madsim`) so that
-//! neither build invalidates the other. `KVS_SIM_SEED` passes through to replay one seed.
+//! neither build invalidates the other (`$CARGO_TARGET_DIR/madsim` when that is set). While it
+//! builds, it prints which phase it is in. `KVS_SIM_SEED` passes through to replay one seed.
 
 #![cfg(not(madsim))]
 // Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often, at most, a "still compiling" line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the nested build goes: `madsim` under the outer build's target directory
+/// (`CARGO_TARGET_DIR` when set, else `target/`), so that a user who moved one moved both.
+fn madsim_target_dir(workspace: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace.join(dir).join("madsim"),
+        None => workspace.join("target").join("madsim"),
+    }
+}
+
+/// A line on the terminal now, past libtest's capture: the nested build is long and otherwise
+/// silent (the test's own output is only shown once it ends).
+fn progress(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "    simulator: {line}");
+}
 
 #[test]
 fn the_simulator_passes() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = madsim_target_dir(workspace);
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .arg("test")
@@ -22,30 +44,76 @@ fn the_simulator_passes() {
         .arg(workspace.join("Cargo.toml"))
         .args(["-p", "kvs-sim"])
         .env("RUSTFLAGS", "--cfg madsim")
-        .env("CARGO_TARGET_DIR", workspace.join("target").join("madsim"))
+        .env("CARGO_TARGET_DIR", &target)
         // These would override RUSTFLAGS or wrap rustc in ways meant for the outer build only.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Inherited anyway; named here because replaying a seed depends on it.
     if let Some(seed) = std::env::var_os("KVS_SIM_SEED") {
         cargo.env("KVS_SIM_SEED", seed);
     }
-    let output = cargo.output().expect("cargo runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let begun = Instant::now();
+    progress(&format!(
+        "building kvs-sim with --cfg madsim in {} (a first build takes a few minutes)",
+        target.display()
+    ));
+    let mut child = cargo.spawn().expect("cargo runs");
+    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout_pipe.read_to_string(&mut text);
+        text
+    });
+    let stderr = follow_cargo(
+        BufReader::new(child.stderr.take().expect("piped stderr")),
+        begun,
+    );
+    let stdout = stdout_reader.join().expect("stdout reader");
+    let status = child.wait().expect("cargo exits");
     print!("{stdout}");
     eprint!("{stderr}");
-    assert!(
-        output.status.success(),
-        "the simulator failed: {}",
-        output.status
-    );
+    assert!(status.success(), "the simulator failed: {status}");
 
     let passed = passed_tests(&stdout);
+    progress(&format!(
+        "{passed} tests passed in {} s",
+        begun.elapsed().as_secs()
+    ));
     assert!(
         passed > 0,
         "the simulator run reported no passed test: is kvs-sim built without --cfg madsim?"
     );
+}
+
+/// Reads cargo's stderr to its end, saying which phase the nested run is in (compiling, how
+/// many crates, running which test binary); returns all of it.
+fn follow_cargo(stderr: impl BufRead, begun: Instant) -> String {
+    let mut all = String::new();
+    let mut compiled = 0;
+    let mut last_progress = Instant::now();
+    for line in stderr.lines() {
+        let Ok(line) = line else { break };
+        let trimmed = line.trim_start();
+        if let Some(krate) = trimmed.strip_prefix("Compiling ") {
+            compiled += 1;
+            if compiled == 1 || last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                progress(&format!("compiling ({compiled} crates so far: {krate})"));
+            }
+        } else if trimmed.starts_with("Finished ") {
+            progress(&format!(
+                "built ({compiled} crates compiled) after {} s",
+                begun.elapsed().as_secs()
+            ));
+        } else if let Some(binary) = trimmed.strip_prefix("Running ") {
+            progress(&format!("running {binary}"));
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    all
 }
 
 /// Sums `N passed` over libtest's `test result:` lines.
