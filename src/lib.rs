@@ -13,6 +13,7 @@
 //! * `cli`: the `kvs put|get|delete|members|health` client.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod host;
 pub mod limits;

@@ -24,6 +24,13 @@ impl ManualClock {
         Arc::new(clock)
     }
 
+    /// Moves both faces of the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).expect("a test advances by less than u64 ms");
+        self.monotonic_ms.fetch_add(ms, Ordering::SeqCst);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
     /// Sets the wall clock (it may go backwards, as a real one can).
     pub fn set_wall_ms(&self, wall_ms: u64) {
         self.wall_ms.store(wall_ms, Ordering::SeqCst);
