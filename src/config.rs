@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterSecret;
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Why a configuration could not be used. Each message names the file and the key once.
@@ -129,6 +130,13 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// kvs: most HTTP connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// KVS: the cluster's shared secret, 64 hex digits (256 bits); empty: read from
+    /// `data_dir/cluster_secret`, or generated there by a node without seed nodes.
+    pub cluster_secret: String,
+    /// kvs: secrets still accepted from peers while a new `cluster_secret` is rolled out.
+    pub cluster_secrets_previous: Vec<String>,
+    /// kvs: how long a dead or departed member stays in `/members/` (s).
+    pub member_reap_after_s: u64,
 }
 
 impl Default for Config {
@@ -152,6 +160,9 @@ impl Default for Config {
             max_value_bytes: 1024 * 1024,
             shutdown_timeout_ms: 10_000,
             max_connections: 1024,
+            cluster_secret: String::new(),
+            cluster_secrets_previous: Vec::new(),
+            member_reap_after_s: 600,
         }
     }
 }
@@ -171,7 +182,10 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
     (
         "cluster",
         &[
-            ("seed_nodes", "HTTP host:port of nodes to join through; [] runs standalone"),
+            ("seed_nodes", "HTTP host:port of nodes to join through (gossip uses the same port number over UDP); [] starts a new cluster"),
+            ("cluster_secret", "64 hex digits shared by every node; \"\" reads data_dir/cluster_secret, which a node without seed_nodes generates"),
+            ("cluster_secrets_previous", "secrets still accepted from peers while a new cluster_secret is rolled out"),
+            ("member_reap_after_s", "how long a dead or departed member stays listed in /members/, seconds"),
             ("gossip_interval_min", "shortest pause between gossip rounds, seconds"),
             ("gossip_interval_max", "longest pause between gossip rounds, seconds"),
         ],
@@ -376,6 +390,16 @@ impl Config {
                 return invalid("seed_nodes", format!("{seed:?} is not host:port"));
             }
         }
+        if !self.cluster_secret.is_empty() {
+            if let Err(e) = ClusterSecret::from_hex(&self.cluster_secret) {
+                return invalid("cluster_secret", e.to_string());
+            }
+        }
+        for previous in &self.cluster_secrets_previous {
+            if let Err(e) = ClusterSecret::from_hex(previous) {
+                return invalid("cluster_secrets_previous", e.to_string());
+            }
+        }
         if self.gossip_interval_min == 0 {
             return invalid("gossip_interval_min", "must be at least 1".into());
         }
@@ -394,6 +418,7 @@ impl Config {
             ("bootstrap_max_age_hours", self.bootstrap_max_age_hours),
             ("shutdown_timeout_ms", self.shutdown_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            ("member_reap_after_s", self.member_reap_after_s),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -469,6 +494,9 @@ mod tests {
         assert!(msg("max_connections: 0\n").contains("max_connections"));
         assert!(msg("max_value_bytes: 0\n").contains("max_value_bytes"));
         assert!(msg("node_id: \"\"\n").contains("node_id"));
+        assert!(msg("cluster_secret: abc\n").contains("cluster_secret: must be 64"));
+        assert!(msg("cluster_secrets_previous: [\"x\"]\n").contains("cluster_secrets_previous"));
+        assert!(parse(&format!("cluster_secret: \"{}\"\n", "0f".repeat(32))).is_ok());
         let long_id = "n".repeat(NODE_ID_BYTES_MAX + 1);
         assert!(msg(&format!("node_id: {long_id}\n")).contains("node_id"));
         assert!(parse(&format!("node_id: {}\n", &long_id[1..])).is_ok());

@@ -184,7 +184,11 @@ fn health_and_members_describe_the_node() {
             .map(String::as_str)
             .collect();
         keys.sort();
-        assert_eq!(keys, ["address", "id", "joined_timestamp", "last_seen"]);
+        assert_eq!(
+            keys,
+            ["address", "id", "joined_timestamp", "last_seen", "status"]
+        );
+        assert_eq!(me["status"], "alive");
         assert_eq!(me["id"], node.node_id());
         assert_eq!(me["address"], node.addr().to_string());
         let last_seen = me["last_seen"].as_u64().expect("last_seen is a u64");

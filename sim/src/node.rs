@@ -13,15 +13,19 @@
 //! storage actor answers a write only after its commit synced, so every acknowledged write is on
 //! the durable image.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use kvs::api::Mode;
+use kvs::cluster::{ClusterSecret, Sealer};
+use kvs::host::gossip::GossipSocket;
 use kvs::host::task::{BusyTime, TaskHost};
 use kvs::host::Host;
-use kvs::node::{Node, NodeSpec, RunSeed};
+use kvs::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use kvs::seam::Clock;
 use kvs::storage::{OpenError, Store};
 use madsim::runtime::Handle;
@@ -36,6 +40,14 @@ use crate::disk::SimDisk;
 /// so that the sweep's short runs put crashes before, inside and after checkpoints.
 pub const CHECKPOINT_BATCHES: u32 = 16;
 
+/// How long a dead or departed member stays listed on a simulated node.
+pub const MEMBER_REAP_AFTER: Duration = Duration::from_secs(600);
+
+/// The run's cluster secret: derived from the seed, like everything else.
+fn sim_secret(run_seed: u64) -> ClusterSecret {
+    ClusterSecret::generate(&mut RunSeed::from_u64(run_seed).rng("cluster", "secret", 0))
+}
+
 /// Largest accepted value on a simulated node (KVS's default, 1 MiB).
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
 
@@ -48,6 +60,10 @@ pub struct SimNode {
 /// What survives a crash: the hardware and the node's identity.
 struct Machine {
     name: String,
+    /// The node's gossip and HTTP address.
+    addr: SocketAddr,
+    /// Gossip addresses it joins through.
+    seeds: Vec<SocketAddr>,
     madsim_node: NodeId,
     run_seed: u64,
     disk: SimDisk,
@@ -66,11 +82,29 @@ impl SimNode {
     /// inside a madsim runtime; each actor's randomness derives from the run's seed, the node, the
     /// actor and the boot (`RunSeed::rng`).
     pub async fn start(id: u64, disk: SimDisk) -> Result<SimNode, OpenError> {
+        SimNode::start_in_cluster(id, disk, Vec::new()).await
+    }
+
+    /// Boots node `id` on `disk`, joining the cluster through `seeds` (gossip addresses, see
+    /// [`SimNode::addr_of`]). Node `id` has the IP address 10.0.{id / 250}.{id % 250 + 1}.
+    pub async fn start_in_cluster(
+        id: u64,
+        disk: SimDisk,
+        seeds: Vec<SocketAddr>,
+    ) -> Result<SimNode, OpenError> {
         let handle = Handle::current();
         let name = format!("node-{id}");
-        let madsim_node = handle.create_node().name(name.clone()).build().id();
+        let addr = SimNode::addr_of(id);
+        let madsim_node = handle
+            .create_node()
+            .name(name.clone())
+            .ip(addr.ip())
+            .build()
+            .id();
         let machine = Machine {
             name,
+            addr,
+            seeds,
             madsim_node,
             run_seed: handle.seed(),
             disk,
@@ -81,6 +115,22 @@ impl SimNode {
             machine,
             boot: Mutex::new(boot),
         })
+    }
+
+    /// The gossip (and HTTP) address of node `id`.
+    pub fn addr_of(id: u64) -> SocketAddr {
+        let (high, low) = ((id / 250) as u8, (id % 250) as u8 + 1);
+        SocketAddr::from(([10, 0, high, low], 8080))
+    }
+
+    /// The node's gossip (and HTTP) address.
+    pub fn addr(&self) -> SocketAddr {
+        self.machine.addr
+    }
+
+    /// The madsim node it runs on (for partitions, pauses and kills).
+    pub fn madsim_id(&self) -> NodeId {
+        self.machine.madsim_node
     }
 
     /// The node's id, as `/health` reports it.
@@ -185,14 +235,22 @@ impl Machine {
             self.clock.wall_ms(),
         )?;
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let spec = NodeSpec {
-            node_id: self.name.clone(),
-            address: format!("{}:8080", self.name),
+        let (addr, seeds) = (self.addr, self.seeds.clone());
+        let sealer = Sealer::new(&sim_secret(self.run_seed), &[]);
+        let node_id = self.name.clone();
+        let (spec_clock, run_seed) = (Arc::clone(&clock), self.run_seed);
+        let spec = move |socket| NodeSpec {
+            node_id,
+            cluster: ClusterSpec {
+                socket,
+                seeds,
+                reap_after: MEMBER_REAP_AFTER,
+            },
             mode: Mode::Normal,
             value_bytes_max: VALUE_BYTES_MAX,
             checkpoint_batches: Some(CHECKPOINT_BATCHES),
-            clock: Arc::clone(&clock),
-            seed: RunSeed::from_u64(self.run_seed),
+            clock: spec_clock,
+            seed: RunSeed::from_u64(run_seed),
             boot: number,
         };
         let machine = Handle::current()
@@ -202,8 +260,11 @@ impl Machine {
         let busy: BusyTime = Arc::new(move || disk.take_io_time());
         let (router, failed) = machine
             .spawn(async move {
+                let socket = GossipSocket::bind(addr, sealer, Arc::default())
+                    .await
+                    .expect("a fresh machine's gossip port is free");
                 let mut host = TaskHost::paced(clock, busy);
-                let node = Node::assemble(&mut host, spec, store, wal)
+                let node = Node::assemble(&mut host, spec(socket), store, wal)
                     .await
                     .expect("the task host starts every actor");
                 (node.router(), host.failed())

@@ -1,44 +1,72 @@
-//! `/health` and `/members/`: what a node says about itself and its cluster.
+//! `/health`, `/members/` and `/members/leave`: what a node says about itself and its cluster.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiState, Member};
+use super::{ApiError, ApiState};
+use crate::cluster::{Member, MemberStatus, MembershipMsg};
+use crate::seam::AskError;
 
-/// KVS's fields (`status`, `mode`, `member_count`, `node_id`) plus the running `version` and
-/// `uptime_s`. 200 with `"status": "ok"` while the store answers reads; 503 with `"status": "error"` and the
-/// reason when it does not, so a load balancer takes the node out.
+/// KVS's fields (`status`, `mode`, `member_count`: alive members, this node included,
+/// `node_id`) plus the running `version` and `uptime_s`. 200 with `"status": "ok"` while the store
+/// answers reads; 503 with `"status": "error"` and the reason when it does not, so a load balancer
+/// takes the node out.
 pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let members = members_of(&state).await;
+    let alive = members.as_ref().map_or(0, |list| {
+        list.iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count()
+    });
     let mut body = json!({
         "status": "ok",
         "mode": state.mode,
-        "member_count": members_of(&state).len(),
+        "member_count": alive,
         "node_id": state.node_id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.clock.monotonic().saturating_sub(state.started).as_secs(),
     });
-    match state.reader.check() {
-        Ok(()) => (StatusCode::OK, Json(body)),
-        Err(e) => {
+    let problem = match (state.reader.check(), members) {
+        (Err(e), _) => Some(format!("storage: {e}")),
+        (Ok(()), Err(e)) => Some(e.message),
+        (Ok(()), Ok(_)) => None,
+    };
+    match problem {
+        None => (StatusCode::OK, Json(body)),
+        Some(problem) => {
             body["status"] = json!("error");
-            body["error"] = json!(format!("storage: {e}"));
+            body["error"] = json!(problem);
             (StatusCode::SERVICE_UNAVAILABLE, Json(body))
         }
     }
 }
 
-pub(super) async fn members(State(state): State<ApiState>) -> Json<Vec<Member>> {
-    Json(members_of(&state))
+/// Every member this node knows, itself first: KVS's fields plus `status`.
+pub(super) async fn members(State(state): State<ApiState>) -> Result<Json<Vec<Member>>, ApiError> {
+    members_of(&state).await.map(Json)
 }
 
-/// Until membership gossip exists, a node's cluster is itself.
-fn members_of(state: &ApiState) -> Vec<Member> {
-    vec![Member {
-        id: state.node_id.clone(),
-        address: state.address.clone(),
-        last_seen: state.clock.wall_ms(),
-        joined_timestamp: state.joined_timestamp_ms,
-    }]
+/// Leaves the cluster gracefully: peers list this node as `left`. The node keeps serving its
+/// own data until it is stopped.
+pub(super) async fn leave(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    state
+        .membership
+        .ask(MembershipMsg::Leave)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "status": "left" })))
+}
+
+async fn members_of(state: &ApiState) -> Result<Vec<Member>, ApiError> {
+    state
+        .membership
+        .ask(MembershipMsg::Members)
+        .await
+        .map_err(unavailable)
+}
+
+fn unavailable(e: AskError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("membership: {e}"))
 }

@@ -19,7 +19,7 @@ mod state;
 
 pub use error::ApiError;
 pub use key::{KeyError, KeyPath, KEY_BYTES_MAX};
-pub use state::{ApiState, Member, Mode};
+pub use state::{ApiState, Mode};
 
 use axum::routing::get;
 use axum::Router;
@@ -33,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(cluster::health))
         .route("/members", get(cluster::members))
         .route("/members/", get(cluster::members))
+        .route("/members/leave", axum::routing::post(cluster::leave))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

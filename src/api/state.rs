@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cluster::MembershipMsg;
 use crate::seam::{Addr, Clock};
 use crate::storage::{StorageMsg, StorageReader};
 
@@ -34,28 +35,11 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// A cluster member as `/members/` lists it (KVS's fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// The node's unique id.
-    pub id: String,
-    /// `host:port` where peers and clients reach it.
-    pub address: String,
-    /// When this node last heard from it (ms since the epoch).
-    pub last_seen: u64,
-    /// When it first joined (ms since the epoch); the oldest member breaks conflict ties.
-    pub joined_timestamp: u64,
-}
-
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct ApiState {
     /// This node's id.
     pub node_id: String,
-    /// The address this node advertises.
-    pub address: String,
-    /// When this node first opened its store (ms).
-    pub joined_timestamp_ms: u64,
     /// Normal or read-only.
     pub mode: Mode,
     /// Largest accepted value, in bytes.
@@ -66,6 +50,8 @@ pub struct ApiState {
     pub started: Duration,
     /// The storage writer.
     pub storage: Addr<StorageMsg>,
+    /// The membership actor (`/members/`, `member_count`, leaving).
+    pub membership: Addr<MembershipMsg>,
     /// Direct reads.
     pub reader: StorageReader,
 }

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
+use crate::cluster::{Member, MemberStatus, MembershipMsg};
 use crate::host::system::SystemClock;
 use crate::host::task::TaskHost;
 use crate::host::Host;
@@ -22,14 +23,33 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     ApiState {
         node_id: "n1".into(),
-        address: "127.0.0.1:1".into(),
-        joined_timestamp_ms: 1,
         mode: Mode::Normal,
         value_bytes_max: 1024,
         started: clock.monotonic(),
         clock,
         storage,
+        membership: Addr::new(Arc::new(Alone)),
         reader: store.reader(),
+    }
+}
+
+/// A membership actor's stand-in: a cluster of this node alone.
+struct Alone;
+
+impl Mailbox<MembershipMsg> for Alone {
+    fn deliver(&self, msg: MembershipMsg) -> Result<(), SendError> {
+        match msg {
+            MembershipMsg::Members(reply) => reply.send(vec![Member {
+                id: "n1".into(),
+                address: "127.0.0.1:1".into(),
+                last_seen: 1,
+                joined_timestamp: 1,
+                status: MemberStatus::Alive,
+            }]),
+            MembershipMsg::Leave(reply) => reply.send(()),
+            MembershipMsg::Datagram { .. } | MembershipMsg::Tick => {}
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod context;
+pub mod gossip;
 mod mailbox;
 pub mod task;
 
@@ -42,6 +43,12 @@ use rand_chacha::ChaCha12Rng;
 use tokio::sync::watch;
 
 use crate::seam::{Actor, Addr};
+
+/// `future`'s output, or `None` if it took longer than `limit` (host time: simulated in the
+/// simulator). For the node assembly, which is not an actor but may not touch `tokio::time`.
+pub async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, future).await.ok()
+}
 
 /// Default bound of an actor's mailbox: senders beyond it are refused, not queued.
 pub const MAILBOX_CAPACITY: usize = 1024;

@@ -15,16 +15,19 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::gossip::GossipSocket;
 use super::listener::BoundedListener;
 use super::ractor::RactorHost;
 use super::shutdown::{self, Signals};
 use super::system::{os_seed, SystemClock};
 use super::{Host, SpawnError};
 use crate::api::Mode;
+use crate::cluster::{ClusterSecret, Sealer};
 use crate::config::{Config, ConfigError};
-use crate::node::{Node, NodeSpec, RunSeed};
+use crate::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use crate::seam::Clock;
 use crate::storage::{OpenError, Store, Wal};
+use rand_core::SeedableRng;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "kvs.redb";
@@ -73,6 +76,17 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The gossip port (UDP, the HTTP port's number) could not be bound.
+    #[error("cannot bind the gossip port {addr}/udp: {source}")]
+    Gossip {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// There is no cluster secret to use, or it could not be read or written.
+    #[error("{0}")]
+    Secret(String),
     /// The HTTP listener failed.
     #[error("HTTP server on {addr}: {source}")]
     Listen {
@@ -97,6 +111,13 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(listen_err)?;
+    // Gossip on the same port number over UDP: peers need only the HTTP address KVS's
+    // `seed_nodes` give.
+    let gossip_err = |source| ServerError::Gossip {
+        addr: local,
+        source,
+    };
+    let udp = std::net::UdpSocket::bind(local).map_err(gossip_err)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let data_dir =
@@ -106,6 +127,15 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         })?;
     let (store, wal) = open_store(&data_dir, clock.wall_ms())?;
     let (keys, replayed) = (store.keys_at_open(), store.replayed_batches());
+    let secret = cluster_secret(&config, &data_dir, config_path)?;
+    let previous: Vec<ClusterSecret> = config
+        .cluster_secrets_previous
+        .iter()
+        .filter_map(|hex| ClusterSecret::from_hex(hex).ok())
+        .collect();
+    let socket = GossipSocket::from_std(udp, Sealer::new(&secret, &previous), Arc::default())
+        .map_err(gossip_err)?;
+    let seeds = resolve_seeds(&config.seed_nodes);
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
     let mode = if config.read_only {
         Mode::ReadOnly
@@ -114,7 +144,11 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
     };
     let spec = NodeSpec {
         node_id: config.node_id.clone(),
-        address: local.to_string(),
+        cluster: ClusterSpec {
+            socket,
+            seeds,
+            reap_after: Duration::from_secs(config.member_reap_after_s),
+        },
         mode,
         value_bytes_max: config.max_value_bytes,
         checkpoint_batches: None,
@@ -184,4 +218,79 @@ fn file_backend(path: &Path) -> Result<FileBackend, ServerError> {
         .open(path)
         .map_err(failed)?;
     FileBackend::new(file).map_err(|e| failed(std::io::Error::other(e.to_string())))
+}
+
+/// Name of the file in `data_dir` holding a generated cluster secret.
+pub const SECRET_FILE: &str = "cluster_secret";
+
+/// The cluster secret: the config's, else the one in `data_dir/cluster_secret`, else (a node
+/// starting a new cluster: no seed nodes) a new one written there. A node told to join a cluster
+/// without the secret refuses to start, saying where to find it.
+fn cluster_secret(
+    config: &Config,
+    data_dir: &Path,
+    config_path: &Path,
+) -> Result<ClusterSecret, ServerError> {
+    if !config.cluster_secret.is_empty() {
+        // Validated when the config was loaded.
+        return ClusterSecret::from_hex(&config.cluster_secret)
+            .map_err(|e| ServerError::Secret(format!("cluster_secret: {e}")));
+    }
+    let file = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            return ClusterSecret::from_hex(&text)
+                .map_err(|e| ServerError::Secret(format!("{}: {e}", file.display())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ServerError::Secret(format!(
+                "reading {}: {e}",
+                file.display()
+            )));
+        }
+    }
+    if !config.seed_nodes.is_empty() {
+        return Err(ServerError::Secret(format!(
+            "seed_nodes is set but cluster_secret is not: copy the cluster_secret of the cluster \
+             you join (the cluster_secret key of a member's config, or the file cluster_secret in \
+             the data_dir of the node that started the cluster) into {}",
+            config_path.display()
+        )));
+    }
+    let secret = ClusterSecret::generate(&mut rand_chacha::ChaCha12Rng::from_seed(os_seed()));
+    write_secret(&file, &secret)
+        .map_err(|e| ServerError::Secret(format!("writing {}: {e}", file.display())))?;
+    tracing::info!(
+        file = %file.display(),
+        "generated a cluster secret: nodes that join this one need it as their cluster_secret"
+    );
+    Ok(secret)
+}
+
+/// Writes the secret readable by its owner alone.
+fn write_secret(file: &Path, secret: &ClusterSecret) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?;
+    out.write_all(format!("{}\n", secret.to_hex()).as_bytes())?;
+    out.sync_all()
+}
+
+/// The seed nodes' addresses (their HTTP `host:port`, whose port number gossip uses over UDP).
+/// One that does not resolve is skipped with a warning: the others may be enough.
+fn resolve_seeds(seeds: &[String]) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for seed in seeds {
+        match seed.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.take(1)),
+            Err(e) => tracing::warn!(seed, error = %e, "seed node does not resolve: skipped"),
+        }
+    }
+    out
 }

@@ -21,17 +21,34 @@ pub use seed::RunSeed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use crate::api::{self, ApiState, Mode};
+use crate::cluster::{MembershipActor, MembershipMsg, MembershipSpec, NodeIdentity};
+use crate::host::gossip::{GossipSocket, GossipTasks};
 use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
-use crate::seam::{Actor, Clock};
+use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
+
+/// How long a stopping node waits for its departure notice to be handed to the socket.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a node takes part in its cluster.
+pub struct ClusterSpec {
+    /// The bound gossip socket (UDP, same port number as HTTP).
+    pub socket: GossipSocket,
+    /// Gossip addresses of the seed nodes.
+    pub seeds: Vec<SocketAddr>,
+    /// How long dead and departed members stay listed.
+    pub reap_after: Duration,
+}
 
 /// What a node is, beyond its storage: identity, limits and the sources of time and randomness.
 pub struct NodeSpec {
     /// The node's id (`node_id`).
     pub node_id: String,
-    /// The address it advertises to clients and peers.
-    pub address: String,
+    /// Its cluster: gossip socket and seeds.
+    pub cluster: ClusterSpec,
     /// Normal or read-only.
     pub mode: Mode,
     /// Largest accepted value, in bytes.
@@ -49,6 +66,8 @@ pub struct NodeSpec {
 /// A running node: its actors, in shutdown order, and the HTTP state over them.
 pub struct Node<H: Host> {
     api: ApiState,
+    membership: Addr<MembershipMsg>,
+    gossip: GossipTasks,
     /// Started actors, in the order they stop.
     actors: Vec<(&'static str, H::Running)>,
 }
@@ -61,36 +80,71 @@ impl<H: Host> Node<H> {
         store: Store,
         wal: Wal,
     ) -> Result<Node<H>, SpawnError> {
-        // 1. Every address first.
+        // 1. Every address first (and the socket's way out, which needs membership's address).
         let (storage, storage_mailbox) = host.mailbox::<StorageActor>(MAILBOX_CAPACITY);
+        let (membership, membership_mailbox) = host.mailbox::<MembershipActor>(MAILBOX_CAPACITY);
+        let ClusterSpec {
+            socket,
+            seeds,
+            reap_after,
+        } = spec.cluster;
+        let address = socket.local_addr().map_err(|e| SpawnError {
+            name: MembershipActor::NAME,
+            reason: format!("gossip socket: {e}"),
+        })?;
+        let counters = std::sync::Arc::clone(socket.counters());
+        let (outbox, gossip) = socket.start(membership.clone());
 
         // 2. Every actor.
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone());
         if let Some(batches) = spec.checkpoint_batches {
             storage_actor = storage_actor.checkpoint_every(batches);
         }
+        let me = NodeIdentity {
+            addr: address,
+            node_id: spec.node_id.clone(),
+            generation: store.generation(),
+            joined_ms: store.joined_timestamp_ms(),
+        };
+        let membership_spec = MembershipSpec {
+            me,
+            seeds,
+            reap_after,
+        };
+        let membership_actor = MembershipActor::new(membership_spec, outbox, counters);
 
         // 3. Started, each on its own random stream.
         let rng = |name: &str| spec.seed.rng(&spec.node_id, name, spec.boot);
         let storage_running = host
             .start(storage_mailbox, storage_actor, rng(StorageActor::NAME))
             .await?;
+        let membership_running = host
+            .start(
+                membership_mailbox,
+                membership_actor,
+                rng(MembershipActor::NAME),
+            )
+            .await?;
 
         // 4. HTTP over them.
         let api = ApiState {
             node_id: spec.node_id,
-            address: spec.address,
-            joined_timestamp_ms: store.joined_timestamp_ms(),
             mode: spec.mode,
             value_bytes_max: spec.value_bytes_max,
             started: spec.clock.monotonic(),
             clock: spec.clock,
             storage,
+            membership: membership.clone(),
             reader: store.reader(),
         };
         Ok(Node {
             api,
-            actors: vec![(StorageActor::NAME, storage_running)],
+            membership,
+            gossip,
+            actors: vec![
+                (MembershipActor::NAME, membership_running),
+                (StorageActor::NAME, storage_running),
+            ],
         })
     }
 
@@ -99,12 +153,25 @@ impl<H: Host> Node<H> {
         api::router(self.api.clone())
     }
 
-    /// Stops the actors in shutdown order, each after the messages already in its mailbox
-    /// (waiting at most `timeout` for each).
+    /// Leaves the cluster gracefully (peers list this node as `left`, not dead), then stops the
+    /// actors in shutdown order, each after the messages already in its mailbox (waiting at most
+    /// `timeout` for each), and the gossip socket once the departure notice went out.
     pub async fn shutdown(self, host: &mut H, timeout: Duration) {
+        let leave = self.membership.ask(MembershipMsg::Leave);
+        if crate::host::within(LEAVE_TIMEOUT, leave).await.is_none() {
+            tracing::warn!("leaving the cluster took too long");
+        }
+        drop(self.membership);
+        drop(self.api);
+        let mut gossip = Some(self.gossip);
         for (name, running) in self.actors {
             tracing::debug!(actor = name, "stopping");
             host.stop(running, timeout).await;
+            if name == MembershipActor::NAME {
+                if let Some(gossip) = gossip.take() {
+                    gossip.stop(LEAVE_TIMEOUT).await;
+                }
+            }
         }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, StorageBackend};
 
 use super::memtable::Memtable;
-use super::tables::{apply_records, BY_TIME, KV, META, META_JOINED_MS, META_WAL_SEQ};
+use super::tables::{
+    apply_records, BY_TIME, KV, META, META_GENERATION, META_JOINED_MS, META_WAL_SEQ,
+};
 use super::wal::{Wal, WalBatch};
 use super::{CommitError, OpenError, StorageReader};
 
@@ -20,6 +22,7 @@ pub struct Store {
     joined_timestamp_ms: u64,
     replayed_batches: usize,
     keys_at_open: u64,
+    generation: u64,
 }
 
 /// The last commit's failure, if it failed: the writer sets it, health checks read it.
@@ -47,6 +50,7 @@ impl Store {
             applied_seq,
             batches: replayed_batches,
             keys,
+            generation,
         } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
         // Everything logged is in the durable database now.
@@ -61,6 +65,7 @@ impl Store {
             joined_timestamp_ms,
             replayed_batches,
             keys_at_open: keys,
+            generation,
         };
         Ok((store, wal))
     }
@@ -90,6 +95,11 @@ impl Store {
         self.keys_at_open
     }
 
+    /// This boot's generation: 1 at the first open of the database, one more at every open after.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub(super) fn db(&self) -> &Database {
         &self.db
     }
@@ -117,17 +127,19 @@ struct Replayed {
     batches: usize,
     /// How many keys the database holds, tombstones included.
     keys: u64,
+    /// This open's generation (bumped and durable).
+    generation: u64,
 }
 
-/// In one durable transaction: records the join time if this is the database's first open, and
-/// applies the logged batches the database does not hold yet.
+/// In one durable transaction: records the join time if this is the database's first open, bumps
+/// the generation, and applies the logged batches the database does not hold yet.
 fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, CommitError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     // Opening a table creates it: readers find every table from the first open on.
     txn.open_table(KV)?;
     txn.open_table(BY_TIME)?;
-    let (joined_ms, applied) = {
+    let (joined_ms, applied, generation) = {
         let mut meta = txn.open_table(META)?;
         let stored_ms = meta.get(META_JOINED_MS)?.map(|v| v.value());
         let joined_ms = match stored_ms {
@@ -138,7 +150,9 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
             }
         };
         let applied = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
-        (joined_ms, applied)
+        let generation = meta.get(META_GENERATION)?.map_or(0, |v| v.value()) + 1;
+        meta.insert(META_GENERATION, generation)?;
+        (joined_ms, applied, generation)
     };
     let fresh: Vec<&WalBatch> = logged.iter().filter(|b| b.seq > applied).collect();
     for batch in &fresh {
@@ -157,5 +171,6 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         applied_seq: now_applied,
         batches: fresh.len(),
         keys,
+        generation,
     })
 }

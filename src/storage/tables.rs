@@ -21,6 +21,11 @@ pub const META_WAL_SEQ: &str = "wal_applied_seq";
 /// `META` key: when this node first opened its database (ms); the conflict tie-breaker's "oldest node".
 pub const META_JOINED_MS: &str = "joined_timestamp_ms";
 
+/// `META` key: how many times this database was opened: the node's generation, bumped durably on
+/// every start, so that a restarted node's identity beats its previous boot's in the membership
+/// protocol.
+pub const META_GENERATION: &str = "generation";
+
 /// Writes `records` in order, each replacing its key's record and moving the key's time-index entry.
 /// The one path by which records reach redb: log replay at open and checkpoints both use it.
 ///

@@ -233,14 +233,19 @@ fn the_time_index_lists_current_versions_in_order_and_pages() {
 }
 
 #[test]
-fn joined_timestamp_is_set_once_and_survives_reopening() {
+fn joined_timestamp_is_set_once_and_the_generation_bumped_at_every_open() {
     let backend = FlakyBackend::default();
     let (store, _) = Store::open(backend.clone(), InMemoryBackend::new(), T0).unwrap();
     assert_eq!(store.joined_timestamp_ms(), T0);
+    assert_eq!(store.generation(), 1);
     drop(store);
-    let (store, _) = Store::open(backend, InMemoryBackend::new(), T0 + 5_000).unwrap();
+    let (store, _) = Store::open(backend.clone(), InMemoryBackend::new(), T0 + 5_000).unwrap();
     assert_eq!(store.joined_timestamp_ms(), T0);
+    assert_eq!(store.generation(), 2);
     store.reader().check().unwrap();
+    drop(store);
+    let (store, _) = Store::open(backend, InMemoryBackend::new(), T0).unwrap();
+    assert_eq!(store.generation(), 3);
 }
 
 #[test]

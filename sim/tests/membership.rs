@@ -1,0 +1,109 @@
+//! Membership under madsim: real nodes (the production assembly, gossip over madsim's UDP with
+//! its loss and reordering) find each other through one seed, see a partitioned node suspected
+//! and declared dead, and see it alive again once the partition heals.
+
+#![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use kvs_sim::{sweep, SimDisk, SimNode};
+use madsim::net::NetSim;
+use serde_json::Value;
+
+/// `(id, status)` of every member a node lists, sorted.
+async fn statuses(node: &SimNode) -> Vec<(String, String)> {
+    let (status, body) = node.request(Method::GET, "/members/", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let members: Value = serde_json::from_slice(&body).unwrap();
+    let mut list: Vec<(String, String)> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Waits (simulated time) until `node` lists exactly `expected`, up to `limit`.
+async fn until_listed(node: &SimNode, expected: &[(String, String)], limit: Duration) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    loop {
+        let now = statuses(node).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            waited < limit,
+            "{} lists {now:?} after {limit:?}, expected {expected:?}",
+            node.name()
+        );
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+#[test]
+fn three_nodes_join_through_one_seed_and_a_partition_heals() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let seed_addr = SimNode::addr_of(1);
+            let mut nodes = Vec::new();
+            for id in 1..=3 {
+                let seeds = vec![seed_addr];
+                nodes.push(
+                    SimNode::start_in_cluster(id, SimDisk::new(), seeds)
+                        .await
+                        .unwrap(),
+                );
+            }
+            let all_alive = expect(&[
+                ("node-1", "alive"),
+                ("node-2", "alive"),
+                ("node-3", "alive"),
+            ]);
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(10)).await;
+            }
+            let (_, health) = nodes[0].request(Method::GET, "/health", "").await;
+            let health: Value = serde_json::from_slice(&health).unwrap();
+            assert_eq!(health["member_count"], 3, "{health}");
+
+            // Cut node-3 off in both directions.
+            let net = NetSim::current();
+            net.clog_node(nodes[2].madsim_id());
+            let third_dead =
+                expect(&[("node-1", "alive"), ("node-2", "alive"), ("node-3", "dead")]);
+            for node in &nodes[..2] {
+                until_listed(node, &third_dead, Duration::from_secs(30)).await;
+            }
+            until_listed(
+                &nodes[2],
+                &expect(&[("node-1", "dead"), ("node-2", "dead"), ("node-3", "alive")]),
+                Duration::from_secs(30),
+            )
+            .await;
+
+            net.unclog_node(nodes[2].madsim_id());
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(60)).await;
+            }
+        });
+    }
+}
