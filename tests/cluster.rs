@@ -1,0 +1,110 @@
+//! A cluster of real `kvs` processes on loopback: KVS-style configs (only `seed_nodes` and
+//! `cluster_secret` added) form a cluster; the first node's generated secret is what others
+//! copy; a node without the secret is refused at start, one with a wrong secret is dropped by
+//! the MAC check and never becomes a member; a node stopped with SIGTERM is listed as `left`.
+#![cfg(not(madsim))]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config_yaml, run_kvs, wait_for, Node};
+
+/// How long membership may take on loopback (it takes well under a second).
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// `(id, status)` of every member `node` lists, sorted.
+fn statuses(node: &Node) -> Vec<(String, String)> {
+    let members = node.get_json("/members/");
+    let mut list: Vec<(String, String)> = members
+        .as_array()
+        .expect("members is an array")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+fn wait_listed(node: &Node, expected: &[(&str, &str)]) {
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    wait_for(
+        CONVERGE,
+        &format!("{} to list {expected:?}", node.node_id()),
+        || (statuses(node) == expected).then_some(()),
+    );
+}
+
+#[test]
+fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
+    let first = Node::start(&[]);
+    let secret_file = first.data_dir().join("cluster_secret");
+    let log = first.log();
+    assert!(
+        log.contains("generated a cluster secret")
+            && log.contains(&secret_file.display().to_string()),
+        "{log}"
+    );
+    let secret = std::fs::read_to_string(&secret_file).expect("the generated secret");
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 64, "{secret:?}");
+
+    let seeds = format!("[\"{}\"]", first.addr());
+    let quoted = format!("\"{secret}\"");
+    let second = Node::start(&[("seed_nodes", &seeds), ("cluster_secret", &quoted)]);
+    let both = [(first.node_id(), "alive"), (second.node_id(), "alive")];
+    let mut both = both.to_vec();
+    both.sort();
+    wait_listed(&first, &both);
+    wait_listed(&second, &both);
+    assert_eq!(first.get_json("/health")["member_count"], 2);
+
+    // Seed nodes without a secret: refused at start, saying what to copy from where.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("no-secret.yaml");
+    let yaml = config_yaml(
+        "no-secret",
+        &dir.path().join("data"),
+        &[("seed_nodes", &seeds)],
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = run_kvs(&[config.to_str().unwrap()], None, Some(dir.path()));
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cluster_secret") && out.stderr.contains("no-secret.yaml"),
+        "{}",
+        out.stderr
+    );
+
+    // A wrong secret: its announcements fail the MAC check and it never becomes a member.
+    let wrong = format!("\"{}\"", "0".repeat(64));
+    let stranger = Node::start(&[("seed_nodes", &seeds), ("cluster_secret", &wrong)]);
+    wait_for(
+        CONVERGE,
+        "the seed to drop the stranger's datagrams",
+        || first.log().contains("reason=bad MAC").then_some(()),
+    );
+    wait_listed(&first, &both);
+    let alone = [(stranger.node_id(), "alive")];
+    wait_listed(&stranger, &alone);
+    drop(stranger);
+
+    // SIGTERM leaves gracefully: the others list it as left, not dead.
+    let mut second = second;
+    assert_eq!(second.stop().code(), Some(0));
+    let mut after = vec![(first.node_id(), "alive"), (second.node_id(), "left")];
+    after.sort();
+    wait_listed(&first, &after);
+    assert_eq!(first.get_json("/health")["member_count"], 1);
+}
