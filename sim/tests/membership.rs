@@ -107,3 +107,48 @@ fn three_nodes_join_through_one_seed_and_a_partition_heals() {
         });
     }
 }
+
+/// A node that stalls (a GC pause, a VM migration) for less than the suspicion timeout is
+/// suspected at most, and its stall makes no other node suspect: no storm of false suspicions.
+#[test]
+fn a_stalled_node_does_not_make_others_suspect_each_other() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let seed_addr = SimNode::addr_of(1);
+            let mut nodes = Vec::new();
+            for id in 1..=3 {
+                nodes.push(
+                    SimNode::start_in_cluster(id, SimDisk::new(), vec![seed_addr])
+                        .await
+                        .unwrap(),
+                );
+            }
+            let all_alive = expect(&[
+                ("node-1", "alive"),
+                ("node-2", "alive"),
+                ("node-3", "alive"),
+            ]);
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(10)).await;
+            }
+            let handle = madsim::runtime::Handle::current();
+            handle.pause(nodes[2].madsim_id());
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            handle.resume(nodes[2].madsim_id());
+            // For ten seconds after, sampled every 100 ms: node-1 and node-2 never doubt each other.
+            for _ in 0..100 {
+                for (i, node) in nodes[..2].iter().enumerate() {
+                    for (id, status) in statuses(node).await {
+                        if id != "node-3" {
+                            assert_eq!(status, "alive", "seed {seed}: node-{} lists {id}", i + 1);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(10)).await;
+            }
+        });
+    }
+}
