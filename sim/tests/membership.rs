@@ -152,3 +152,44 @@ fn a_stalled_node_does_not_make_others_suspect_each_other() {
         });
     }
 }
+
+/// One-way loss between two nodes (node-1 reaches node-3, node-3's datagrams to node-1 are lost)
+/// is bridged by indirect probes through node-2: nobody is declared dead.
+#[test]
+fn a_one_way_link_failure_is_bridged_by_indirect_probes() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let seed_addr = SimNode::addr_of(1);
+            let mut nodes = Vec::new();
+            for id in 1..=3 {
+                nodes.push(
+                    SimNode::start_in_cluster(id, SimDisk::new(), vec![seed_addr])
+                        .await
+                        .unwrap(),
+                );
+            }
+            let all_alive = expect(&[
+                ("node-1", "alive"),
+                ("node-2", "alive"),
+                ("node-3", "alive"),
+            ]);
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(10)).await;
+            }
+            let net = NetSim::current();
+            net.clog_link(nodes[2].madsim_id(), nodes[0].madsim_id());
+            for _ in 0..200 {
+                for node in &nodes {
+                    for (id, status) in statuses(node).await {
+                        assert_ne!(status, "dead", "seed {seed}: {} lists {id}", node.name());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            net.unclog_link(nodes[2].madsim_id(), nodes[0].madsim_id());
+            for node in &nodes {
+                until_listed(node, &all_alive, Duration::from_secs(10)).await;
+            }
+        });
+    }
+}
