@@ -6,8 +6,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use kvs::cli::Cli;
 use kvs::config::Config;
 
 /// mimalloc instead of glibc's malloc: redb allocates and frees a page buffer per page it touches,
@@ -16,7 +14,7 @@ use kvs::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = kvs::cli::parse();
     match cli.command {
         Some(command) => kvs::cli::run(command),
         None => serve(cli.config),

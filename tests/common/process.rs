@@ -26,13 +26,15 @@ pub fn kvs_bin() -> &'static str {
 }
 
 /// A `kvs` command with an environment that cannot redirect it: no `RUST_LOG` (which would
-/// override the configured log level and could hide the `listening` line), no `KVS_SERVER`, no
-/// proxy variables (every request must go straight to 127.0.0.1).
+/// override the configured log level and could hide the `listening` line), no `KVS_SERVER` or
+/// client timeouts, no proxy variables (every request must go straight to 127.0.0.1).
 pub fn kvs_command() -> Command {
     let mut cmd = Command::new(kvs_bin());
     for var in [
         "RUST_LOG",
         "KVS_SERVER",
+        "KVS_TIMEOUT",
+        "KVS_CONNECT_TIMEOUT",
         "http_proxy",
         "HTTP_PROXY",
         "https_proxy",
@@ -314,6 +316,25 @@ pub fn run_kvs(args: &[&str], stdin: Option<&[u8]>, cwd: Option<&Path>) -> Outpu
         let _ = pipe.write_all(input);
         drop(pipe);
     }
+    finish(child, &format!("kvs {args:?}"))
+}
+
+/// Runs `cmd` (from [`kvs_command`], with its arguments, environment and stdin set: a terminal,
+/// say) to completion within [`CLI_TIMEOUT`] (killed and failed otherwise), collecting stdout and
+/// stderr.
+pub fn run_command(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    finish(child, &what)
+}
+
+/// Collects the piped stdout and stderr of `child` and waits for it to exit within
+/// [`CLI_TIMEOUT`], killing it and failing the test, naming it as `what`, otherwise.
+fn finish(mut child: Child, what: &str) -> Output {
     let read_all = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -331,7 +352,7 @@ pub fn run_kvs(args: &[&str], stdin: Option<&[u8]>, cwd: Option<&Path>) -> Outpu
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("kvs {args:?} did not finish within {CLI_TIMEOUT:?}");
+            panic!("{what} did not finish within {CLI_TIMEOUT:?}");
         }
         std::thread::sleep(POLL);
     };
