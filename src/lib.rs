@@ -20,6 +20,7 @@ pub mod limits;
 pub mod node;
 pub mod seam;
 pub mod storage;
+pub mod sync;
 
 #[cfg(not(madsim))]
 pub mod cli;

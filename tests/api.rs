@@ -155,6 +155,8 @@ fn health_and_members_describe_the_node() {
     assert_eq!(
         keys,
         [
+            "keys",
+            "keyspace_hash",
             "member_count",
             "mode",
             "node_id",
@@ -162,6 +164,19 @@ fn health_and_members_describe_the_node() {
             "uptime_s",
             "version"
         ]
+    );
+    assert_eq!(health["keys"], 0, "{health}");
+    assert_eq!(health["keyspace_hash"], "0000000000000000", "{health}");
+    ack(&node.put("k", b"1"), "PUT k");
+    let first = node.get_json("/health");
+    assert_eq!(first["keys"], 1, "{first}");
+    ack(&node.put("k", b"2"), "PUT k again");
+    let second = node.get_json("/health");
+    assert_eq!(second["keys"], 1, "{second}");
+    let hashes = [&health, &first, &second].map(|h| h["keyspace_hash"].clone());
+    assert!(
+        hashes[0] != hashes[1] && hashes[1] != hashes[2],
+        "every write changes the hash: {hashes:?}"
     );
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");

@@ -10,11 +10,14 @@ use crate::cluster::{Member, MemberStatus, MembershipMsg};
 use crate::seam::AskError;
 
 /// KVS's fields (`status`, `mode`, `member_count`: alive members, this node included,
-/// `node_id`) plus the running `version` and `uptime_s`. 200 with `"status": "ok"` while the store
+/// `node_id`) plus the running `version`, `uptime_s`, and the keyspace's size (`keys`, tombstones
+/// included) and hash-tree root (`keyspace_hash`): two nodes with the same hash hold the same
+/// versions of the same keys. 200 with `"status": "ok"` while the store
 /// answers reads; 503 with `"status": "error"` and the reason when it does not, so a load balancer
 /// takes the node out.
 pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let members = members_of(&state).await;
+    let tree = state.reader.tree();
     let alive = members.as_ref().map_or(0, |list| {
         list.iter()
             .filter(|m| m.status == MemberStatus::Alive)
@@ -27,6 +30,8 @@ pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<V
         "node_id": state.node_id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.clock.monotonic().saturating_sub(state.started).as_secs(),
+        "keys": tree.keys(),
+        "keyspace_hash": format!("{:016x}", tree.root()),
     });
     let problem = match (state.reader.check(), members) {
         (Err(e), _) => Some(format!("storage: {e}")),

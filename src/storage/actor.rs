@@ -305,6 +305,8 @@ impl StorageActor {
         let mut outcomes = Vec::with_capacity(batch.len());
         // Records of this batch so far: later writes of the same key must see them.
         let mut logged: Vec<(String, Record)> = Vec::with_capacity(batch.len());
+        // The version each logged record replaces, for the hash tree.
+        let mut replaced: Vec<Option<Version>> = Vec::with_capacity(batch.len());
         let mut in_batch: BTreeMap<&str, usize> = BTreeMap::new();
         for (write, &uuid) in batch.iter().zip(uuids) {
             let path = write.path();
@@ -341,12 +343,18 @@ impl StorageActor {
             };
             outcomes.push(outcome);
             in_batch.insert(path, logged.len());
+            replaced.push(current.map(|r| r.version));
             logged.push((path.to_owned(), self.record(version, data)));
         }
         if !logged.is_empty() {
             let seq = self.wal.append(&logged).map_err(CommitError::Wal)?;
             self.unsynced_seq = Some(seq);
             self.unsynced_batches += 1;
+            let mut tree = self.store.tree().lock().unwrap_or_else(|e| e.into_inner());
+            for ((path, record), old) in logged.iter().zip(&replaced) {
+                tree.replace(path, old.as_ref(), &record.version);
+            }
+            drop(tree);
             memtable.insert(logged);
         }
         Ok(outcomes)

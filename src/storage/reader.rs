@@ -7,9 +7,10 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::memtable::Memtable;
-use super::store::CommitFailure;
+use super::store::{CommitFailure, SharedTree};
 use super::tables::{BY_TIME, KV, META};
 use super::{HealthError, ReadError, Record};
+use crate::sync::HashTree;
 
 /// A read handle on the store. Each call opens a read transaction: a consistent snapshot of the
 /// last committed state, which a concurrent commit neither blocks nor changes.
@@ -18,6 +19,7 @@ pub struct StorageReader {
     db: Arc<Database>,
     memtable: Memtable,
     commit_failure: CommitFailure,
+    tree: SharedTree,
 }
 
 impl StorageReader {
@@ -25,12 +27,20 @@ impl StorageReader {
         db: Arc<Database>,
         memtable: Memtable,
         commit_failure: CommitFailure,
+        tree: SharedTree,
     ) -> Self {
         StorageReader {
             db,
             memtable,
             commit_failure,
+            tree,
         }
+    }
+
+    /// A copy of the keyspace's hash tree as of the last commit (every acknowledged write is in
+    /// it): what anti-entropy compares, and whose root `/health` shows.
+    pub fn tree(&self) -> HashTree {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The record for `path` (live or tombstone), if this node has ever seen the key.

@@ -3,14 +3,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, StorageBackend};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
+};
 
 use super::memtable::Memtable;
 use super::tables::{
     apply_records, BY_TIME, KV, META, META_GENERATION, META_JOINED_MS, META_WAL_SEQ,
 };
 use super::wal::{Wal, WalBatch};
-use super::{CommitError, OpenError, StorageReader};
+use super::{CommitError, OpenError, ReadError, StorageReader};
+use crate::sync::HashTree;
 
 /// An open database shared by the writer actor and the readers. The database closes cleanly when
 /// the last clone is dropped.
@@ -23,7 +26,11 @@ pub struct Store {
     replayed_batches: usize,
     keys_at_open: u64,
     generation: u64,
+    tree: SharedTree,
 }
+
+/// The keyspace's hash tree: the writer updates it with every commit, readers copy it.
+pub(super) type SharedTree = Arc<Mutex<HashTree>>;
 
 /// The last commit's failure, if it failed: the writer sets it, health checks read it.
 pub(super) type CommitFailure = Arc<Mutex<Option<String>>>;
@@ -53,6 +60,8 @@ impl Store {
             generation,
         } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
+        let tree = build_tree(&db)?;
+        assert_eq!(tree.keys(), keys, "the tree summarises every key");
         // Everything logged is in the durable database now.
         wal.reset();
         if replayed_batches > 0 {
@@ -66,6 +75,7 @@ impl Store {
             replayed_batches,
             keys_at_open: keys,
             generation,
+            tree: Arc::new(Mutex::new(tree)),
         };
         Ok((store, wal))
     }
@@ -76,6 +86,7 @@ impl Store {
             Arc::clone(&self.db),
             self.memtable.clone(),
             Arc::clone(&self.commit_failure),
+            Arc::clone(&self.tree),
         )
     }
 
@@ -104,6 +115,10 @@ impl Store {
         &self.db
     }
 
+    pub(super) fn tree(&self) -> &SharedTree {
+        &self.tree
+    }
+
     pub(super) fn memtable(&self) -> &Memtable {
         &self.memtable
     }
@@ -115,6 +130,19 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = failure;
     }
+}
+
+/// The hash tree of everything the database holds, from one scan at open; incremental after.
+fn build_tree(db: &Database) -> Result<HashTree, OpenError> {
+    let read = |e: ReadError| OpenError::Replay(CommitError::Read(e));
+    let txn = db.begin_read().map_err(|e| read(e.into()))?;
+    let kv = txn.open_table(KV).map_err(|e| read(e.into()))?;
+    let mut tree = HashTree::default();
+    for entry in kv.iter().map_err(|e| read(e.into()))? {
+        let (path, record) = entry.map_err(|e| read(e.into()))?;
+        tree.replace(path.value(), None, &record.value().version);
+    }
+    Ok(tree)
 }
 
 /// What opening the store found and did.

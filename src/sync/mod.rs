@@ -1,0 +1,11 @@
+//! Anti-entropy: how two nodes find and repair the difference between their keyspaces.
+//!
+//! [`HashTree`] summarises a node's whole keyspace, tombstones included, as (key, version) pairs
+//! hashed into segments, maintained incrementally by the storage writer on every write, so that
+//! two nodes can compare roots, then branches, then segments, and exchange only the keys of the
+//! segments that differ: repair costs what differs, not what is stored. The sync actor that runs
+//! those exchanges over the network comes next.
+
+pub mod tree;
+
+pub use tree::{HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};
