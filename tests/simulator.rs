@@ -10,6 +10,7 @@
 // Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,8 +21,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Where the nested build goes: `madsim` under the outer build's target directory
 /// (`CARGO_TARGET_DIR` when set, else `target/`), so that a user who moved one moved both.
-fn madsim_target_dir(workspace: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
+fn madsim_target_dir(workspace: &Path, cargo_target_dir: Option<OsString>) -> PathBuf {
+    match cargo_target_dir {
         Some(dir) => workspace.join(dir).join("madsim"),
         None => workspace.join("target").join("madsim"),
     }
@@ -36,7 +37,7 @@ fn progress(line: &str) {
 #[test]
 fn the_simulator_passes() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = madsim_target_dir(workspace);
+    let target = madsim_target_dir(workspace, std::env::var_os("CARGO_TARGET_DIR"));
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .arg("test")
@@ -133,4 +134,18 @@ fn passed_tests_are_summed_over_every_test_binary() {
                test result: ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n";
     assert_eq!(passed_tests(out), 11);
     assert_eq!(passed_tests("running 0 tests\n"), 0);
+}
+
+#[test]
+fn the_nested_build_goes_under_the_outer_target_dir() {
+    let root = Path::new("/w");
+    assert_eq!(madsim_target_dir(root, None), Path::new("/w/target/madsim"));
+    assert_eq!(
+        madsim_target_dir(root, Some("/elsewhere/t".into())),
+        Path::new("/elsewhere/t/madsim")
+    );
+    assert_eq!(
+        madsim_target_dir(root, Some("rel".into())),
+        Path::new("/w/rel/madsim")
+    );
 }
