@@ -70,6 +70,7 @@ fn the_simulator_passes() {
     let stderr = follow_cargo(
         BufReader::new(child.stderr.take().expect("piped stderr")),
         begun,
+        progress,
     );
     let stdout = stdout_reader.join().expect("stdout reader");
     let status = child.wait().expect("cargo exits");
@@ -90,7 +91,7 @@ fn the_simulator_passes() {
 
 /// Reads cargo's stderr to its end, saying which phase the nested run is in (compiling, how
 /// many crates, running which test binary); returns all of it.
-fn follow_cargo(stderr: impl BufRead, begun: Instant) -> String {
+fn follow_cargo(stderr: impl BufRead, begun: Instant, mut report: impl FnMut(&str)) -> String {
     let mut all = String::new();
     let mut compiled = 0;
     let mut last_progress = Instant::now();
@@ -101,15 +102,15 @@ fn follow_cargo(stderr: impl BufRead, begun: Instant) -> String {
             compiled += 1;
             if compiled == 1 || last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
-                progress(&format!("compiling ({compiled} crates so far: {krate})"));
+                report(&format!("compiling ({compiled} crates so far: {krate})"));
             }
         } else if trimmed.starts_with("Finished ") {
-            progress(&format!(
+            report(&format!(
                 "built ({compiled} crates compiled) after {} s",
                 begun.elapsed().as_secs()
             ));
         } else if let Some(binary) = trimmed.strip_prefix("Running ") {
-            progress(&format!("running {binary}"));
+            report(&format!("running {binary}"));
         }
         all.push_str(&line);
         all.push('\n');
@@ -148,4 +149,25 @@ fn the_nested_build_goes_under_the_outer_target_dir() {
         madsim_target_dir(root, Some("rel".into())),
         Path::new("/w/rel/madsim")
     );
+}
+
+#[test]
+fn the_nested_build_reports_its_phases() {
+    let cargo = "   Compiling madsim v0.2.34\n   Compiling kvs v0.1.0 (/w)\n    \
+                 Finished `test` profile\n     Running tests/crash.rs (x)\nnoise\n";
+    let mut lines = Vec::new();
+    let all = follow_cargo(cargo.as_bytes(), Instant::now(), |l| {
+        lines.push(l.to_owned())
+    });
+    assert_eq!(all, cargo);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("compiling (1 crates so far: madsim"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("built (2 crates compiled)"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "running tests/crash.rs (x)");
 }
