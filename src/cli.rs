@@ -485,6 +485,8 @@ fn transport_error(server: &Server, url: &str, error: ureq::Error) -> String {
             )
         }
         ureq::Error::Protocol(e) => format!("unexpected response from {url}: {e}"),
+        // ureq's own rendering prefixes "io: ".
+        ureq::Error::Io(e) => format!("cannot reach {}: {e}", server.server),
         e => format!("cannot reach {}: {e}", server.server),
     }
 }

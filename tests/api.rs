@@ -144,6 +144,15 @@ fn every_overwrite_gets_a_newer_timestamp_and_a_new_uuid() {
 #[test]
 fn health_and_members_describe_the_node() {
     let node = Node::start(&[]);
+    // KVS's fields first, in KVS's order.
+    let raw = node
+        .http()
+        .request("GET", &node.url("/health"), None)
+        .text();
+    assert!(
+        raw.starts_with(r#"{"status":"ok","mode":"normal","member_count":1,"node_id":"#),
+        "{raw}"
+    );
     let health = node.get_json("/health");
     let mut keys: Vec<&str> = health
         .as_object()

@@ -319,7 +319,7 @@ fn an_unreachable_server_is_reported() {
         let out = run_kvs(&all, None, None);
         let line = failed_line(&out, &format!("{args:?}"));
         assert!(
-            line.starts_with(&format!("kvs: cannot reach {server}")),
+            line.starts_with(&format!("kvs: cannot reach {server}: Connection refused")),
             "{args:?}: stderr {line:?}"
         );
     }

@@ -1,7 +1,8 @@
 //! A cluster of real `kvs` processes on loopback: KVS-style configs (only `seed_nodes` and
 //! `cluster_secret` added) form a cluster; the first node's generated secret is what others
-//! copy; a node without the secret is refused at start, one with a wrong secret is dropped by
-//! the MAC check and never becomes a member; a node stopped with SIGTERM is listed as `left`.
+//! copy; a node without the secret is refused at start (exit 78, nothing created), one with a
+//! wrong secret is dropped by the MAC check, never becomes a member and says it gets no answer;
+//! a node stopped with SIGTERM is listed as `left`.
 #![cfg(not(madsim))]
 // Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -79,8 +80,12 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
     );
     std::fs::write(&config, yaml).unwrap();
     let out = run_kvs(&[config.to_str().unwrap()], None, Some(dir.path()));
-    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.code(), 78, "a configuration error: {out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start created its data dir"
+    );
     assert!(
         out.stderr.contains("cluster_secret") && out.stderr.contains("no-secret.yaml"),
         "{}",
@@ -98,6 +103,12 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
     wait_listed(&first, &both);
     let alone = [(stranger.node_id(), "alive")];
     wait_listed(&stranger, &alone);
+    // And it says so rather than sitting there as a healthy cluster of one.
+    wait_for(CONVERGE, "the stranger to warn that nobody answers", || {
+        let log = stranger.log();
+        (log.contains("no answer from any seed node") && log.contains("cluster_secret"))
+            .then_some(())
+    });
     drop(stranger);
 
     // SIGTERM leaves gracefully: the others list it as left, not dead.

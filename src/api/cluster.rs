@@ -3,9 +3,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Mode};
 use crate::cluster::{Member, MemberStatus, MembershipMsg};
 use crate::seam::AskError;
 
@@ -15,7 +16,7 @@ use crate::seam::AskError;
 /// versions of the same keys. 200 with `"status": "ok"` while the store
 /// answers reads; 503 with `"status": "error"` and the reason when it does not, so a load balancer
 /// takes the node out.
-pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>) {
     let members = members_of(&state).await;
     let tree = state.reader.tree();
     let alive = members.as_ref().map_or(0, |list| {
@@ -23,29 +24,47 @@ pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<V
             .filter(|m| m.status == MemberStatus::Alive)
             .count()
     });
-    let mut body = json!({
-        "status": "ok",
-        "mode": state.mode,
-        "member_count": alive,
-        "node_id": state.node_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.clock.monotonic().saturating_sub(state.started).as_secs(),
-        "keys": tree.keys(),
-        "keyspace_hash": format!("{:016x}", tree.root()),
-    });
-    let problem = match (state.reader.check(), members) {
+    let error = match (state.reader.check(), members) {
         (Err(e), _) => Some(format!("storage: {e}")),
         (Ok(()), Err(e)) => Some(e.message),
         (Ok(()), Ok(_)) => None,
     };
-    match problem {
-        None => (StatusCode::OK, Json(body)),
-        Some(problem) => {
-            body["status"] = json!("error");
-            body["error"] = json!(problem);
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
-        }
-    }
+    let status = if error.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let health = Health {
+        status: if error.is_some() { "error" } else { "ok" },
+        mode: state.mode,
+        member_count: alive,
+        node_id: state.node_id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state
+            .clock
+            .monotonic()
+            .saturating_sub(state.started)
+            .as_secs(),
+        keys: tree.keys(),
+        keyspace_hash: format!("{:016x}", tree.root()),
+        error,
+    };
+    (status, Json(health))
+}
+
+/// `/health`'s body, in this order (KVS's fields first).
+#[derive(Debug, Serialize)]
+pub(super) struct Health {
+    status: &'static str,
+    mode: Mode,
+    member_count: usize,
+    node_id: String,
+    version: &'static str,
+    uptime_s: u64,
+    keys: u64,
+    keyspace_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// Every member this node knows, itself first: KVS's fields plus `status`.

@@ -162,12 +162,27 @@ impl Runtime<NodeIdentity> for Effects {
     }
 }
 
-/// Joining: when to announce next and how long to wait after that.
+/// Joining: when to announce next, how long to wait after that, and since when.
 #[derive(Debug, Clone, Copy)]
 struct Join {
     at: Duration,
     delay: Duration,
+    since: Duration,
 }
+
+impl Join {
+    fn starting(now: Duration) -> Join {
+        Join {
+            at: now,
+            delay: JOIN_DELAY_MIN,
+            since: now,
+        }
+    }
+}
+
+/// After how long without an answer joining warns (then at every announcement, at most every
+/// `JOIN_DELAY_MAX`).
+pub const JOIN_WARN_AFTER: Duration = Duration::from_secs(5);
 
 /// The membership actor.
 pub struct MembershipActor {
@@ -278,25 +293,27 @@ impl MembershipActor {
                 tracing::debug!(addr = %new.addr, old = old.generation, new = new.generation, "member renamed");
             }
             OwnedNotification::Idle => {
-                tracing::info!("no live peer: announcing to the seed nodes again");
                 if !self.leaving {
-                    self.join = Some(Join {
-                        at: now,
-                        delay: JOIN_DELAY_MIN,
-                    });
+                    tracing::info!(
+                        "no live peer left: announcing to known members and seed nodes until one answers"
+                    );
+                    self.join = Some(Join::starting(now));
                 }
             }
-            OwnedNotification::Active => {
-                tracing::info!("joined the cluster");
-                self.join = None;
-            }
+            OwnedNotification::Active => match self.join.take() {
+                Some(join) => tracing::info!(
+                    after_ms = now.saturating_sub(join.since).as_millis() as u64,
+                    "joined the cluster"
+                ),
+                None => tracing::debug!("a first peer joined"),
+            },
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(
                     generation = id.generation,
                     "declared down while alive: rejoined under a new generation"
                 );
             }
-            OwnedNotification::Defunct => tracing::info!("left the cluster"),
+            OwnedNotification::Defunct => tracing::debug!("SWIM defunct"),
             OwnedNotification::DataSent(_) | OwnedNotification::ProbeFailed(..) => {}
         }
     }
@@ -328,10 +345,20 @@ impl MembershipActor {
         }
         if let Some(join) = self.join {
             if now >= join.at {
+                let waited = now.saturating_sub(join.since);
+                if waited >= JOIN_WARN_AFTER {
+                    tracing::warn!(
+                        seeds = ?self.spec.seeds,
+                        waited_s = waited.as_secs(),
+                        "no answer from any seed node or known member: are they running, and is \
+                         this node's cluster_secret the same as theirs?"
+                    );
+                }
                 self.announce(ctx);
                 self.join = Some(Join {
                     at: now + join.delay,
                     delay: (join.delay * 2).min(JOIN_DELAY_MAX),
+                    since: join.since,
                 });
             }
         }
@@ -408,6 +435,9 @@ impl MembershipActor {
         let mut notice = vec![KIND_LEAVING];
         notice.extend(postcard::to_allocvec(&self.spec.me).expect("an identity serializes"));
         let peers: Vec<SocketAddr> = self.swim().iter_members().map(|m| m.id().addr).collect();
+        if !peers.is_empty() {
+            tracing::info!(members = peers.len(), "leaving the cluster");
+        }
         for peer in peers {
             self.send(peer, notice.clone());
         }
@@ -482,10 +512,7 @@ impl Actor for MembershipActor {
             PostcardCodec,
         ));
         if self.spec.seeds.iter().any(|s| *s != self.spec.me.addr) {
-            self.join = Some(Join {
-                at: ctx.clock().monotonic(),
-                delay: JOIN_DELAY_MIN,
-            });
+            self.join = Some(Join::starting(ctx.clock().monotonic()));
         }
         ctx.schedule(TICK, MembershipMsg::Tick);
     }

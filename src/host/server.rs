@@ -84,7 +84,10 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// There is no cluster secret to use, or it could not be read or written.
+    /// The node is told to join a cluster but has no cluster secret (a configuration error).
+    #[error("{0}")]
+    NoSecret(String),
+    /// The cluster secret could not be read or written.
     #[error("{0}")]
     Secret(String),
     /// The HTTP listener failed.
@@ -98,6 +101,17 @@ pub enum ServerError {
     /// A component failed and the node stopped (see the supervision policy in `host::ractor`).
     #[error("stopped after a component failure: {0}")]
     ComponentFailed(String),
+}
+
+impl ServerError {
+    /// The process exit code for this error: 78 (`EX_CONFIG`) for what the configuration must
+    /// fix, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Config(_) | ServerError::NoSecret(_) => 78,
+            _ => 1,
+        }
+    }
 }
 
 /// Runs a node until SIGINT/SIGTERM (clean exit) or a component failure (error). `config_path`
@@ -125,9 +139,13 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             path: config.data_dir.clone(),
             source,
         })?;
+    let secret = cluster_secret(&config, &data_dir, config_path)?;
     let (store, wal) = open_store(&data_dir, clock.wall_ms())?;
     let (keys, replayed) = (store.keys_at_open(), store.replayed_batches());
-    let secret = cluster_secret(&config, &data_dir, config_path)?;
+    let secret = match secret {
+        SecretSource::Known(secret) => secret,
+        SecretSource::Generate(file) => generate_secret(&file)?,
+    };
     let previous: Vec<ClusterSecret> = config
         .cluster_secrets_previous
         .iter()
@@ -223,23 +241,34 @@ fn file_backend(path: &Path) -> Result<FileBackend, ServerError> {
 /// Name of the file in `data_dir` holding a generated cluster secret.
 pub const SECRET_FILE: &str = "cluster_secret";
 
+/// Where this start's cluster secret comes from: decided before anything is created, so that a
+/// start refused for want of one leaves nothing behind.
+enum SecretSource {
+    /// From the config or from `data_dir/cluster_secret`.
+    Known(ClusterSecret),
+    /// A new cluster: generate one into this file once the store opened.
+    Generate(PathBuf),
+}
+
 /// The cluster secret: the config's, else the one in `data_dir/cluster_secret`, else (a node
-/// starting a new cluster: no seed nodes) a new one written there. A node told to join a cluster
+/// starting a new cluster: no seed nodes) one to generate there. A node told to join a cluster
 /// without the secret refuses to start, saying where to find it.
 fn cluster_secret(
     config: &Config,
     data_dir: &Path,
     config_path: &Path,
-) -> Result<ClusterSecret, ServerError> {
+) -> Result<SecretSource, ServerError> {
     if !config.cluster_secret.is_empty() {
         // Validated when the config was loaded.
         return ClusterSecret::from_hex(&config.cluster_secret)
+            .map(SecretSource::Known)
             .map_err(|e| ServerError::Secret(format!("cluster_secret: {e}")));
     }
     let file = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&file) {
         Ok(text) => {
             return ClusterSecret::from_hex(&text)
+                .map(SecretSource::Known)
                 .map_err(|e| ServerError::Secret(format!("{}: {e}", file.display())));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -251,15 +280,20 @@ fn cluster_secret(
         }
     }
     if !config.seed_nodes.is_empty() {
-        return Err(ServerError::Secret(format!(
-            "seed_nodes is set but cluster_secret is not: copy the cluster_secret of the cluster \
-             you join (the cluster_secret key of a member's config, or the file cluster_secret in \
-             the data_dir of the node that started the cluster) into {}",
+        return Err(ServerError::NoSecret(format!(
+            "{}: seed_nodes is set but cluster_secret is not: copy the cluster_secret of the \
+             cluster you join (the cluster_secret key of a member's config, or the file \
+             cluster_secret in the data_dir of the node that started the cluster) into it",
             config_path.display()
         )));
     }
+    Ok(SecretSource::Generate(file))
+}
+
+/// A new cluster's secret, written to `file` and announced.
+fn generate_secret(file: &Path) -> Result<ClusterSecret, ServerError> {
     let secret = ClusterSecret::generate(&mut rand_chacha::ChaCha12Rng::from_seed(os_seed()));
-    write_secret(&file, &secret)
+    write_secret(file, &secret)
         .map_err(|e| ServerError::Secret(format!("writing {}: {e}", file.display())))?;
     tracing::info!(
         file = %file.display(),
