@@ -137,6 +137,9 @@ pub struct Config {
     pub cluster_secrets_previous: Vec<String>,
     /// kvs: how long a dead or departed member stays in `/members/` (s).
     pub member_reap_after_s: u64,
+    /// kvs: the IP address peers reach this node at; empty means `bind_address` (which must then
+    /// not be `0.0.0.0` in a cluster).
+    pub advertise_address: String,
 }
 
 impl Default for Config {
@@ -163,6 +166,7 @@ impl Default for Config {
             cluster_secret: String::new(),
             cluster_secrets_previous: Vec::new(),
             member_reap_after_s: 600,
+            advertise_address: String::new(),
         }
     }
 }
@@ -174,6 +178,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("node_id", "unique id of this node in its cluster; two nodes on one host need different ids"),
             ("bind_address", "IP address the HTTP server binds; \"0.0.0.0\" for every interface"),
+            ("advertise_address", "IP address peers reach this node at; \"\" means bind_address (required in a cluster when that is 0.0.0.0)"),
             ("port", "HTTP port; 0 picks a free one, logged at start"),
             ("data_dir", "directory of the database and its write-ahead log, relative to the working directory"),
             ("read_only", "refuse client writes with 403; replication is still applied"),
@@ -359,6 +364,19 @@ impl Config {
             .collect()
     }
 
+    /// The IP address peers reach this node at: `advertise_address`, else `bind_address`.
+    pub fn advertise_ip(&self) -> Result<IpAddr, ConfigError> {
+        if self.advertise_address.is_empty() {
+            return self.bind_ip();
+        }
+        self.advertise_address
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "advertise_address",
+                message: format!("{:?} is not an IP address", self.advertise_address),
+            })
+    }
+
     /// The address to bind, parsed.
     pub fn bind_ip(&self) -> Result<IpAddr, ConfigError> {
         self.bind_address.parse().map_err(|_| ConfigError::Invalid {
@@ -382,6 +400,20 @@ impl Config {
             );
         }
         self.bind_ip()?;
+        if !self.advertise_address.is_empty() {
+            match self.advertise_address.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => {}
+                _ => {
+                    return invalid(
+                        "advertise_address",
+                        format!(
+                            "{:?} is not an IP address peers can reach",
+                            self.advertise_address
+                        ),
+                    )
+                }
+            }
+        }
         for seed in &self.seed_nodes {
             let port = seed
                 .rsplit_once(':')
@@ -495,6 +527,9 @@ mod tests {
         assert!(msg("max_value_bytes: 0\n").contains("max_value_bytes"));
         assert!(msg("node_id: \"\"\n").contains("node_id"));
         assert!(msg("cluster_secret: abc\n").contains("cluster_secret: must be 64"));
+        assert!(msg("advertise_address: 0.0.0.0\n").contains("advertise_address"));
+        assert!(msg("advertise_address: host\n").contains("advertise_address"));
+        assert!(parse("advertise_address: 10.1.2.3\n").is_ok());
         assert!(msg("cluster_secrets_previous: [\"x\"]\n").contains("cluster_secrets_previous"));
         assert!(parse(&format!("cluster_secret: \"{}\"\n", "0f".repeat(32))).is_ok());
         let long_id = "n".repeat(NODE_ID_BYTES_MAX + 1);

@@ -92,6 +92,22 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
         out.stderr
     );
 
+    // Listening on every interface with nothing to tell peers: refused before binding anything.
+    let config = dir.path().join("everywhere.yaml");
+    let yaml = config_yaml(
+        "everywhere",
+        &dir.path().join("data"),
+        &[
+            ("seed_nodes", &seeds),
+            ("cluster_secret", &quoted),
+            ("bind_address", "\"0.0.0.0\""),
+        ],
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = run_kvs(&[config.to_str().unwrap()], None, Some(dir.path()));
+    assert_eq!(out.code(), 78, "{out:?}");
+    assert!(out.stderr.contains("advertise_address"), "{}", out.stderr);
+
     // A wrong secret: its announcements fail the MAC check and it never becomes a member.
     let wrong = format!("\"{}\"", "0".repeat(64));
     let stranger = Node::start(&[("seed_nodes", &seeds), ("cluster_secret", &wrong)]);

@@ -243,6 +243,7 @@ impl Machine {
             node_id,
             cluster: ClusterSpec {
                 socket,
+                advertise: addr.ip(),
                 seeds,
                 reap_after: MEMBER_REAP_AFTER,
             },

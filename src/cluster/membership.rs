@@ -398,6 +398,9 @@ impl MembershipActor {
 
     fn received(&mut self, ctx: &mut dyn Context<MembershipMsg>, from: SocketAddr, payload: &[u8]) {
         match payload.split_first() {
+            // A node that left stays out: foca would otherwise renew itself back in on hearing
+            // that it is down.
+            Some((&KIND_SWIM, _)) if self.leaving => {}
             Some((&KIND_SWIM, packet)) => {
                 let swim = self.swim.as_mut().expect("foca is created in started");
                 if let Err(e) = swim.handle_data(packet, &mut self.effects) {
@@ -433,7 +436,9 @@ impl MembershipActor {
         self.leaving = true;
         self.join = None;
         let mut notice = vec![KIND_LEAVING];
-        notice.extend(postcard::to_allocvec(&self.spec.me).expect("an identity serializes"));
+        // The current identity: foca may have renewed the boot's after a false suspicion.
+        let me = self.swim().identity().clone();
+        notice.extend(postcard::to_allocvec(&me).expect("an identity serializes"));
         let peers: Vec<SocketAddr> = self.swim().iter_members().map(|m| m.id().addr).collect();
         if !peers.is_empty() {
             tracing::info!(members = peers.len(), "leaving the cluster");
@@ -450,7 +455,7 @@ impl MembershipActor {
 
     /// The member list: this node, then every member foca knows, minus those dead or departed
     /// for longer than `reap_after`, in address order.
-    fn members(&self, ctx: &mut dyn Context<MembershipMsg>) -> Vec<Member> {
+    fn members(&mut self, ctx: &mut dyn Context<MembershipMsg>) -> Vec<Member> {
         let now = ctx.clock().monotonic();
         let me = &self.spec.me;
         let mut list = vec![Member {
@@ -468,6 +473,12 @@ impl MembershipActor {
         let mut others: Vec<Member> = Vec::new();
         for member in swim.iter_membership_state() {
             let id = member.id();
+            if member.state() == State::Down {
+                // Learnt as already down (no MemberDown for it here): the reaping clock starts
+                // when this node first sees it so.
+                let seen = self.seen.entry(id.addr).or_default();
+                seen.down_since.get_or_insert(now);
+            }
             let seen = self.seen.get(&id.addr);
             let status = match member.state() {
                 State::Alive => MemberStatus::Alive,
@@ -759,6 +770,60 @@ mod tests {
             !status.iter().any(|(id, _)| id == "n1"),
             "reaped: {status:?}"
         );
+    }
+
+    #[test]
+    fn a_member_learnt_as_already_dead_is_reaped_too() {
+        let mut lan = Lan::new(2);
+        lan.run(Duration::from_secs(3));
+        // Node 0 learns of a member that is down already (as a restarted node can, from
+        // gossip still spreading the news): it never saw it alive.
+        let ghost = NodeIdentity {
+            addr: addr(9),
+            node_id: "ghost".into(),
+            generation: 1,
+            joined_ms: 1,
+        };
+        let node = &mut lan.nodes[0];
+        let swim = node.actor.swim.as_mut().unwrap();
+        swim.apply_many(
+            std::iter::once(foca::Member::down(ghost)),
+            false,
+            &mut node.actor.effects,
+        )
+        .unwrap();
+        node.actor.apply(&mut node.ctx);
+        assert!(lan
+            .statuses(0)
+            .contains(&("ghost".into(), MemberStatus::Dead)));
+        lan.run(Duration::from_secs(61));
+        let status = lan.statuses(0);
+        assert!(
+            !status.iter().any(|(id, _)| id == "ghost"),
+            "reaped: {status:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_that_left_stays_out() {
+        // Five nodes: an uninformed member's indirect probe of the leaver, through an informed
+        // one, is what would tell foca it is down and make it renew itself back in.
+        let mut lan = Lan::new(5);
+        lan.run(Duration::from_secs(5));
+        let (reply, _answer) = reply_channel();
+        let node = &mut lan.nodes[1];
+        node.actor
+            .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+        // It keeps running and hearing gossip (that it is down) for a while.
+        lan.run(Duration::from_secs(60));
+        for i in [0, 2, 3, 4] {
+            let status = lan.statuses(i);
+            assert!(
+                status.contains(&("n1".into(), MemberStatus::Left)),
+                "node {i}: {status:?}"
+            );
+        }
+        assert_eq!(lan.statuses(1)[0], ("n1".into(), MemberStatus::Left));
     }
 
     #[test]

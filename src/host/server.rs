@@ -87,6 +87,12 @@ pub enum ServerError {
     /// The node is told to join a cluster but has no cluster secret (a configuration error).
     #[error("{0}")]
     NoSecret(String),
+    /// The node listens on every interface and has no address to give its peers.
+    #[error(
+        "bind_address {0} listens on every interface, so peers need another address to reach \
+         this node: set advertise_address to its IP address"
+    )]
+    Unadvertised(std::net::IpAddr),
     /// The cluster secret could not be read or written.
     #[error("{0}")]
     Secret(String),
@@ -108,7 +114,7 @@ impl ServerError {
     /// fix, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServerError::Config(_) | ServerError::NoSecret(_) => 78,
+            ServerError::Config(_) | ServerError::NoSecret(_) | ServerError::Unadvertised(_) => 78,
             _ => 1,
         }
     }
@@ -118,6 +124,17 @@ impl ServerError {
 /// is only reported, in the start-up line.
 pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> {
     let signals = Signals::install().map_err(ServerError::Signals)?;
+    // Before anything is bound or created.
+    let advertise = config.advertise_ip()?;
+    if advertise.is_unspecified() {
+        if !config.seed_nodes.is_empty() {
+            return Err(ServerError::Unadvertised(advertise));
+        }
+        tracing::warn!(
+            bind_address = %advertise,
+            "no node can join this one: set advertise_address to the IP address peers reach it at"
+        );
+    }
     // The port first: a start that fails on it leaves nothing behind in `data_dir`.
     let addr = SocketAddr::new(config.bind_ip()?, config.port);
     let listen_err = |source| ServerError::Listen { addr, source };
@@ -164,6 +181,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         node_id: config.node_id.clone(),
         cluster: ClusterSpec {
             socket,
+            advertise,
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
         },
@@ -302,17 +320,25 @@ fn generate_secret(file: &Path) -> Result<ClusterSecret, ServerError> {
     Ok(secret)
 }
 
-/// Writes the secret readable by its owner alone.
+/// Writes the secret readable by its owner alone, atomically: a crash leaves either no file (the
+/// next start generates one, no node having seen this one) or the whole secret, durably.
 fn write_secret(file: &Path, secret: &ClusterSecret) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let partial = file.with_extension("partial");
     let mut out = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(file)?;
+        .open(&partial)?;
     out.write_all(format!("{}\n", secret.to_hex()).as_bytes())?;
-    out.sync_all()
+    out.sync_all()?;
+    std::fs::rename(&partial, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The seed nodes' addresses (their HTTP `host:port`, whose port number gossip uses over UDP).
@@ -321,8 +347,16 @@ fn resolve_seeds(seeds: &[String]) -> Vec<SocketAddr> {
     use std::net::ToSocketAddrs;
     let mut out = Vec::new();
     for seed in seeds {
+        // Every address it resolves to (`localhost` may be ::1 and 127.0.0.1): the one the seed
+        // is known by answers, the others are dropped.
         match seed.to_socket_addrs() {
-            Ok(addrs) => out.extend(addrs.take(1)),
+            Ok(addrs) => {
+                for addr in addrs {
+                    if !out.contains(&addr) {
+                        out.push(addr);
+                    }
+                }
+            }
             Err(e) => tracing::warn!(seed, error = %e, "seed node does not resolve: skipped"),
         }
     }

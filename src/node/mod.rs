@@ -37,6 +37,8 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ClusterSpec {
     /// The bound gossip socket (UDP, same port number as HTTP).
     pub socket: GossipSocket,
+    /// The IP address peers reach this node at (with the socket's port: its identity).
+    pub advertise: std::net::IpAddr,
     /// Gossip addresses of the seed nodes.
     pub seeds: Vec<SocketAddr>,
     /// How long dead and departed members stay listed.
@@ -85,13 +87,15 @@ impl<H: Host> Node<H> {
         let (membership, membership_mailbox) = host.mailbox::<MembershipActor>(MAILBOX_CAPACITY);
         let ClusterSpec {
             socket,
+            advertise,
             seeds,
             reap_after,
         } = spec.cluster;
-        let address = socket.local_addr().map_err(|e| SpawnError {
+        let port = socket.local_addr().map_err(|e| SpawnError {
             name: MembershipActor::NAME,
             reason: format!("gossip socket: {e}"),
         })?;
+        let address = SocketAddr::new(advertise, port.port());
         let counters = std::sync::Arc::clone(socket.counters());
         let (outbox, gossip) = socket.start(membership.clone());
 
