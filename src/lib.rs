@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod host;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod seam;
 pub mod storage;

@@ -591,3 +591,44 @@ fn concurrent_puts_are_all_acknowledged_and_readable() {
         assert_value(&node.get(key), body.as_bytes(), &format!("GET {key}"));
     }
 }
+
+/// `/metrics` is OpenMetrics text with requests by route, method and status (bounded labels: the
+/// route's template, not the path), group commit sizes and members by status.
+#[test]
+fn metrics_count_requests_by_route_commits_and_members() {
+    let node = Node::start(&[]);
+    ack(&node.put("users/a", b"1"), "PUT");
+    ack(&node.put("users/b", b"2"), "PUT");
+    node.get("users/a");
+    node.get("missing").expect_error(404, "GET missing");
+    node.http()
+        .request("GET", &node.url("/no/such/endpoint"), None)
+        .expect_error(404, "unknown endpoint");
+    let resp = node.http().request("GET", &node.url("/metrics"), None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = resp.text();
+    for line in [
+        r#"kvs_http_requests_total{route="/kv/{*path}",method="PUT",status="200"} 2"#,
+        r#"kvs_http_requests_total{route="/kv/{*path}",method="GET",status="200"} 1"#,
+        r#"kvs_http_requests_total{route="/kv/{*path}",method="GET",status="404"} 1"#,
+        r#"kvs_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"kvs_members{status="alive"} 1"#,
+        r#"kvs_members{status="dead"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kvs_write_batch_writes_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in:\n{text}"));
+    assert!(
+        (1..=2).contains(&commits),
+        "{commits} group commits for 2 writes"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}

@@ -1,7 +1,8 @@
 //! `/health`, `/members/` and `/members/leave`: what a node says about itself and its cluster.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -93,4 +94,16 @@ async fn members_of(state: &ApiState) -> Result<Vec<Member>, ApiError> {
 
 fn unavailable(e: AskError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("membership: {e}"))
+}
+
+/// The node's metrics in OpenMetrics text (member gauges refreshed first).
+pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let members = members_of(&state).await?;
+    state.metrics.set_members(members.iter().map(|m| m.status));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        state.metrics.render(),
+    )
+        .into_response())
 }

@@ -31,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/kv", axum::routing::any(kv::empty_key))
         .route("/kv/", axum::routing::any(kv::empty_key))
         .route("/health", get(cluster::health))
+        .route("/metrics", get(cluster::metrics))
         .route("/members", get(cluster::members))
         .route("/members/", get(cluster::members))
         .route("/members/leave", axum::routing::post(cluster::leave))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cluster::MembershipMsg;
+use crate::metrics::NodeMetrics;
 use crate::seam::{Addr, Clock};
 use crate::storage::{StorageMsg, StorageReader};
 
@@ -54,4 +55,6 @@ pub struct ApiState {
     pub membership: Addr<MembershipMsg>,
     /// Direct reads.
     pub reader: StorageReader,
+    /// The node's metrics (`/metrics`, and the request counters updated here).
+    pub metrics: Arc<NodeMetrics>,
 }

@@ -1,44 +1,76 @@
 //! Counters of what the network brought and what was dropped, by reason: shared between the
 //! socket glue (which drops what fails the envelope) and the membership actor (which drops what
-//! foca cannot parse). `/metrics` will export them; the simulator reads them directly.
+//! foca cannot parse), and exported on `/metrics` (prometheus-client counters: plain shared
+//! atomics, one set per node, so the simulator's nodes never mix theirs).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 use super::envelope::Rejected;
 
+/// A drop's reason, as a metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `Rejected::label`, or why a healthy datagram was not passed on.
+    pub reason: &'static str,
+}
+
 /// Datagram counters of one node.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NetCounters {
     /// Datagrams sent.
-    pub sent: AtomicU64,
+    pub sent: Counter,
     /// Datagrams received and accepted by the envelope.
-    pub received: AtomicU64,
-    /// Datagrams not sent because the send queue was full.
-    pub send_queue_full: AtomicU64,
-    /// Datagrams not delivered because the membership actor's mailbox was full.
-    pub receive_queue_full: AtomicU64,
-    rejected: [AtomicU64; Rejected::ALL.len()],
+    pub received: Counter,
+    /// Datagrams dropped, by reason: the envelope's and the protocol's rejections, a full send
+    /// queue (`send_queue_full`), a full membership mailbox (`receive_queue_full`).
+    dropped: Family<ReasonLabel, Counter>,
 }
 
 impl NetCounters {
-    /// Counts a dropped datagram and says whether to log it: the 1st, 2nd, 4th, 8th... of each
+    /// Counts a rejected datagram and says whether to log it: the 1st, 2nd, 4th, 8th... of each
     /// reason, so that a flood of junk is visible in the log at a bounded rate.
     pub fn reject(&self, reason: Rejected) -> bool {
-        let n = self.rejected[index(reason)].fetch_add(1, Ordering::Relaxed) + 1;
-        n.is_power_of_two()
+        self.drop_for(reason.label())
+    }
+
+    /// How many datagrams were rejected for `reason`.
+    pub fn rejected(&self, reason: Rejected) -> u64 {
+        self.dropped_for(reason.label())
+    }
+
+    /// Counts a datagram dropped because a queue was full (`send_queue_full`,
+    /// `receive_queue_full`); says whether to log it, as [`NetCounters::reject`] does.
+    pub fn drop_for(&self, reason: &'static str) -> bool {
+        let before = self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+        (before + 1).is_power_of_two()
     }
 
     /// How many datagrams were dropped for `reason`.
-    pub fn rejected(&self, reason: Rejected) -> u64 {
-        self.rejected[index(reason)].load(Ordering::Relaxed)
+    pub fn dropped_for(&self, reason: &'static str) -> u64 {
+        self.dropped.get_or_create(&ReasonLabel { reason }).get()
     }
-}
 
-fn index(reason: Rejected) -> usize {
-    Rejected::ALL
-        .iter()
-        .position(|r| *r == reason)
-        .expect("ALL lists every reason")
+    /// Adds the counters to a node's registry.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gossip_datagrams_sent",
+            "Gossip datagrams sent",
+            self.sent.clone(),
+        );
+        registry.register(
+            "gossip_datagrams_received",
+            "Gossip datagrams received and authenticated",
+            self.received.clone(),
+        );
+        registry.register(
+            "gossip_datagrams_dropped",
+            "Gossip datagrams dropped, by reason",
+            self.dropped.clone(),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -55,5 +87,24 @@ mod tests {
         );
         assert_eq!(counters.rejected(Rejected::Mac), 9);
         assert_eq!(counters.rejected(Rejected::Oversized), 0);
+    }
+
+    #[test]
+    fn the_counters_are_exported_by_reason() {
+        let counters = NetCounters::default();
+        counters.reject(Rejected::Mac);
+        counters.drop_for("send_queue_full");
+        counters.sent.inc();
+        let mut registry = Registry::with_prefix("kvs");
+        counters.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "kvs_gossip_datagrams_sent_total 1",
+            "kvs_gossip_datagrams_dropped_total{reason=\"bad_mac\"} 1",
+            "kvs_gossip_datagrams_dropped_total{reason=\"send_queue_full\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

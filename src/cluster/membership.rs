@@ -255,9 +255,9 @@ impl MembershipActor {
         match self.out.send(Outgoing { to, payload }) {
             Ok(()) | Err(SendError::Stopped) => {}
             Err(SendError::Full) => {
-                self.counters
-                    .send_queue_full
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.counters.drop_for("send_queue_full") {
+                    tracing::warn!(%to, "the gossip send queue is full: dropped a datagram");
+                }
             }
         }
     }

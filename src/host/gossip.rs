@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,7 +151,7 @@ async fn receive(
                 continue;
             }
         };
-        counters.received.fetch_add(1, Ordering::Relaxed);
+        counters.received.inc();
         let msg = MembershipMsg::Datagram {
             from,
             payload: payload.to_vec(),
@@ -160,7 +159,9 @@ async fn receive(
         match membership.send(msg) {
             Ok(()) => {}
             Err(SendError::Full) => {
-                counters.receive_queue_full.fetch_add(1, Ordering::Relaxed);
+                if counters.drop_for("receive_queue_full") {
+                    tracing::warn!("membership is behind: dropped a gossip datagram");
+                }
             }
             Err(SendError::Stopped) => return,
         }
@@ -177,7 +178,7 @@ async fn send(
         let datagram = sealer.seal(&payload);
         match send_to(&socket, to, &datagram).await {
             Ok(()) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counters.sent.inc();
             }
             Err(e) => tracing::debug!(%to, error = %e, "gossip send"),
         }

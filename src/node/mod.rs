@@ -27,6 +27,7 @@ use crate::api::{self, ApiState, Mode};
 use crate::cluster::{MembershipActor, MembershipMsg, MembershipSpec, NodeIdentity};
 use crate::host::gossip::{GossipSocket, GossipTasks};
 use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
+use crate::metrics::NodeMetrics;
 use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
 
@@ -97,10 +98,12 @@ impl<H: Host> Node<H> {
         })?;
         let address = SocketAddr::new(advertise, port.port());
         let counters = std::sync::Arc::clone(socket.counters());
+        let metrics = std::sync::Arc::new(NodeMetrics::new(&counters));
         let (outbox, gossip) = socket.start(membership.clone());
 
         // 2. Every actor.
-        let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone());
+        let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
+            .observe_batches(metrics.batch_writes.clone());
         if let Some(batches) = spec.checkpoint_batches {
             storage_actor = storage_actor.checkpoint_every(batches);
         }
@@ -140,6 +143,7 @@ impl<H: Host> Node<H> {
             storage,
             membership: membership.clone(),
             reader: store.reader(),
+            metrics,
         };
         Ok(Node {
             api,

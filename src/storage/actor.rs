@@ -12,6 +12,8 @@ use super::tables::{apply_records, META, META_WAL_SEQ};
 use super::wal::Wal;
 use super::{CommitError, Record, Store, Version, WriteError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::seam::{Actor, Context, Reply};
 
 /// Most writes committed in one batch (one log frame).
@@ -132,6 +134,8 @@ pub struct StorageActor {
     /// Checkpoint after this many batches.
     checkpoint_batches: u32,
     origin: String,
+    /// Where each group commit's size is recorded (`/metrics`), if anywhere.
+    batch_sizes: Option<Histogram>,
     pending: Vec<Write>,
     pending_bytes: usize,
     /// Number of the batch being gathered (bumped by every commit).
@@ -158,6 +162,7 @@ impl StorageActor {
             unsynced_seq: None,
             unsynced_batches: 0,
             checkpoint_batches: CHECKPOINT_BATCHES,
+            batch_sizes: None,
             origin: origin.into(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -172,6 +177,12 @@ impl StorageActor {
     /// simulator checkpoints often, so that its short runs crash around checkpoints too.
     pub fn checkpoint_every(mut self, batches: u32) -> Self {
         self.checkpoint_batches = batches.max(1);
+        self
+    }
+
+    /// Records every group commit's number of writes in `histogram`.
+    pub fn observe_batches(mut self, histogram: Histogram) -> Self {
+        self.batch_sizes = Some(histogram);
         self
     }
 
@@ -236,6 +247,9 @@ impl StorageActor {
                 // Everyone just answered will write again; so will whoever queued meanwhile.
                 self.expected_batch_len = (count + ctx.backlog()).min(BATCH_WRITES_MAX);
                 tracing::trace!(writes = count, "group commit");
+                if let Some(histogram) = &self.batch_sizes {
+                    histogram.observe(count as f64);
+                }
                 if self.unsynced_batches >= self.checkpoint_batches
                     || self.wal.len_bytes() >= CHECKPOINT_LOG_BYTES
                 {
