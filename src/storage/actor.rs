@@ -14,6 +14,7 @@ use super::{CommitError, Record, Store, Version, WriteError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::limits::NODE_ID_BYTES_MAX;
 use crate::seam::{Actor, Context, Reply};
 
 /// Most writes committed in one batch (one log frame).
@@ -83,6 +84,34 @@ pub enum Write {
         /// Answered with what was found.
         reply: Reply<WriteResult<DeleteOutcome>>,
     },
+    /// A record from a peer (replication, anti-entropy): kept, with its version and origin, only
+    /// if it wins over what this node holds for the key ([`Applied`]).
+    Apply {
+        /// Validated key path.
+        path: String,
+        /// The peer's record (validated: its data is JSON within the size limit or a tombstone).
+        record: Record,
+        /// Answered with what happened.
+        reply: Reply<WriteResult<Applied>>,
+    },
+}
+
+/// What applying a peer's record did. A record replaces this node's when its timestamp is newer;
+/// on equal timestamps with different uuids (a collision: two nodes wrote the key in the same
+/// millisecond) the greater uuid wins, so every node picks the same winner without talking.
+/// (KVS's majority vote and oldest-node rules come with the conflict-resolution actor.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was newer (or the key was unknown): stored.
+    Stored,
+    /// It collided with this node's version and won: stored.
+    WonCollision,
+    /// It collided with this node's version and lost: ignored.
+    LostCollision,
+    /// This node holds the same version already: nothing to do (a duplicate or a replay).
+    Same,
+    /// This node holds a newer version: ignored.
+    Stale,
 }
 
 /// How long a batch smaller than the writer's expected concurrency may wait for more writes before
@@ -92,7 +121,9 @@ pub const LINGER: Duration = Duration::from_micros(500);
 impl Write {
     fn path(&self) -> &str {
         match self {
-            Write::Put { path, .. } | Write::Delete { path, .. } => path,
+            Write::Put { path, .. } | Write::Delete { path, .. } | Write::Apply { path, .. } => {
+                path
+            }
         }
     }
 
@@ -100,6 +131,9 @@ impl Write {
         match self {
             Write::Put { path, data, .. } => path.len() + data.len(),
             Write::Delete { path, .. } => path.len(),
+            Write::Apply { path, record, .. } => {
+                path.len() + record.data.as_ref().map_or(0, Vec::len)
+            }
         }
     }
 
@@ -107,6 +141,7 @@ impl Write {
         match self {
             Write::Put { reply, .. } => reply.send(Err(e)),
             Write::Delete { reply, .. } => reply.send(Err(e)),
+            Write::Apply { reply, .. } => reply.send(Err(e)),
         }
     }
 }
@@ -241,6 +276,7 @@ impl StorageActor {
                     match (write, outcome) {
                         (Write::Put { reply, .. }, Outcome::Put(v)) => reply.send(Ok(v)),
                         (Write::Delete { reply, .. }, Outcome::Delete(d)) => reply.send(Ok(d)),
+                        (Write::Apply { reply, .. }, Outcome::Apply(a)) => reply.send(Ok(a)),
                         _ => unreachable!("outcomes follow the batch order"),
                     }
                 }
@@ -328,6 +364,38 @@ impl StorageActor {
                 Some(&i) => Some(logged[i].1.clone()),
                 None => reader.get(path)?,
             };
+            if let Write::Apply { record, .. } = write {
+                // The sync actor validates peers' records: the log's bound counts on it.
+                assert!(
+                    record.origin.len() <= NODE_ID_BYTES_MAX,
+                    "a validated origin"
+                );
+                let applied = match &current {
+                    None => Applied::Stored,
+                    Some(c) if c.version == record.version => Applied::Same,
+                    Some(c) if c.version.timestamp_ms > record.version.timestamp_ms => {
+                        Applied::Stale
+                    }
+                    Some(c) if c.version.timestamp_ms < record.version.timestamp_ms => {
+                        Applied::Stored
+                    }
+                    Some(c) if c.version < record.version => Applied::WonCollision,
+                    Some(_) => Applied::LostCollision,
+                };
+                outcomes.push(Outcome::Apply(applied));
+                if matches!(applied, Applied::Stored | Applied::WonCollision) {
+                    if let Some(c) = &current {
+                        assert!(
+                            c.version < record.version,
+                            "versions of a key only move forward"
+                        );
+                    }
+                    in_batch.insert(path, logged.len());
+                    replaced.push(current.map(|r| r.version));
+                    logged.push((path.to_owned(), record.clone()));
+                }
+                continue;
+            }
             // A hybrid logical clock per key: the wall clock, but strictly above any version this
             // node holds for the key, so a local write supersedes what it saw.
             let version = Version {
@@ -344,6 +412,7 @@ impl StorageActor {
                 );
             }
             let (outcome, data) = match write {
+                Write::Apply { .. } => unreachable!("applied above"),
                 Write::Put { data, .. } => (Outcome::Put(version), Some(data.to_vec())),
                 Write::Delete { .. } => match current {
                     Some(ref r) if r.is_tombstone() => {
@@ -386,6 +455,7 @@ impl StorageActor {
 enum Outcome {
     Put(Version),
     Delete(DeleteOutcome),
+    Apply(Applied),
 }
 
 impl Actor for StorageActor {

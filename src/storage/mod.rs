@@ -24,8 +24,8 @@ mod tables;
 mod wal;
 
 pub use actor::{
-    DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult, BATCH_BYTES_MAX, BATCH_WRITES_MAX,
-    WRITE_BYTES_MAX,
+    Applied, DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult, BATCH_BYTES_MAX,
+    BATCH_WRITES_MAX, WRITE_BYTES_MAX,
 };
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use reader::StorageReader;

@@ -643,3 +643,90 @@ fn the_hash_tree_follows_every_commit_and_survives_a_crash() {
     );
     assert_eq!(store.reader().tree(), before_crash);
 }
+
+fn apply(path: &str, record: Record) -> (StorageMsg, Receiver<WriteResult<Applied>>) {
+    let (reply, rx) = reply_channel();
+    (
+        StorageMsg::Write(Write::Apply {
+            path: path.into(),
+            record,
+            reply,
+        }),
+        rx,
+    )
+}
+
+fn remote(ts: u64, uuid: u8, data: Option<&str>) -> Record {
+    Record {
+        version: Version {
+            timestamp_ms: ts,
+            uuid: [uuid; 16],
+        },
+        origin: "node-b".into(),
+        data: data.map(|d| d.as_bytes().to_vec()),
+    }
+}
+
+#[test]
+fn a_peers_record_is_kept_only_if_it_wins_and_survives_a_crash() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+    let mut ctx = TestContext::new(T0, 42);
+    let mut run = |msg| {
+        actor.handle(&mut ctx, msg);
+        while let Some((_, timer)) = ctx.scheduled.pop() {
+            actor.handle(&mut ctx, timer);
+        }
+    };
+    let cases = [
+        (remote(T0 + 10, 5, Some("1")), Applied::Stored, Some("1")),
+        (remote(T0 + 10, 5, Some("1")), Applied::Same, Some("1")),
+        (remote(T0 + 5, 9, Some("old")), Applied::Stale, Some("1")),
+        (
+            remote(T0 + 10, 4, Some("low")),
+            Applied::LostCollision,
+            Some("1"),
+        ),
+        (
+            remote(T0 + 10, 6, Some("high")),
+            Applied::WonCollision,
+            Some("high"),
+        ),
+        (remote(T0 + 20, 1, None), Applied::Stored, None),
+    ];
+    for (record, expected, data_after) in cases {
+        let (msg, rx) = apply("k", record.clone());
+        run(msg);
+        assert_eq!(answered(rx).unwrap(), expected, "{record:?}");
+        let stored = store.reader().get("k").unwrap().unwrap();
+        assert_eq!(
+            stored.data.as_deref(),
+            data_after.map(str::as_bytes),
+            "{record:?}"
+        );
+        if matches!(expected, Applied::Stored | Applied::WonCollision) {
+            assert_eq!(stored, record, "kept with its version and origin");
+        }
+    }
+    // A local write after the peer's tombstone goes above it (hybrid clock).
+    let (msg, rx) = put("k", "2");
+    run(msg);
+    assert!(answered(rx).unwrap().timestamp_ms > T0 + 20);
+    assert_eq!(store.reader().tree(), rebuilt_tree(&store));
+
+    let before = store.reader().get("k").unwrap();
+    let (msg, rx) = apply("other", remote(T0, 1, Some("[1]")));
+    run(msg);
+    assert_eq!(answered(rx).unwrap(), Applied::Stored);
+    let tree = store.reader().tree();
+    drop(actor);
+    drop(store);
+    let (store, _) = Store::open(db, log, T0).unwrap();
+    assert_eq!(store.reader().get("k").unwrap(), before);
+    assert_eq!(
+        store.reader().get("other").unwrap(),
+        Some(remote(T0, 1, Some("[1]")))
+    );
+    assert_eq!(store.reader().tree(), tree);
+}
