@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{MemberStatus, NetCounters};
+use crate::sync::SyncCounters;
 
 /// Labels of an answered HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -52,7 +53,7 @@ const STATUSES: [MemberStatus; 4] = [
 
 impl NodeMetrics {
     /// A registry with every metric of a node, the gossip counters included.
-    pub fn new(net: &NetCounters) -> NodeMetrics {
+    pub fn new(net: &NetCounters, sync: &SyncCounters) -> NodeMetrics {
         let mut registry = Registry::with_prefix("kvs");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -74,6 +75,7 @@ impl NodeMetrics {
             members.clone(),
         );
         net.register(&mut registry);
+        sync.register(&mut registry);
         NodeMetrics {
             registry,
             requests,
@@ -129,7 +131,7 @@ mod tests {
 
     #[test]
     fn every_metric_renders_with_the_kvs_prefix() {
-        let metrics = NodeMetrics::new(&NetCounters::default());
+        let metrics = NodeMetrics::new(&NetCounters::default(), &SyncCounters::default());
         metrics
             .requests
             .get_or_create(&RequestLabels {

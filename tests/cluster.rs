@@ -135,3 +135,89 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
     wait_listed(&first, &after);
     assert_eq!(first.get_json("/health")["member_count"], 1);
 }
+
+/// A write on one node is readable on the other at once (push over the shared port's frames),
+/// a delete too, and both nodes end with the same keyspace hash.
+#[test]
+fn writes_replicate_between_real_processes() {
+    let first = Node::start(&[]);
+    let secret = std::fs::read_to_string(first.data_dir().join("cluster_secret")).unwrap();
+    let seeds = format!("[\"{}\"]", first.addr());
+    let quoted = format!("\"{}\"", secret.trim());
+    let second = Node::start(&[("seed_nodes", &seeds), ("cluster_secret", &quoted)]);
+    let mut both = vec![(first.node_id(), "alive"), (second.node_id(), "alive")];
+    both.sort();
+    wait_listed(&first, &both);
+    wait_listed(&second, &both);
+
+    let value = br#"{"replicated": "yes", "n": 1}"#;
+    assert_eq!(first.put("users/a", value).status, 200);
+    let got = wait_for(CONVERGE, "the write to reach the second node", || {
+        let resp = second.get("users/a");
+        (resp.status == 200).then_some(resp.body)
+    });
+    assert_eq!(got, value, "the bytes as written");
+    assert_eq!(second.delete("users/a").status, 204);
+    wait_for(CONVERGE, "the delete to reach the first node", || {
+        (first.get("users/a").status == 404).then_some(())
+    });
+    let hash = |n: &Node| n.get_json("/health")["keyspace_hash"].clone();
+    wait_for(CONVERGE, "equal keyspace hashes", || {
+        (hash(&first) == hash(&second)).then_some(())
+    });
+    let metrics = first
+        .http()
+        .request("GET", &first.url("/metrics"), None)
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "kvs_replication_received_records_total 1"),
+        "{metrics}"
+    );
+}
+
+/// Frames share the HTTP port: a connection that opens with the frame magic but carries a forged
+/// frame, or announces an oversized one, is dropped and counted by reason, and HTTP on the same
+/// port is unaffected.
+#[test]
+fn forged_and_oversized_frames_are_dropped_and_counted() {
+    use std::io::{Read, Write};
+    let node = Node::start(&[]);
+    let exchange = |bytes: &[u8]| {
+        let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        conn.write_all(bytes).unwrap();
+        // The node closes the connection: the read ends (0 bytes), it never hangs.
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        rest
+    };
+    let mut hello = b"KVS\x01\x01".to_vec();
+    hello.extend([7u8; 16]);
+    let mut forged = hello.clone();
+    forged.extend(4u32.to_be_bytes());
+    forged.extend(b"body");
+    forged.extend([0u8; 32]);
+    assert!(exchange(&forged).is_empty(), "no answer to a forged frame");
+    let mut oversized = hello.clone();
+    oversized.extend(u32::MAX.to_be_bytes());
+    assert!(exchange(&oversized).is_empty());
+
+    let metrics = || {
+        node.http()
+            .request("GET", &node.url("/metrics"), None)
+            .text()
+    };
+    wait_for(CONVERGE, "both drops counted", || {
+        let text = metrics();
+        let counted = |reason: &str| {
+            text.lines().any(|l| {
+                l == format!("kvs_frame_connections_dropped_total{{reason=\"{reason}\"}} 1")
+            })
+        };
+        (counted("bad_mac") && counted("oversized")).then_some(())
+    });
+    assert_eq!(node.put("still", b"1").status, 200, "HTTP on the same port");
+}

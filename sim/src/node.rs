@@ -21,7 +21,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use kvs::api::Mode;
+use kvs::cluster::frame::FrameKeys;
 use kvs::cluster::{ClusterSecret, Sealer};
+use kvs::host::frames::Incoming;
 use kvs::host::gossip::GossipSocket;
 use kvs::host::task::{BusyTime, TaskHost};
 use kvs::host::Host;
@@ -30,7 +32,7 @@ use kvs::seam::Clock;
 use kvs::storage::{OpenError, Store};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::clock::SimClock;
@@ -42,6 +44,23 @@ pub const CHECKPOINT_BATCHES: u32 = 16;
 
 /// How long a dead or departed member stays listed on a simulated node.
 pub const MEMBER_REAP_AFTER: Duration = Duration::from_secs(600);
+
+/// Accepts the node's frame connections on its address. (No HTTP travels over simulated TCP:
+/// clients call the router in-process, so every connection is a peer's.)
+async fn accept_frames(addr: SocketAddr) -> mpsc::Receiver<Incoming> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("a fresh machine's port is free");
+    let (tx, rx) = mpsc::channel::<Incoming>(64);
+    tokio::spawn(async move {
+        while let Ok((stream, from)) = listener.accept().await {
+            if tx.send((Box::new(stream), from)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
 
 /// The run's cluster secret: derived from the seed, like everything else.
 fn sim_secret(run_seed: u64) -> ClusterSecret {
@@ -236,14 +255,18 @@ impl Machine {
         )?;
         let clock: Arc<dyn Clock> = self.clock.clone();
         let (addr, seeds) = (self.addr, self.seeds.clone());
-        let sealer = Sealer::new(&sim_secret(self.run_seed), &[]);
+        let secret = sim_secret(self.run_seed);
+        let sealer = Sealer::new(&secret, &[]);
+        let frame_keys = FrameKeys::new(&secret, &[]);
         let node_id = self.name.clone();
         let (spec_clock, run_seed) = (Arc::clone(&clock), self.run_seed);
-        let spec = move |socket| NodeSpec {
+        let spec = move |socket, frames| NodeSpec {
             node_id,
             cluster: ClusterSpec {
                 socket,
                 advertise: addr.ip(),
+                frames,
+                frame_keys,
                 seeds,
                 reap_after: MEMBER_REAP_AFTER,
             },
@@ -264,8 +287,9 @@ impl Machine {
                 let socket = GossipSocket::bind(addr, sealer, Arc::default())
                     .await
                     .expect("a fresh machine's gossip port is free");
+                let frames = accept_frames(addr).await;
                 let mut host = TaskHost::paced(clock, busy);
-                let node = Node::assemble(&mut host, spec(socket), store, wal)
+                let node = Node::assemble(&mut host, spec(socket, frames), store, wal)
                     .await
                     .expect("the task host starts every actor");
                 (node.router(), host.failed())

@@ -30,7 +30,10 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
         storage,
         membership: Addr::new(Arc::new(Alone)),
         reader: store.reader(),
-        metrics: Arc::new(crate::metrics::NodeMetrics::new(&Default::default())),
+        metrics: Arc::new(crate::metrics::NodeMetrics::new(
+            &Default::default(),
+            &Default::default(),
+        )),
     }
 }
 

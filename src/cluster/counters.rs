@@ -27,6 +27,8 @@ pub struct NetCounters {
     /// Datagrams dropped, by reason: the envelope's and the protocol's rejections, a full send
     /// queue (`send_queue_full`), a full membership mailbox (`receive_queue_full`).
     dropped: Family<ReasonLabel, Counter>,
+    /// Frame connections dropped, by reason (bad MAC, malformed, oversized, truncated...).
+    frames_dropped: Family<ReasonLabel, Counter>,
 }
 
 impl NetCounters {
@@ -53,6 +55,22 @@ impl NetCounters {
         self.dropped.get_or_create(&ReasonLabel { reason }).get()
     }
 
+    /// Counts a frame connection dropped for `reason`; says whether to log it (powers of two).
+    pub fn frame_drop_for(&self, reason: &'static str) -> bool {
+        let before = self
+            .frames_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+        (before + 1).is_power_of_two()
+    }
+
+    /// How many frame connections were dropped for `reason`.
+    pub fn frames_dropped_for(&self, reason: &'static str) -> u64 {
+        self.frames_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .get()
+    }
+
     /// Adds the counters to a node's registry.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -69,6 +87,11 @@ impl NetCounters {
             "gossip_datagrams_dropped",
             "Gossip datagrams dropped, by reason",
             self.dropped.clone(),
+        );
+        registry.register(
+            "frame_connections_dropped",
+            "Sync frame connections dropped, by reason",
+            self.frames_dropped.clone(),
         );
     }
 }

@@ -32,6 +32,7 @@ use super::counters::NetCounters;
 use super::envelope::{Rejected, PAYLOAD_BYTES_MAX};
 use super::identity::{NodeIdentity, IDENTITY_BYTES_MAX};
 use crate::seam::{Actor, Addr, Context, Reply, SendError};
+use crate::sync::SyncMsg;
 
 /// How often due protocol timers are fired (foca's shortest, the probe round trip, is 500 ms).
 pub const TICK: Duration = Duration::from_millis(50);
@@ -198,6 +199,8 @@ pub struct MembershipActor {
     join: Option<Join>,
     cluster_size: u32,
     leaving: bool,
+    /// Who is told the live peers on every change (the sync actor), and what it was last told.
+    peers_to: Option<(Addr<SyncMsg>, Vec<SocketAddr>)>,
 }
 
 /// foca's LAN configuration for `size` members, with our packet bound. Members are never
@@ -225,6 +228,30 @@ impl MembershipActor {
             join: None,
             cluster_size: 1,
             leaving: false,
+            peers_to: None,
+        }
+    }
+
+    /// Tells `sync` the live peers (alive or suspect, this node excluded) whenever they change.
+    pub fn tell_peers(mut self, sync: Addr<SyncMsg>) -> Self {
+        self.peers_to = Some((sync, Vec::new()));
+        self
+    }
+
+    /// Sends the live peers to whoever wants them, if they changed.
+    fn publish_peers(&mut self) {
+        let Some(swim) = self.swim.as_ref() else {
+            return;
+        };
+        let mut peers: Vec<SocketAddr> = swim.iter_members().map(|m| m.id().addr).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        if let Some((sync, last)) = &mut self.peers_to {
+            if *last != peers {
+                // A full mailbox loses this update; the next change sends the whole list again.
+                let _ = sync.send(SyncMsg::Peers(peers.clone()));
+                *last = peers;
+            }
         }
     }
 
@@ -245,8 +272,21 @@ impl MembershipActor {
             self.timer_seq += 1;
             self.timers.insert((now + after, self.timer_seq), timer);
         }
-        for notification in std::mem::take(&mut self.effects.notifications) {
+        let notifications = std::mem::take(&mut self.effects.notifications);
+        let membership_changed = notifications.iter().any(|n| {
+            matches!(
+                n,
+                OwnedNotification::MemberUp(_)
+                    | OwnedNotification::MemberDown(_)
+                    | OwnedNotification::Rename(..)
+                    | OwnedNotification::Idle
+            )
+        });
+        for notification in notifications {
             self.notified(ctx, notification);
+        }
+        if membership_changed {
+            self.publish_peers();
         }
     }
 

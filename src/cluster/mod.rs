@@ -7,6 +7,7 @@
 
 pub mod counters;
 pub mod envelope;
+pub mod frame;
 pub mod identity;
 pub mod membership;
 pub mod secret;

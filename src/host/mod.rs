@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod context;
+pub mod frames;
 pub mod gossip;
 mod mailbox;
 pub mod task;

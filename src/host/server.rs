@@ -22,12 +22,16 @@ use super::shutdown::{self, Signals};
 use super::system::{os_seed, SystemClock};
 use super::{Host, SpawnError};
 use crate::api::Mode;
+use crate::cluster::frame::FrameKeys;
 use crate::cluster::{ClusterSecret, Sealer};
 use crate::config::{Config, ConfigError};
 use crate::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use crate::seam::Clock;
 use crate::storage::{OpenError, Store, Wal};
 use rand_core::SeedableRng;
+
+/// Frame connections accepted and waiting for the transport, at most.
+const FRAME_CONNECTIONS_QUEUE: usize = 64;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "kvs.redb";
@@ -170,6 +174,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         .collect();
     let socket = GossipSocket::from_std(udp, Sealer::new(&secret, &previous), Arc::default())
         .map_err(gossip_err)?;
+    let (frames_tx, frames) = tokio::sync::mpsc::channel(FRAME_CONNECTIONS_QUEUE);
     let seeds = resolve_seeds(&config.seed_nodes);
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
     let mode = if config.read_only {
@@ -182,6 +187,8 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         cluster: ClusterSpec {
             socket,
             advertise,
+            frames,
+            frame_keys: FrameKeys::new(&secret, &previous),
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
         },
@@ -205,7 +212,8 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         "listening"
     );
 
-    let listener = BoundedListener::new(listener, config.max_connections);
+    let listener =
+        BoundedListener::new(listener, config.max_connections, frames_tx).map_err(listen_err)?;
     axum::serve(listener, node.router())
         .with_graceful_shutdown(shutdown::requested(signals, host.failed()))
         .await

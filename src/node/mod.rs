@@ -24,12 +24,15 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use crate::api::{self, ApiState, Mode};
+use crate::cluster::frame::FrameKeys;
 use crate::cluster::{MembershipActor, MembershipMsg, MembershipSpec, NodeIdentity};
+use crate::host::frames::{self, FrameTasks, Incoming};
 use crate::host::gossip::{GossipSocket, GossipTasks};
 use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
 use crate::metrics::NodeMetrics;
 use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
+use crate::sync::{SyncActor, SyncCounters};
 
 /// How long a stopping node waits for its departure notice to be handed to the socket.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,6 +43,11 @@ pub struct ClusterSpec {
     pub socket: GossipSocket,
     /// The IP address peers reach this node at (with the socket's port: its identity).
     pub advertise: std::net::IpAddr,
+    /// Frame connections from peers (TCP on the HTTP port: the production listener tells them
+    /// from HTTP; the simulator accepts them directly).
+    pub frames: tokio::sync::mpsc::Receiver<Incoming>,
+    /// The keys frames are signed and checked with.
+    pub frame_keys: FrameKeys,
     /// Gossip addresses of the seed nodes.
     pub seeds: Vec<SocketAddr>,
     /// How long dead and departed members stay listed.
@@ -71,6 +79,7 @@ pub struct Node<H: Host> {
     api: ApiState,
     membership: Addr<MembershipMsg>,
     gossip: GossipTasks,
+    frames: FrameTasks,
     /// Started actors, in the order they stop.
     actors: Vec<(&'static str, H::Running)>,
 }
@@ -86,9 +95,12 @@ impl<H: Host> Node<H> {
         // 1. Every address first (and the socket's way out, which needs membership's address).
         let (storage, storage_mailbox) = host.mailbox::<StorageActor>(MAILBOX_CAPACITY);
         let (membership, membership_mailbox) = host.mailbox::<MembershipActor>(MAILBOX_CAPACITY);
+        let (sync, sync_mailbox) = host.mailbox::<SyncActor>(MAILBOX_CAPACITY);
         let ClusterSpec {
             socket,
             advertise,
+            frames: incoming,
+            frame_keys,
             seeds,
             reap_after,
         } = spec.cluster;
@@ -98,12 +110,23 @@ impl<H: Host> Node<H> {
         })?;
         let address = SocketAddr::new(advertise, port.port());
         let counters = std::sync::Arc::clone(socket.counters());
-        let metrics = std::sync::Arc::new(NodeMetrics::new(&counters));
+        let sync_counters = SyncCounters::default();
+        let metrics = std::sync::Arc::new(NodeMetrics::new(&counters, &sync_counters));
         let (outbox, gossip) = socket.start(membership.clone());
+        let frames_rng = spec.seed.rng(&spec.node_id, "frames", spec.boot);
+        let (transport, frame_tasks) = frames::start(
+            frame_keys,
+            incoming,
+            sync.clone(),
+            frames_rng,
+            std::sync::Arc::clone(&counters),
+        );
 
         // 2. Every actor.
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
-            .observe_batches(metrics.batch_writes.clone());
+            .observe_batches(metrics.batch_writes.clone())
+            .replicate_to(sync.clone());
+        let sync_actor = SyncActor::new(storage.clone(), transport, sync_counters);
         if let Some(batches) = spec.checkpoint_batches {
             storage_actor = storage_actor.checkpoint_every(batches);
         }
@@ -118,12 +141,16 @@ impl<H: Host> Node<H> {
             seeds,
             reap_after,
         };
-        let membership_actor = MembershipActor::new(membership_spec, outbox, counters);
+        let membership_actor =
+            MembershipActor::new(membership_spec, outbox, counters).tell_peers(sync.clone());
 
         // 3. Started, each on its own random stream.
         let rng = |name: &str| spec.seed.rng(&spec.node_id, name, spec.boot);
         let storage_running = host
             .start(storage_mailbox, storage_actor, rng(StorageActor::NAME))
+            .await?;
+        let sync_running = host
+            .start(sync_mailbox, sync_actor, rng(SyncActor::NAME))
             .await?;
         let membership_running = host
             .start(
@@ -149,8 +176,10 @@ impl<H: Host> Node<H> {
             api,
             membership,
             gossip,
+            frames: frame_tasks,
             actors: vec![
                 (MembershipActor::NAME, membership_running),
+                (SyncActor::NAME, sync_running),
                 (StorageActor::NAME, storage_running),
             ],
         })
@@ -172,12 +201,18 @@ impl<H: Host> Node<H> {
         drop(self.membership);
         drop(self.api);
         let mut gossip = Some(self.gossip);
+        let mut frames = Some(self.frames);
         for (name, running) in self.actors {
             tracing::debug!(actor = name, "stopping");
             host.stop(running, timeout).await;
             if name == MembershipActor::NAME {
                 if let Some(gossip) = gossip.take() {
                     gossip.stop(LEAVE_TIMEOUT).await;
+                }
+            }
+            if name == SyncActor::NAME {
+                if let Some(frames) = frames.take() {
+                    frames.stop();
                 }
             }
         }

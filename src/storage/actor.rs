@@ -15,7 +15,8 @@ use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::limits::NODE_ID_BYTES_MAX;
-use crate::seam::{Actor, Context, Reply};
+use crate::seam::{Actor, Addr, Context, Reply};
+use crate::sync::SyncMsg;
 
 /// Most writes committed in one batch (one log frame).
 pub const BATCH_WRITES_MAX: usize = 1024;
@@ -171,6 +172,10 @@ pub struct StorageActor {
     origin: String,
     /// Where each group commit's size is recorded (`/metrics`), if anywhere.
     batch_sizes: Option<Histogram>,
+    /// Who replicates local writes once durable (the sync actor), if anyone.
+    replicator: Option<Addr<SyncMsg>>,
+    /// The local writes of the commit in progress, for the replicator.
+    committed_local: Vec<(String, Record)>,
     pending: Vec<Write>,
     pending_bytes: usize,
     /// Number of the batch being gathered (bumped by every commit).
@@ -198,6 +203,8 @@ impl StorageActor {
             unsynced_batches: 0,
             checkpoint_batches: CHECKPOINT_BATCHES,
             batch_sizes: None,
+            replicator: None,
+            committed_local: Vec::new(),
             origin: origin.into(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -212,6 +219,12 @@ impl StorageActor {
     /// simulator checkpoints often, so that its short runs crash around checkpoints too.
     pub fn checkpoint_every(mut self, batches: u32) -> Self {
         self.checkpoint_batches = batches.max(1);
+        self
+    }
+
+    /// Tells `replicator` of every local write (not peers' records) once it is durable.
+    pub fn replicate_to(mut self, replicator: Addr<SyncMsg>) -> Self {
+        self.replicator = Some(replicator);
         self
     }
 
@@ -286,6 +299,13 @@ impl StorageActor {
                 if let Some(histogram) = &self.batch_sizes {
                     histogram.observe(count as f64);
                 }
+                let local = std::mem::take(&mut self.committed_local);
+                if let (Some(replicator), false) = (&self.replicator, local.is_empty()) {
+                    // A full replicator loses the push, not the write: anti-entropy repairs it.
+                    if replicator.send(SyncMsg::Committed(local)).is_err() {
+                        tracing::debug!("replication queue full: left to anti-entropy");
+                    }
+                }
                 if self.unsynced_batches >= self.checkpoint_batches
                     || self.wal.len_bytes() >= CHECKPOINT_LOG_BYTES
                 {
@@ -350,6 +370,7 @@ impl StorageActor {
         now_ms: u64,
         uuids: &[[u8; 16]],
     ) -> Result<Vec<Outcome>, CommitError> {
+        self.committed_local.clear();
         let reader = self.store.reader();
         let memtable = self.store.memtable();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -427,7 +448,11 @@ impl StorageActor {
             outcomes.push(outcome);
             in_batch.insert(path, logged.len());
             replaced.push(current.map(|r| r.version));
-            logged.push((path.to_owned(), self.record(version, data)));
+            let record = self.record(version, data);
+            if self.replicator.is_some() {
+                self.committed_local.push((path.to_owned(), record.clone()));
+            }
+            logged.push((path.to_owned(), record));
         }
         if !logged.is_empty() {
             let seq = self.wal.append(&logged).map_err(CommitError::Wal)?;

@@ -31,7 +31,7 @@ pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use reader::StorageReader;
 pub use record::{Record, Version};
 pub use store::Store;
-pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX};
+pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX};
 
 #[cfg(test)]
 pub(crate) mod testing;

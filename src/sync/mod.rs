@@ -3,9 +3,13 @@
 //! [`HashTree`] summarises a node's whole keyspace, tombstones included, as (key, version) pairs
 //! hashed into segments, maintained incrementally by the storage writer on every write, so that
 //! two nodes can compare roots, then branches, then segments, and exchange only the keys of the
-//! segments that differ: repair costs what differs, not what is stored. The sync actor that runs
-//! those exchanges over the network comes next.
+//! segments that differ: repair costs what differs, not what is stored (the exchange comes next).
+//!
+//! [`SyncActor`] replicates: it pushes every local write to the live peers at once, with retries,
+//! and applies theirs.
 
+pub mod actor;
 pub mod tree;
 
+pub use actor::{PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError};
 pub use tree::{HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};

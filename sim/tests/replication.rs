@@ -1,0 +1,121 @@
+//! Replication under madsim: writes to any node reach every node by push, over madsim's TCP,
+//! with the production assembly and transport; a partitioned node catches up by the pushes'
+//! retries once the partition heals. Convergence is checked by the hash-tree root (`/health`'s
+//! `keyspace_hash`) and key by key.
+
+#![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use kvs_sim::{sweep, SimDisk, SimNode};
+use madsim::net::NetSim;
+use serde_json::Value;
+
+async fn health(node: &SimNode) -> Value {
+    let (status, body) = node.request(Method::GET, "/health", "").await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn cluster(n: u64) -> Vec<SimNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let node = SimNode::start_in_cluster(id, SimDisk::new(), vec![SimNode::addr_of(1)])
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    // Until everyone sees everyone.
+    for _ in 0..100 {
+        let mut all = true;
+        for node in &nodes {
+            all &= health(node).await["member_count"] == n;
+        }
+        if all {
+            return nodes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster did not form");
+}
+
+/// Waits until every node shows the same keyspace hash over `keys` keys, up to `limit`.
+async fn converged(nodes: &[SimNode], keys: u64, limit: Duration) -> Duration {
+    let step = Duration::from_millis(10);
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut hashes = Vec::new();
+        for node in nodes {
+            let h = health(node).await;
+            hashes.push((h["keys"].as_u64().unwrap(), h["keyspace_hash"].clone()));
+        }
+        if hashes.iter().all(|h| h.0 == keys && h.1 == hashes[0].1) {
+            return waited;
+        }
+        assert!(waited < limit, "not converged after {limit:?}: {hashes:?}");
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+#[test]
+fn writes_on_any_node_reach_every_node_within_milliseconds() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let nodes = cluster(3).await;
+            for i in 0..30u64 {
+                let node = &nodes[(i % 3) as usize];
+                let (status, _) = node.put(&format!("k/{i}"), format!("{{\"i\":{i}}}")).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            let took = converged(&nodes, 30, Duration::from_secs(2)).await;
+            assert!(took < Duration::from_millis(500), "seed {seed}: {took:?}");
+            println!("seed {seed}: 30 writes on 3 nodes converged {took:?} after the last ack");
+            // A delete on another node than the write's.
+            let (status, _) = nodes[2].delete("k/0").await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+            converged(&nodes, 30, Duration::from_millis(500)).await;
+            for node in &nodes {
+                let (status, body) = node.get("k/7").await;
+                assert_eq!((status, &body[..]), (StatusCode::OK, &b"{\"i\":7}"[..]));
+                let (status, _) = node.get("k/0").await;
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "{}: the delete replicated",
+                    node.name()
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn a_partitioned_node_catches_up_when_the_partition_heals() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let nodes = cluster(3).await;
+            let net = NetSim::current();
+            net.clog_node(nodes[2].madsim_id());
+            for i in 0..10u64 {
+                let (status, _) = nodes[0].put(&format!("p/{i}"), "1").await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            // node-3 writes on its side too.
+            let (status, _) = nodes[2].put("p/mine", "2").await;
+            assert_eq!(status, StatusCode::OK);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(
+                health(&nodes[2]).await["keys"],
+                1,
+                "seed {seed}: nothing crossed"
+            );
+            net.unclog_node(nodes[2].madsim_id());
+            let took = converged(&nodes, 11, Duration::from_secs(40)).await;
+            println!("seed {seed}: converged {took:?} after the partition healed");
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! The frame transport: TCP connections between sync actors, written once for both worlds
+//! (`tokio::net` is madsim's network in the simulator).
+//!
+//! * **Serving.** Frame connections arrive on a channel (the production listener tells them from
+//!   HTTP by their first bytes, `cluster::frame::MAGIC`; the simulator accepts them directly).
+//!   Each is read frame by frame: the length is checked before the body is allocated, the tag
+//!   before the body is decoded; a connection that sends anything wrong is dropped and the reason
+//!   counted. Each request is handed to the sync actor and its answer written back.
+//! * **Requesting.** The sync actor's [`PeerRequest`]s go through a dispatcher to one task per
+//!   peer (a bounded queue each), which keeps one connection to the peer, opens it again after
+//!   any failure, and reports every request's answer, or why there is none, as a
+//!   [`SyncMsg::Response`]. Every step has a timeout: under a partition a simulated TCP
+//!   connection never breaks, it only stalls, and only timeouts make the partition visible.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::{Rng, SeedableRng};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::cluster::envelope::Rejected;
+use crate::cluster::frame::{
+    self, Direction, FrameKeys, WireRequest, WireResponse, HELLO_BYTES, NONCE_BYTES, TAG_BYTES,
+};
+use crate::cluster::NetCounters;
+use crate::seam::{reply_channel, Addr, Mailbox, SendError};
+use crate::sync::{PeerRequest, SyncMsg, TransportError};
+
+/// How long connecting to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request may wait for its answer (sending included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a served connection may stay silent between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests waiting for one peer, at most.
+pub const PEER_QUEUE: usize = 256;
+/// Requests waiting for the dispatcher, at most.
+pub const DISPATCH_QUEUE: usize = 1024;
+
+/// A byte stream a frame connection runs on.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+
+/// An accepted frame connection and its peer's address.
+pub type Incoming = (Box<dyn Conn>, SocketAddr);
+
+/// The transport's tasks (the simulator's crashes drop them with their node).
+pub struct FrameTasks {
+    server: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+}
+
+impl FrameTasks {
+    /// Stops serving and requesting.
+    pub fn stop(self) {
+        self.server.abort();
+        self.dispatcher.abort();
+    }
+}
+
+/// Starts serving `incoming` connections for `sync` and delivering its requests; returns the
+/// address `sync` sends its requests to.
+pub fn start(
+    keys: FrameKeys,
+    incoming: mpsc::Receiver<Incoming>,
+    sync: Addr<SyncMsg>,
+    rng: ChaCha12Rng,
+    counters: Arc<NetCounters>,
+) -> (Addr<PeerRequest>, FrameTasks) {
+    let server = tokio::spawn(serve(
+        incoming,
+        keys.clone(),
+        sync.clone(),
+        Arc::clone(&counters),
+    ));
+    let (tx, rx) = mpsc::channel(DISPATCH_QUEUE);
+    let dispatcher = tokio::spawn(dispatch(rx, keys, sync, rng, counters));
+    let requests = Addr::new(Arc::new(Requests(tx)) as Arc<dyn Mailbox<PeerRequest>>);
+    (requests, FrameTasks { server, dispatcher })
+}
+
+/// The sync actor's way to its peers: a bounded queue to the dispatcher.
+struct Requests(mpsc::Sender<PeerRequest>);
+
+impl Mailbox<PeerRequest> for Requests {
+    fn deliver(&self, msg: PeerRequest) -> Result<(), SendError> {
+        self.0.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
+        })
+    }
+}
+
+async fn serve(
+    mut incoming: mpsc::Receiver<Incoming>,
+    keys: FrameKeys,
+    sync: Addr<SyncMsg>,
+    counters: Arc<NetCounters>,
+) {
+    while let Some((conn, from)) = incoming.recv().await {
+        let (keys, sync, counters) = (keys.clone(), sync.clone(), Arc::clone(&counters));
+        tokio::spawn(async move {
+            if let Err(reason) = serve_connection(conn, from, &keys, &sync).await {
+                if counters.frame_drop_for(reason.label()) {
+                    tracing::warn!(%from, %reason, "dropped a frame connection");
+                }
+            }
+        });
+    }
+}
+
+/// Why a connection ended, if badly.
+#[derive(Debug)]
+enum Ended {
+    /// The peer closed it, or was idle too long: not an error.
+    Closed,
+    /// Something arrived that is refused.
+    Refused(Rejected),
+}
+
+impl From<Rejected> for Ended {
+    fn from(reason: Rejected) -> Self {
+        Ended::Refused(reason)
+    }
+}
+
+/// Serves one connection until it closes; the reason if it sent anything wrong.
+async fn serve_connection(
+    mut conn: Box<dyn Conn>,
+    from: SocketAddr,
+    keys: &FrameKeys,
+    sync: &Addr<SyncMsg>,
+) -> Result<(), Rejected> {
+    let mut hello = [0u8; HELLO_BYTES];
+    if !read_within(&mut conn, &mut hello, REQUEST_TIMEOUT).await {
+        return Err(Rejected::Truncated);
+    }
+    let nonce = frame::parse_hello(&hello)?;
+    let (mut seq_in, mut seq_out) = (0u64, 0u64);
+    loop {
+        let body = match read_frame(
+            &mut conn,
+            keys,
+            &nonce,
+            Direction::Request,
+            seq_in,
+            IDLE_TIMEOUT,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(Ended::Closed) => return Ok(()),
+            Err(Ended::Refused(reason)) => return Err(reason),
+        };
+        seq_in += 1;
+        let request: WireRequest = postcard::from_bytes(&body).map_err(|_| Rejected::Malformed)?;
+        let (reply, answer) = reply_channel();
+        let msg = SyncMsg::Request {
+            from,
+            request: request.request,
+            reply,
+        };
+        let response = match sync.send(msg) {
+            Ok(()) => match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Ok(Ok(response)) => response,
+                _ => frame::SyncResponse::Busy,
+            },
+            Err(_) => frame::SyncResponse::Busy,
+        };
+        let body = postcard::to_allocvec(&WireResponse {
+            id: request.id,
+            response,
+        })
+        .expect("a response encodes");
+        let out = keys.seal(&nonce, Direction::Response, seq_out, &body);
+        seq_out += 1;
+        if !write_within(&mut conn, &out, REQUEST_TIMEOUT).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one frame's body, checked; `Closed` on end of stream or silence beyond `idle`.
+async fn read_frame(
+    conn: &mut Box<dyn Conn>,
+    keys: &FrameKeys,
+    nonce: &[u8; NONCE_BYTES],
+    dir: Direction,
+    seq: u64,
+    idle: Duration,
+) -> Result<Vec<u8>, Ended> {
+    let mut header = [0u8; 4];
+    if !read_within(conn, &mut header, idle).await {
+        return Err(Ended::Closed);
+    }
+    let len = frame::body_len(header)?;
+    let mut body = vec![0u8; len];
+    let mut tag = [0u8; TAG_BYTES];
+    if !read_within(conn, &mut body, REQUEST_TIMEOUT).await
+        || !read_within(conn, &mut tag, REQUEST_TIMEOUT).await
+    {
+        return Err(Ended::Refused(Rejected::Truncated));
+    }
+    keys.check(nonce, dir, seq, &body, &tag)?;
+    Ok(body)
+}
+
+/// Fills `buf` within `limit`; false on end of stream, an error or the time running out.
+async fn read_within(conn: &mut Box<dyn Conn>, buf: &mut [u8], limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, conn.read_exact(buf)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Writes and flushes `bytes` within `limit` (madsim sends nothing until the flush).
+async fn write_within(conn: &mut Box<dyn Conn>, bytes: &[u8], limit: Duration) -> bool {
+    let write = async {
+        conn.write_all(bytes).await?;
+        conn.flush().await
+    };
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}
+
+async fn dispatch(
+    mut requests: mpsc::Receiver<PeerRequest>,
+    keys: FrameKeys,
+    sync: Addr<SyncMsg>,
+    mut rng: ChaCha12Rng,
+    counters: Arc<NetCounters>,
+) {
+    let mut peers: BTreeMap<SocketAddr, mpsc::Sender<PeerRequest>> = BTreeMap::new();
+    while let Some(request) = requests.recv().await {
+        let queue = peers.entry(request.to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let peer_rng = ChaCha12Rng::from_rng(&mut rng);
+            tokio::spawn(peer(
+                request.to,
+                rx,
+                keys.clone(),
+                sync.clone(),
+                peer_rng,
+                Arc::clone(&counters),
+            ));
+            tx
+        });
+        if let Err(e) = queue.try_send(request) {
+            let request = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            let _ = sync.send(SyncMsg::Response {
+                id: request.id,
+                result: Err(TransportError::QueueFull),
+            });
+        }
+    }
+}
+
+/// A connection to one peer, as the requesting side.
+struct Connection {
+    conn: Box<dyn Conn>,
+    nonce: [u8; NONCE_BYTES],
+    seq_out: u64,
+    seq_in: u64,
+}
+
+/// Delivers requests to `to`, one at a time, over one connection kept open between them.
+async fn peer(
+    to: SocketAddr,
+    mut requests: mpsc::Receiver<PeerRequest>,
+    keys: FrameKeys,
+    sync: Addr<SyncMsg>,
+    mut rng: ChaCha12Rng,
+    counters: Arc<NetCounters>,
+) {
+    let mut connection: Option<Connection> = None;
+    while let Some(request) = requests.recv().await {
+        let result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
+        if let Err(TransportError::Connection(reason)) = &result {
+            if reason.starts_with("refused") && counters.frame_drop_for("bad_answer") {
+                tracing::warn!(%to, reason, "a peer's answer was refused");
+            }
+        }
+        if result.is_err() {
+            connection = None;
+        }
+        // A full sync mailbox loses this answer; the sync actor times the request out.
+        let _ = sync.send(SyncMsg::Response {
+            id: request.id,
+            result,
+        });
+    }
+}
+
+/// Sends one request and reads its answer, connecting first if needed.
+async fn exchange(
+    connection: &mut Option<Connection>,
+    to: SocketAddr,
+    request: &PeerRequest,
+    keys: &FrameKeys,
+    rng: &mut ChaCha12Rng,
+) -> Result<frame::SyncResponse, TransportError> {
+    if connection.is_none() {
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(TransportError::Connection(e.to_string())),
+            Err(_) => return Err(TransportError::Timeout),
+        };
+        let mut conn: Box<dyn Conn> = Box::new(conn);
+        let mut nonce = [0u8; NONCE_BYTES];
+        rng.fill_bytes(&mut nonce);
+        if !write_within(&mut conn, &frame::hello(&nonce), REQUEST_TIMEOUT).await {
+            return Err(TransportError::Timeout);
+        }
+        *connection = Some(Connection {
+            conn,
+            nonce,
+            seq_out: 0,
+            seq_in: 0,
+        });
+    }
+    let c = connection.as_mut().expect("connected above");
+    let body = postcard::to_allocvec(&WireRequest {
+        id: request.id,
+        request: request.request.clone(),
+    })
+    .expect("a request encodes");
+    let out = keys.seal(&c.nonce, Direction::Request, c.seq_out, &body);
+    c.seq_out += 1;
+    if !write_within(&mut c.conn, &out, REQUEST_TIMEOUT).await {
+        return Err(TransportError::Timeout);
+    }
+    let body = match read_frame(
+        &mut c.conn,
+        keys,
+        &c.nonce,
+        Direction::Response,
+        c.seq_in,
+        REQUEST_TIMEOUT,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(Ended::Closed) => return Err(TransportError::Timeout),
+        Err(Ended::Refused(reason)) => {
+            return Err(TransportError::Connection(format!("refused: {reason}")))
+        }
+    };
+    c.seq_in += 1;
+    let response: WireResponse = postcard::from_bytes(&body)
+        .map_err(|_| TransportError::Connection("refused: malformed".into()))?;
+    if response.id != request.id {
+        return Err(TransportError::Connection(
+            "refused: wrong correlation id".into(),
+        ));
+    }
+    Ok(response.response)
+}

@@ -1,0 +1,588 @@
+//! The sync actor: replication of this node's writes to its peers, and the receiving end of
+//! theirs.
+//!
+//! * **Push.** Storage tells it of every local write once durable ([`SyncMsg::Committed`]); it
+//!   sends the records at once to every live peer (membership keeps it told of them,
+//!   [`SyncMsg::Peers`]), in pushes of at most `PUSH_BYTES_MAX`. A push that fails (no answer
+//!   within the transport's timeout, a refused connection, a busy peer) is sent again with
+//!   exponential backoff, [`PUSH_ATTEMPTS`] times; what still fails is left to anti-entropy.
+//!   At most [`OUTSTANDING_MAX`] pushes wait at once; beyond, new ones are dropped and counted.
+//! * **Receive.** A peer's push is validated record by record (key path, origin, value size;
+//!   what fails is dropped and counted) and handed to storage, which keeps each record only if it
+//!   wins (`storage::Applied`). The push is answered once the records are queued for storage,
+//!   `Busy` if storage's mailbox is full.
+//!
+//! The actor never knows how frames travel: it sends [`PeerRequest`]s to an address the host
+//! glue (`host::frames`) serves, and gets [`SyncMsg::Request`]s and [`SyncMsg::Response`]s back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::api::KeyPath;
+use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
+use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
+use crate::storage::{Record, StorageMsg, Write};
+
+/// How often due retries are sent.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Attempts per push before it is left to anti-entropy.
+pub const PUSH_ATTEMPTS: u32 = 8;
+/// First retry delay; doubles per attempt (0.2 s, 0.4 s ... 25.6 s: about 51 s in all).
+pub const RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
+/// How long a push may wait for its answer before it counts as failed: longer than the
+/// transport's own timeouts, so it only matters if an answer was lost on its way to this actor.
+pub const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most pushes waiting for an answer or a retry at once.
+pub const OUTSTANDING_MAX: usize = 4096;
+
+/// A request for the host glue to deliver to a peer; the answer comes back as
+/// [`SyncMsg::Response`] with the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRequest {
+    /// The peer (its gossip and HTTP address; frames go to the same port over TCP).
+    pub to: SocketAddr,
+    /// Correlation id.
+    pub id: u64,
+    /// What to ask.
+    pub request: SyncRequest,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No connection, or it broke.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The transport's queue for that peer is full.
+    #[error("queue full")]
+    QueueFull,
+}
+
+/// What the sync actor is told.
+pub enum SyncMsg {
+    /// The live peers, this node excluded (from membership, on every change).
+    Peers(Vec<SocketAddr>),
+    /// Local writes that just became durable, to replicate.
+    Committed(Vec<(String, Record)>),
+    /// A peer's request, to answer through `reply`.
+    Request {
+        /// Where it came from.
+        from: SocketAddr,
+        /// What it asks.
+        request: SyncRequest,
+        /// The answer.
+        reply: Reply<SyncResponse>,
+    },
+    /// The answer to one of this actor's requests.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer, or why there is none.
+        result: Result<SyncResponse, TransportError>,
+    },
+    /// Send due retries.
+    Tick,
+}
+
+/// Counters of the sync actor, exported on `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct SyncCounters {
+    /// Records pushed to peers (each copy counted).
+    pub pushed_records: Counter,
+    /// Pushes given up after every attempt (left to anti-entropy).
+    pub pushes_abandoned: Counter,
+    /// Pushes dropped because too many were outstanding.
+    pub pushes_dropped: Counter,
+    /// Records received from peers and handed to storage.
+    pub received_records: Counter,
+    /// Records received that failed validation.
+    pub malformed_records: Counter,
+}
+
+impl SyncCounters {
+    /// Adds the counters to a node's registry.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let pairs: [(&str, &str, &Counter); 5] = [
+            (
+                "replication_pushed_records",
+                "Records pushed to peers (each copy)",
+                &self.pushed_records,
+            ),
+            (
+                "replication_pushes_abandoned",
+                "Pushes given up after every attempt, left to anti-entropy",
+                &self.pushes_abandoned,
+            ),
+            (
+                "replication_pushes_dropped",
+                "Pushes dropped because too many were outstanding",
+                &self.pushes_dropped,
+            ),
+            (
+                "replication_received_records",
+                "Records received from peers and handed to storage",
+                &self.received_records,
+            ),
+            (
+                "replication_malformed_records",
+                "Records from peers that failed validation",
+                &self.malformed_records,
+            ),
+        ];
+        for (name, help, counter) in pairs {
+            registry.register(name, help, counter.clone());
+        }
+    }
+}
+
+/// A push waiting for its answer or its next attempt.
+struct Push {
+    to: SocketAddr,
+    records: Vec<(String, Record)>,
+    attempts: u32,
+    sent_at: Duration,
+}
+
+/// The sync actor.
+pub struct SyncActor {
+    storage: Addr<StorageMsg>,
+    transport: Addr<PeerRequest>,
+    counters: SyncCounters,
+    peers: Vec<SocketAddr>,
+    next_id: u64,
+    /// Pushes sent and not answered yet, by id.
+    in_flight: BTreeMap<u64, Push>,
+    /// Pushes waiting to be sent again, by (when, id).
+    retries: BTreeMap<(Duration, u64), Push>,
+}
+
+impl SyncActor {
+    /// A sync actor applying peers' records through `storage` and sending through `transport`.
+    pub fn new(
+        storage: Addr<StorageMsg>,
+        transport: Addr<PeerRequest>,
+        counters: SyncCounters,
+    ) -> Self {
+        SyncActor {
+            storage,
+            transport,
+            counters,
+            peers: Vec::new(),
+            next_id: 0,
+            in_flight: BTreeMap::new(),
+            retries: BTreeMap::new(),
+        }
+    }
+
+    fn outstanding(&self) -> usize {
+        self.in_flight.len() + self.retries.len()
+    }
+
+    /// Sends `records` to every live peer, in pushes of at most `PUSH_BYTES_MAX`.
+    fn replicate(&mut self, now: Duration, records: Vec<(String, Record)>) {
+        for batch in chunks(records) {
+            for peer in self.peers.clone() {
+                if self.outstanding() >= OUTSTANDING_MAX {
+                    self.counters.pushes_dropped.inc();
+                    continue;
+                }
+                let push = Push {
+                    to: peer,
+                    records: batch.clone(),
+                    attempts: 0,
+                    sent_at: now,
+                };
+                self.send(now, push);
+            }
+        }
+    }
+
+    fn send(&mut self, now: Duration, mut push: Push) {
+        push.attempts += 1;
+        push.sent_at = now;
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = PeerRequest {
+            to: push.to,
+            id,
+            request: SyncRequest::Push {
+                records: push.records.clone(),
+            },
+        };
+        self.counters
+            .pushed_records
+            .inc_by(push.records.len() as u64);
+        match self.transport.send(request) {
+            Ok(()) => {
+                self.in_flight.insert(id, push);
+            }
+            // The transport is saturated or gone: as if the peer had not answered.
+            Err(SendError::Full | SendError::Stopped) => self.retry_later(now, id, push),
+        }
+    }
+
+    /// Schedules another attempt of `push`, or gives it up to anti-entropy after the last.
+    fn retry_later(&mut self, now: Duration, id: u64, push: Push) {
+        if push.attempts >= PUSH_ATTEMPTS {
+            self.counters.pushes_abandoned.inc();
+            tracing::debug!(peer = %push.to, records = push.records.len(), "push abandoned");
+            return;
+        }
+        let delay = RETRY_DELAY_MIN * 2u32.pow(push.attempts - 1);
+        self.retries.insert((now + delay, id), push);
+    }
+
+    fn answered(&mut self, now: Duration, id: u64, result: Result<SyncResponse, TransportError>) {
+        // An answer to a request already given up on (it cannot be: ids are never reused, and
+        // the transport answers each once) is ignored.
+        let Some(push) = self.in_flight.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(SyncResponse::Accepted) => {}
+            Ok(SyncResponse::Busy) | Err(_) => self.retry_later(now, id, push),
+        }
+    }
+
+    fn tick(&mut self, now: Duration) {
+        let lost: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, push)| now.saturating_sub(push.sent_at) >= IN_FLIGHT_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let push = self.in_flight.remove(&id).expect("listed above");
+            self.retry_later(now, id, push);
+        }
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let push = entry.remove();
+            self.send(now, push);
+        }
+    }
+
+    /// Hands a peer's records to storage; `Busy` if storage cannot take them now.
+    fn receive(&mut self, from: SocketAddr, records: Vec<(String, Record)>) -> SyncResponse {
+        for (path, record) in records {
+            if let Err(why) = valid(&path, &record) {
+                self.counters.malformed_records.inc();
+                tracing::warn!(%from, path, why, "dropped a malformed record from a peer");
+                continue;
+            }
+            // Storage answers with what it did; nobody waits for it (a lost record is repaired
+            // by anti-entropy, a duplicate is a no-op).
+            let (reply, _) = reply_channel();
+            let write = Write::Apply {
+                path,
+                record,
+                reply,
+            };
+            match self.storage.send(StorageMsg::Write(write)) {
+                Ok(()) => {
+                    self.counters.received_records.inc();
+                }
+                Err(_) => return SyncResponse::Busy,
+            }
+        }
+        SyncResponse::Accepted
+    }
+}
+
+/// Why a peer's record cannot be applied, if it cannot.
+fn valid(path: &str, record: &Record) -> Result<(), &'static str> {
+    KeyPath::parse(path).map_err(|_| "invalid key path")?;
+    if record.origin.len() > NODE_ID_BYTES_MAX {
+        return Err("origin too long");
+    }
+    if let Some(data) = &record.data {
+        if data.len() > VALUE_BYTES_MAX {
+            return Err("value too large");
+        }
+        let text = std::str::from_utf8(data).map_err(|_| "value is not UTF-8")?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| "value is not JSON")?;
+    }
+    Ok(())
+}
+
+/// Splits records into pushes of at most `PUSH_BYTES_MAX` of keys and values (a larger record
+/// goes alone), in order.
+fn chunks(records: Vec<(String, Record)>) -> Vec<Vec<(String, Record)>> {
+    let mut out: Vec<Vec<(String, Record)>> = Vec::new();
+    let mut size = 0;
+    for (path, record) in records {
+        let bytes = path.len() + record.data.as_ref().map_or(0, Vec::len);
+        if out.is_empty() || size + bytes > PUSH_BYTES_MAX {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        out.last_mut().expect("just pushed").push((path, record));
+    }
+    out
+}
+
+impl Actor for SyncActor {
+    type Msg = SyncMsg;
+    const NAME: &'static str = "sync";
+    const TIMERS_MAX: usize = 1;
+
+    fn started(&mut self, ctx: &mut dyn Context<SyncMsg>) {
+        ctx.schedule(TICK, SyncMsg::Tick);
+    }
+
+    fn handle(&mut self, ctx: &mut dyn Context<SyncMsg>, msg: SyncMsg) {
+        let now = ctx.clock().monotonic();
+        match msg {
+            SyncMsg::Peers(peers) => self.peers = peers,
+            SyncMsg::Committed(records) => self.replicate(now, records),
+            SyncMsg::Request {
+                from,
+                request: SyncRequest::Push { records },
+                reply,
+            } => reply.send(self.receive(from, records)),
+            SyncMsg::Response { id, result } => self.answered(now, id, result),
+            SyncMsg::Tick => {
+                self.tick(now);
+                ctx.schedule(TICK, SyncMsg::Tick);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::seam::testing::TestContext;
+    use crate::seam::Mailbox;
+    use crate::storage::Version;
+
+    /// Collects what is sent to it, or refuses everything.
+    struct Sink<M>(Mutex<Vec<M>>, Option<SendError>);
+
+    impl<M: Send> Mailbox<M> for Sink<M> {
+        fn deliver(&self, msg: M) -> Result<(), SendError> {
+            match self.1 {
+                Some(e) => Err(e),
+                None => {
+                    self.0.lock().unwrap().push(msg);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn sink<M: Send + 'static>(refuse: Option<SendError>) -> (Arc<Sink<M>>, Addr<M>) {
+        let sink = Arc::new(Sink(Mutex::new(Vec::new()), refuse));
+        let addr = Addr::new(Arc::clone(&sink) as Arc<dyn Mailbox<M>>);
+        (sink, addr)
+    }
+
+    fn record(data: &str) -> Record {
+        Record {
+            version: Version {
+                timestamp_ms: 5,
+                uuid: [1; 16],
+            },
+            origin: "n1".into(),
+            data: Some(data.as_bytes().to_vec()),
+        }
+    }
+
+    struct Fixture {
+        actor: SyncActor,
+        ctx: TestContext<SyncMsg>,
+        requests: Arc<Sink<PeerRequest>>,
+        storage: Arc<Sink<StorageMsg>>,
+        counters: SyncCounters,
+    }
+
+    fn fixture(storage_refuses: Option<SendError>) -> Fixture {
+        let (requests, transport) = sink(None);
+        let (storage, storage_addr) = sink(storage_refuses);
+        let counters = SyncCounters::default();
+        let mut actor = SyncActor::new(storage_addr, transport, counters.clone());
+        let mut ctx = TestContext::new(0, 1);
+        actor.started(&mut ctx);
+        Fixture {
+            actor,
+            ctx,
+            requests,
+            storage,
+            counters,
+        }
+    }
+
+    fn peer(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 8080))
+    }
+
+    impl Fixture {
+        fn handle(&mut self, msg: SyncMsg) {
+            self.actor.handle(&mut self.ctx, msg);
+        }
+
+        fn sent(&self) -> Vec<PeerRequest> {
+            std::mem::take(&mut *self.requests.0.lock().unwrap())
+        }
+
+        /// Advances the clock by `by` in ticks.
+        fn run(&mut self, by: Duration) {
+            for _ in 0..by.as_millis() / TICK.as_millis() {
+                self.ctx.clock.advance(TICK);
+                self.handle(SyncMsg::Tick);
+            }
+        }
+    }
+
+    #[test]
+    fn a_commit_is_pushed_to_every_peer_and_an_accepted_push_is_done() {
+        let mut f = fixture(None);
+        f.handle(SyncMsg::Peers(vec![peer(2), peer(3)]));
+        f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+        let sent = f.sent();
+        assert_eq!(
+            sent.iter().map(|r| r.to).collect::<Vec<_>>(),
+            [peer(2), peer(3)]
+        );
+        for r in &sent {
+            f.handle(SyncMsg::Response {
+                id: r.id,
+                result: Ok(SyncResponse::Accepted),
+            });
+        }
+        f.run(Duration::from_secs(60));
+        assert!(f.sent().is_empty(), "nothing sent again");
+        assert_eq!(f.counters.pushed_records.get(), 2);
+    }
+
+    #[test]
+    fn a_failed_push_is_retried_with_backoff_then_left_to_anti_entropy() {
+        let mut f = fixture(None);
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+        let mut attempts_at = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        let mut failures = [
+            Err(TransportError::Timeout),
+            Ok(SyncResponse::Busy),
+            Err(TransportError::QueueFull),
+        ]
+        .into_iter()
+        .cycle();
+        while elapsed < Duration::from_secs(120) {
+            for r in f.sent() {
+                attempts_at.push(elapsed);
+                let result = failures.next().unwrap();
+                f.handle(SyncMsg::Response { id: r.id, result });
+            }
+            f.run(TICK);
+            elapsed += TICK;
+        }
+        assert_eq!(attempts_at.len(), PUSH_ATTEMPTS as usize, "{attempts_at:?}");
+        let gaps: Vec<u128> = attempts_at
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        assert!(
+            gaps.windows(2).all(|g| g[1] >= 2 * g[0] - 100),
+            "backoff doubles: {gaps:?}"
+        );
+        assert_eq!(f.counters.pushes_abandoned.get(), 1);
+    }
+
+    #[test]
+    fn a_lost_answer_times_out_and_the_push_is_sent_again() {
+        let mut f = fixture(None);
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+        let first = f.sent();
+        assert_eq!(first.len(), 1);
+        f.run(IN_FLIGHT_TIMEOUT + RETRY_DELAY_MIN + TICK);
+        let again = f.sent();
+        assert_eq!(again.len(), 1, "sent again after the answer never came");
+        assert_ne!(again[0].id, first[0].id, "a new correlation id");
+    }
+
+    #[test]
+    fn a_peers_records_are_validated_and_handed_to_storage() {
+        let mut f = fixture(None);
+        let mut long_origin = record("1");
+        long_origin.origin = "n".repeat(NODE_ID_BYTES_MAX + 1);
+        let records = vec![
+            ("ok".to_string(), record("{\"a\":1}")),
+            ("a//b".to_string(), record("1")),
+            ("x".to_string(), long_origin),
+            ("y".to_string(), record("not json")),
+            (
+                "gone".to_string(),
+                Record {
+                    data: None,
+                    ..record("")
+                },
+            ),
+        ];
+        let (reply, mut answer) = reply_channel();
+        f.handle(SyncMsg::Request {
+            from: peer(2),
+            request: SyncRequest::Push { records },
+            reply,
+        });
+        assert_eq!(answer.try_recv().unwrap(), Some(SyncResponse::Accepted));
+        let applied: Vec<String> = f
+            .storage
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                StorageMsg::Write(Write::Apply { path, .. }) => path.clone(),
+                _ => panic!("only applies"),
+            })
+            .collect();
+        assert_eq!(applied, ["ok", "gone"]);
+        assert_eq!(f.counters.malformed_records.get(), 3);
+        assert_eq!(f.counters.received_records.get(), 2);
+
+        let mut busy = fixture(Some(SendError::Full));
+        let (reply, mut answer) = reply_channel();
+        busy.handle(SyncMsg::Request {
+            from: peer(2),
+            request: SyncRequest::Push {
+                records: vec![("ok".into(), record("1"))],
+            },
+            reply,
+        });
+        assert_eq!(answer.try_recv().unwrap(), Some(SyncResponse::Busy));
+    }
+
+    #[test]
+    fn large_commits_are_split_into_bounded_pushes() {
+        let big = "x".repeat(PUSH_BYTES_MAX / 3);
+        let records: Vec<(String, Record)> = (0..7)
+            .map(|i| (format!("k{i}"), record(&format!("\"{big}\""))))
+            .collect();
+        let pushes = chunks(records);
+        assert_eq!(
+            pushes.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 1]
+        );
+        let huge = vec![("h".to_string(), record(&"1".repeat(PUSH_BYTES_MAX * 2)))];
+        assert_eq!(
+            chunks(huge).len(),
+            1,
+            "a record larger than a push goes alone"
+        );
+    }
+}
