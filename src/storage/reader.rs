@@ -1,15 +1,15 @@
 //! Reads off the writer's path: the memtable (logged writes not yet checkpointed), then redb's
 //! MVCC snapshot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
 
 use super::memtable::Memtable;
 use super::store::{CommitFailure, SharedTree};
-use super::tables::{BY_TIME, KV, META};
-use super::{HealthError, ReadError, Record};
+use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, META};
+use super::{HealthError, ReadError, Record, Version};
 use crate::sync::HashTree;
 
 /// A read handle on the store. Each call opens a read transaction: a consistent snapshot of the
@@ -98,6 +98,34 @@ impl StorageReader {
         });
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// Every key of hash-tree segment `segment` with its current version (tombstones included),
+    /// in key order: what anti-entropy compares once the segment's hashes differ. Reads the
+    /// segment index, not the whole keyspace.
+    pub fn segment(&self, segment: u16) -> Result<Vec<(String, Version)>, ReadError> {
+        let mut out: BTreeMap<String, Version> = BTreeMap::new();
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(BY_SEGMENT)?;
+        let kv = txn.open_table(KV)?;
+        for entry in index.range((segment, "")..)? {
+            let (key, _) = entry?;
+            let (seg, path) = key.value();
+            if seg != segment {
+                break;
+            }
+            let record = kv.get(path)?.ok_or_else(|| ReadError::Unindexed {
+                path: path.to_owned(),
+            })?;
+            out.insert(path.to_owned(), record.value().version);
+        }
+        // Logged writes not checkpointed yet: newer than redb's, and keys redb may not have.
+        for (path, record) in self.memtable.snapshot() {
+            if segment_of(&path) == segment {
+                out.insert(path, record.version);
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Whether the store works: the last commit succeeded and a read transaction opens.

@@ -9,7 +9,8 @@ use redb::{
 
 use super::memtable::Memtable;
 use super::tables::{
-    apply_records, BY_TIME, KV, META, META_GENERATION, META_JOINED_MS, META_WAL_SEQ,
+    apply_records, segment_of, BY_SEGMENT, BY_TIME, KV, META, META_GENERATION, META_JOINED_MS,
+    META_WAL_SEQ,
 };
 use super::wal::{Wal, WalBatch};
 use super::{CommitError, OpenError, ReadError, StorageReader};
@@ -165,8 +166,23 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     // Opening a table creates it: readers find every table from the first open on.
-    txn.open_table(KV)?;
     txn.open_table(BY_TIME)?;
+    {
+        // A database from before the segment index: index every key once.
+        let kv = txn.open_table(KV)?;
+        let mut segments = txn.open_table(BY_SEGMENT)?;
+        if segments.len()? != kv.len()? {
+            for entry in kv.iter()? {
+                let (path, _) = entry?;
+                segments.insert((segment_of(path.value()), path.value()), ())?;
+            }
+        }
+        assert_eq!(
+            segments.len()?,
+            kv.len()?,
+            "every key is indexed by segment"
+        );
+    }
     let (joined_ms, applied, generation) = {
         let mut meta = txn.open_table(META)?;
         let stored_ms = meta.get(META_JOINED_MS)?.map(|v| v.value());

@@ -3,6 +3,12 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{CommitError, Record};
+use crate::sync::HashTree;
+
+/// `key`'s segment, as the index stores it.
+pub fn segment_of(key: &str) -> u16 {
+    u16::try_from(HashTree::segment_of(key)).expect("SEGMENTS fits a u16")
+}
 
 /// Key path → [`Record`] (live value or tombstone), a typed redb value.
 pub const KV: TableDefinition<&str, Record> = TableDefinition::new("kv");
@@ -10,6 +16,10 @@ pub const KV: TableDefinition<&str, Record> = TableDefinition::new("kv");
 /// (version timestamp ms, key path) → (): every key's current version in time order, KVS's
 /// `_ts:{timestamp}:{path}` index, for bootstrap and catch-up.
 pub const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_time");
+
+/// (hash-tree segment, key path) → (): every key by its anti-entropy segment
+/// (`sync::HashTree::segment_of`), so that a segment's keys are listed without a scan.
+pub const BY_SEGMENT: TableDefinition<(u16, &str), ()> = TableDefinition::new("by_segment");
 
 /// Node facts that must survive restarts.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -38,8 +48,12 @@ pub fn apply_records<'r>(
 ) -> Result<(), CommitError> {
     let mut kv = txn.open_table(KV)?;
     let mut index = txn.open_table(BY_TIME)?;
+    let mut segments = txn.open_table(BY_SEGMENT)?;
     for (path, record) in records {
         let previous = kv.get(path)?.map(|stored| stored.value());
+        if previous.is_none() {
+            segments.insert((segment_of(path), path), ())?;
+        }
         if let Some(previous) = previous {
             assert!(
                 previous.version < record.version,

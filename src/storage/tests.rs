@@ -730,3 +730,43 @@ fn a_peers_record_is_kept_only_if_it_wins_and_survives_a_crash() {
     );
     assert_eq!(store.reader().tree(), tree);
 }
+
+#[test]
+fn a_segment_lists_its_keys_with_versions_before_and_after_checkpoints_and_reopening() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a").checkpoint_every(2);
+    let mut ctx = TestContext::new(T0, 42);
+    let mut run = |msg| {
+        actor.handle(&mut ctx, msg);
+        while let Some((_, timer)) = ctx.scheduled.pop() {
+            actor.handle(&mut ctx, timer);
+        }
+    };
+    for i in 0..40 {
+        run(put(&format!("k{i}"), "1").0);
+    }
+    run(delete("k3").0);
+    let check = |store: &Store| {
+        let all: Vec<(String, Version)> = (0..crate::sync::SEGMENTS as u16)
+            .flat_map(|seg| store.reader().segment(seg).unwrap())
+            .collect();
+        assert_eq!(all.len(), 40, "every key once, the tombstone included");
+        for (path, version) in &all {
+            let record = store.reader().get(path).unwrap().unwrap();
+            assert_eq!(&record.version, version, "{path}");
+            let seg = crate::sync::HashTree::segment_of(path) as u16;
+            assert!(store
+                .reader()
+                .segment(seg)
+                .unwrap()
+                .iter()
+                .any(|(p, _)| p == path));
+        }
+    };
+    check(&store);
+    drop(actor);
+    drop(store);
+    let (store, _) = Store::open(db, log, T0).unwrap();
+    check(&store);
+}
