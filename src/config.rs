@@ -112,7 +112,7 @@ pub struct Config {
     pub gossip_interval_min: u64,
     /// Longest pause between gossip rounds (s).
     pub gossip_interval_max: u64,
-    /// Pause between regular anti-entropy syncs (s).
+    /// Pause between anti-entropy rounds (s; KVS's default is 300, kvs's LAN default 10).
     pub sync_interval: u64,
     /// Pause between catch-up syncs when behind (s).
     pub catchup_interval: u64,
@@ -154,7 +154,7 @@ impl Default for Config {
             log_level: LogLevel::Info,
             gossip_interval_min: 60,
             gossip_interval_max: 120,
-            sync_interval: 300,
+            sync_interval: 10,
             catchup_interval: 120,
             bootstrap_max_age_hours: 720,
             throttle_delay_ms: 100,
@@ -198,7 +198,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
     (
         "sync",
         &[
-            ("sync_interval", "pause between anti-entropy rounds, seconds; not used yet (replication is the next milestone)"),
+            ("sync_interval", "pause between anti-entropy rounds with a random peer, seconds (KVS: 300)"),
             ("catchup_interval", "pause between catch-up rounds while behind, seconds; not used yet"),
             ("bootstrap_max_age_hours", "oldest data a new node fetches from the cluster, hours; not used yet"),
             ("throttle_delay_ms", "pause between sync requests, milliseconds; not used yet"),
@@ -482,7 +482,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.seed_nodes.is_empty() && !c.read_only);
         assert_eq!((c.gossip_interval_min, c.gossip_interval_max), (60, 120));
-        assert_eq!((c.sync_interval, c.catchup_interval), (300, 120));
+        // LAN-fast where KVS waits minutes.
+        assert_eq!((c.sync_interval, c.catchup_interval), (10, 120));
         assert_eq!(c.bootstrap_max_age_hours, 720);
         assert_eq!((c.throttle_delay_ms, c.fetch_delay_ms), (100, 50));
         assert_eq!(c.log_level, LogLevel::Info);
@@ -501,7 +502,7 @@ mod tests {
         assert_eq!(c.seed_nodes, vec!["127.0.0.1:8081".to_string()]);
         assert!(c.read_only);
         assert_eq!(c.log_level, LogLevel::Debug);
-        assert_eq!(c.sync_interval, 300, "missing keys take defaults");
+        assert_eq!(c.sync_interval, 10, "missing keys take defaults");
         assert_eq!(parse(&c.to_yaml()).unwrap(), c);
         assert_eq!(parse("").unwrap().port, 8080);
     }

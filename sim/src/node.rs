@@ -42,6 +42,9 @@ use crate::disk::SimDisk;
 /// so that the sweep's short runs put crashes before, inside and after checkpoints.
 pub const CHECKPOINT_BATCHES: u32 = 16;
 
+/// Pause between anti-entropy rounds on a simulated node.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a dead or departed member stays listed on a simulated node.
 pub const MEMBER_REAP_AFTER: Duration = Duration::from_secs(600);
 
@@ -269,6 +272,7 @@ impl Machine {
                 frame_keys,
                 seeds,
                 reap_after: MEMBER_REAP_AFTER,
+                sync_every: SYNC_EVERY,
             },
             mode: Mode::Normal,
             value_bytes_max: VALUE_BYTES_MAX,

@@ -119,3 +119,43 @@ fn a_partitioned_node_catches_up_when_the_partition_heals() {
         });
     }
 }
+
+/// The value of a counter on `/metrics`.
+async fn counter(node: &SimNode, name: &str) -> u64 {
+    let (_, body) = node.request(Method::GET, "/metrics", "").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// A partition longer than the pushes' retries (about 51 s): the pushes are abandoned, and
+/// anti-entropy (hash-tree comparison with a random peer every second here) repairs both sides
+/// once the partition heals.
+#[test]
+fn anti_entropy_repairs_what_abandoned_pushes_missed() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let nodes = cluster(3).await;
+            let net = NetSim::current();
+            net.clog_node(nodes[2].madsim_id());
+            for i in 0..20u64 {
+                let (status, _) = nodes[(i % 2) as usize].put(&format!("a/{i}"), "1").await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            for i in 0..3u64 {
+                let (status, _) = nodes[2].put(&format!("b/{i}"), "2").await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            assert!(counter(&nodes[0], "kvs_replication_pushes_abandoned_total").await > 0);
+            net.unclog_node(nodes[2].madsim_id());
+            let took = converged(&nodes, 23, Duration::from_secs(30)).await;
+            println!("seed {seed}: anti-entropy converged {took:?} after the partition healed");
+            let fetched = counter(&nodes[2], "kvs_antientropy_fetched_keys_total").await
+                + counter(&nodes[2], "kvs_antientropy_pushed_keys_total").await;
+            assert!(fetched > 0, "seed {seed}: repaired by anti-entropy");
+        });
+    }
+}

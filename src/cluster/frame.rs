@@ -17,7 +17,7 @@ use super::envelope::Rejected;
 use super::secret::ClusterSecret;
 use crate::api::KEY_BYTES_MAX;
 use crate::limits::VALUE_BYTES_MAX;
-use crate::storage::{Record, RECORD_OVERHEAD_BYTES_MAX};
+use crate::storage::{Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 
 /// The first bytes of a frame connection: what tells it apart from HTTP on the shared port.
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
@@ -50,20 +50,46 @@ pub enum Direction {
 /// A request from one node's sync actor to another's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// Records just written on the sender (replication).
+    /// Records just written on the sender (replication), or that anti-entropy found the
+    /// receiver lacks.
     Push {
         /// (key path, record) pairs.
         records: Vec<(String, Record)>,
     },
+    /// Anti-entropy, step 1: the receiver's hash-tree branch hashes.
+    Branches,
+    /// Step 2: the segment hashes under these branches.
+    Leaves {
+        /// Branch numbers (below `sync::BRANCHES`).
+        branches: Vec<u16>,
+    },
+    /// Step 3: the keys and versions of these segments.
+    Segments {
+        /// Segment numbers (below `sync::SEGMENTS`).
+        segments: Vec<u16>,
+    },
+    /// Step 4: the records of these keys.
+    Fetch {
+        /// Key paths.
+        keys: Vec<String>,
+    },
 }
 
 /// The answer to a [`SyncRequest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {
     /// Taken: the records are queued for this node's storage.
     Accepted,
-    /// This node's storage is behind: send again later.
+    /// This node's storage is behind, or the request was not valid: send again later.
     Busy,
+    /// Every branch hash, in order.
+    Branches(Vec<u64>),
+    /// For each branch asked, its segment hashes in order.
+    Leaves(Vec<(u16, Vec<u64>)>),
+    /// For each segment answered (whole segments, as many as fit), its keys and versions.
+    Segments(Vec<(u16, Vec<(String, Version)>)>),
+    /// The records of the keys asked that this node holds (as many as fit).
+    Records(Vec<(String, Record)>),
 }
 
 /// A request with its correlation id.
@@ -76,7 +102,7 @@ pub struct WireRequest {
 }
 
 /// A response with its correlation id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireResponse {
     /// The request's id.
     pub id: u64,
@@ -194,7 +220,6 @@ fn tag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Version;
 
     fn keys(byte: u8) -> FrameKeys {
         FrameKeys::new(

@@ -191,6 +191,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             frame_keys: FrameKeys::new(&secret, &previous),
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
+            sync_every: Duration::from_secs(config.sync_interval),
         },
         mode,
         value_bytes_max: config.max_value_bytes,

@@ -52,6 +52,8 @@ pub struct ClusterSpec {
     pub seeds: Vec<SocketAddr>,
     /// How long dead and departed members stay listed.
     pub reap_after: Duration,
+    /// Pause between anti-entropy rounds (`sync_interval`).
+    pub sync_every: Duration,
 }
 
 /// What a node is, beyond its storage: identity, limits and the sources of time and randomness.
@@ -103,6 +105,7 @@ impl<H: Host> Node<H> {
             frame_keys,
             seeds,
             reap_after,
+            sync_every,
         } = spec.cluster;
         let port = socket.local_addr().map_err(|e| SpawnError {
             name: MembershipActor::NAME,
@@ -126,7 +129,13 @@ impl<H: Host> Node<H> {
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
             .observe_batches(metrics.batch_writes.clone())
             .replicate_to(sync.clone());
-        let sync_actor = SyncActor::new(storage.clone(), transport, sync_counters);
+        let sync_actor = SyncActor::new(
+            storage.clone(),
+            store.reader(),
+            transport,
+            sync_counters,
+            sync_every,
+        );
         if let Some(batches) = spec.checkpoint_batches {
             storage_actor = storage_actor.checkpoint_every(batches);
         }

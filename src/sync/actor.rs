@@ -20,12 +20,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use rand_core::Rng;
 
 use crate::api::KeyPath;
 use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
-use crate::storage::{Record, StorageMsg, Write};
+use crate::storage::{Record, StorageMsg, StorageReader, Write};
+
+use super::repair;
 
 /// How often due retries are sent.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -104,12 +107,40 @@ pub struct SyncCounters {
     pub received_records: Counter,
     /// Records received that failed validation.
     pub malformed_records: Counter,
+    /// Anti-entropy rounds begun.
+    pub rounds: Counter,
+    /// Anti-entropy rounds that found the peer in agreement at the root.
+    pub rounds_in_agreement: Counter,
+    /// Keys anti-entropy fetched from peers.
+    pub repaired_fetched: Counter,
+    /// Keys anti-entropy pushed to peers.
+    pub repaired_pushed: Counter,
 }
 
 impl SyncCounters {
     /// Adds the counters to a node's registry.
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        let pairs: [(&str, &str, &Counter); 5] = [
+        let pairs: [(&str, &str, &Counter); 9] = [
+            (
+                "antientropy_rounds",
+                "Anti-entropy rounds begun",
+                &self.rounds,
+            ),
+            (
+                "antientropy_rounds_in_agreement",
+                "Anti-entropy rounds that found the peer in agreement",
+                &self.rounds_in_agreement,
+            ),
+            (
+                "antientropy_fetched_keys",
+                "Keys anti-entropy fetched from peers",
+                &self.repaired_fetched,
+            ),
+            (
+                "antientropy_pushed_keys",
+                "Keys anti-entropy pushed to peers",
+                &self.repaired_pushed,
+            ),
             (
                 "replication_pushed_records",
                 "Records pushed to peers (each copy)",
@@ -150,9 +181,31 @@ struct Push {
     sent_at: Duration,
 }
 
+/// Where an anti-entropy round is: the request it waits for the answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Branches,
+    Leaves,
+    Segments,
+    Fetch,
+}
+
+/// The anti-entropy round in progress: with whom, and which request it waits on.
+struct Round {
+    peer: SocketAddr,
+    id: u64,
+    stage: Stage,
+    sent_at: Duration,
+}
+
 /// The sync actor.
 pub struct SyncActor {
     storage: Addr<StorageMsg>,
+    reader: StorageReader,
+    /// Pause between anti-entropy rounds.
+    round_every: Duration,
+    next_round_at: Duration,
+    round: Option<Round>,
     transport: Addr<PeerRequest>,
     counters: SyncCounters,
     peers: Vec<SocketAddr>,
@@ -167,11 +220,17 @@ impl SyncActor {
     /// A sync actor applying peers' records through `storage` and sending through `transport`.
     pub fn new(
         storage: Addr<StorageMsg>,
+        reader: StorageReader,
         transport: Addr<PeerRequest>,
         counters: SyncCounters,
+        round_every: Duration,
     ) -> Self {
         SyncActor {
             storage,
+            reader,
+            round_every,
+            next_round_at: round_every,
+            round: None,
             transport,
             counters,
             peers: Vec::new(),
@@ -239,16 +298,156 @@ impl SyncActor {
         self.retries.insert((now + delay, id), push);
     }
 
-    fn answered(&mut self, now: Duration, id: u64, result: Result<SyncResponse, TransportError>) {
-        // An answer to a request already given up on (it cannot be: ids are never reused, and
-        // the transport answers each once) is ignored.
+    fn answered(
+        &mut self,
+        ctx: &mut dyn Context<SyncMsg>,
+        id: u64,
+        result: Result<SyncResponse, TransportError>,
+    ) {
+        let now = ctx.clock().monotonic();
+        if self.round.as_ref().is_some_and(|r| r.id == id) {
+            return self.round_answered(ctx, result);
+        }
+        // An answer to a request already given up on is ignored.
         let Some(push) = self.in_flight.remove(&id) else {
             return;
         };
         match result {
             Ok(SyncResponse::Accepted) => {}
-            Ok(SyncResponse::Busy) | Err(_) => self.retry_later(now, id, push),
+            Ok(_) | Err(_) => self.retry_later(now, id, push),
         }
+    }
+
+    /// Starts a round with a random live peer if it is time and none is running; gives up a
+    /// round whose answer is overdue.
+    fn maybe_start_round(&mut self, ctx: &mut dyn Context<SyncMsg>) {
+        let now = ctx.clock().monotonic();
+        if let Some(round) = &self.round {
+            if now.saturating_sub(round.sent_at) < IN_FLIGHT_TIMEOUT {
+                return;
+            }
+            self.round = None;
+        }
+        if now < self.next_round_at || self.peers.is_empty() {
+            return;
+        }
+        self.next_round_at = now + self.round_every;
+        let peer = self.peers[(ctx.rng().next_u64() % self.peers.len() as u64) as usize];
+        self.counters.rounds.inc();
+        self.ask(now, peer, Stage::Branches, SyncRequest::Branches);
+    }
+
+    /// Sends a request of the round in progress (or starting).
+    fn ask(&mut self, now: Duration, peer: SocketAddr, stage: Stage, request: SyncRequest) {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.round = Some(Round {
+            peer,
+            id,
+            stage,
+            sent_at: now,
+        });
+        if self
+            .transport
+            .send(PeerRequest {
+                to: peer,
+                id,
+                request,
+            })
+            .is_err()
+        {
+            self.round = None;
+        }
+    }
+
+    /// Takes the round one step down the tree, or ends it.
+    fn round_answered(
+        &mut self,
+        ctx: &mut dyn Context<SyncMsg>,
+        result: Result<SyncResponse, TransportError>,
+    ) {
+        let now = ctx.clock().monotonic();
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let peer = round.peer;
+        let step = match (round.stage, result) {
+            (Stage::Branches, Ok(SyncResponse::Branches(theirs))) => {
+                let branches = repair::differing_branches(&self.reader.tree(), &theirs);
+                if branches.is_empty() {
+                    self.counters.rounds_in_agreement.inc();
+                    None
+                } else {
+                    Some((Stage::Leaves, SyncRequest::Leaves { branches }))
+                }
+            }
+            (Stage::Leaves, Ok(SyncResponse::Leaves(theirs))) => {
+                let segments = repair::differing_segments(&self.reader.tree(), &theirs);
+                (!segments.is_empty())
+                    .then_some((Stage::Segments, SyncRequest::Segments { segments }))
+            }
+            (Stage::Segments, Ok(SyncResponse::Segments(theirs))) => {
+                match repair::compare_segments(&self.reader, &theirs) {
+                    Ok(diff) => {
+                        self.push_newer(now, peer, &diff.push);
+                        (!diff.fetch.is_empty())
+                            .then_some((Stage::Fetch, SyncRequest::Fetch { keys: diff.fetch }))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "anti-entropy: reading segments");
+                        None
+                    }
+                }
+            }
+            (Stage::Fetch, Ok(SyncResponse::Records(records))) => {
+                let count = records.len() as u64;
+                if self.receive(peer, records) == SyncResponse::Accepted {
+                    self.counters.repaired_fetched.inc_by(count);
+                }
+                None
+            }
+            // Busy, an answer to another question, or no answer: try again next round.
+            _ => None,
+        };
+        if let Some((stage, request)) = step {
+            self.ask(now, peer, stage, request);
+        }
+    }
+
+    /// Pushes this node's records of `keys` to `peer` (anti-entropy found it holds them older).
+    fn push_newer(&mut self, now: Duration, peer: SocketAddr, keys: &[String]) {
+        if keys.is_empty() || self.outstanding() >= OUTSTANDING_MAX {
+            return;
+        }
+        match repair::records(&self.reader, keys) {
+            Ok(records) if !records.is_empty() => {
+                self.counters.repaired_pushed.inc_by(records.len() as u64);
+                let push = Push {
+                    to: peer,
+                    records,
+                    attempts: 0,
+                    sent_at: now,
+                };
+                self.send(now, push);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "anti-entropy: reading records to push"),
+        }
+    }
+
+    /// Answers a peer's request.
+    fn serve(&mut self, from: SocketAddr, request: SyncRequest) -> SyncResponse {
+        let answer = match request {
+            SyncRequest::Push { records } => return self.receive(from, records),
+            SyncRequest::Branches => Ok(repair::answer_branches(&self.reader)),
+            SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
+            SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
+            SyncRequest::Fetch { keys } => repair::answer_fetch(&self.reader, &keys),
+        };
+        answer.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "anti-entropy: answering a peer");
+            SyncResponse::Busy
+        })
     }
 
     fn tick(&mut self, now: Duration) {
@@ -347,12 +546,13 @@ impl Actor for SyncActor {
             SyncMsg::Committed(records) => self.replicate(now, records),
             SyncMsg::Request {
                 from,
-                request: SyncRequest::Push { records },
+                request,
                 reply,
-            } => reply.send(self.receive(from, records)),
-            SyncMsg::Response { id, result } => self.answered(now, id, result),
+            } => reply.send(self.serve(from, request)),
+            SyncMsg::Response { id, result } => self.answered(ctx, id, result),
             SyncMsg::Tick => {
                 self.tick(now);
+                self.maybe_start_round(ctx);
                 ctx.schedule(TICK, SyncMsg::Tick);
             }
         }
@@ -412,7 +612,21 @@ mod tests {
         let (requests, transport) = sink(None);
         let (storage, storage_addr) = sink(storage_refuses);
         let counters = SyncCounters::default();
-        let mut actor = SyncActor::new(storage_addr, transport, counters.clone());
+        let (store, _) = crate::storage::Store::open(
+            redb::backends::InMemoryBackend::new(),
+            redb::backends::InMemoryBackend::new(),
+            0,
+        )
+        .unwrap();
+        // No anti-entropy round within these tests' hours.
+        let every = Duration::from_secs(3600 * 24);
+        let mut actor = SyncActor::new(
+            storage_addr,
+            store.reader(),
+            transport,
+            counters.clone(),
+            every,
+        );
         let mut ctx = TestContext::new(0, 1);
         actor.started(&mut ctx);
         Fixture {

@@ -9,6 +9,7 @@
 //! and applies theirs.
 
 pub mod actor;
+pub mod repair;
 pub mod tree;
 
 pub use actor::{PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError};

@@ -1,0 +1,255 @@
+//! Anti-entropy's two halves as plain functions over a store: answering a peer's questions about
+//! this node's hash tree, and comparing its answers with this node's state. The sync actor
+//! (`sync::actor`) runs the exchange; these decide what is said and what differs.
+//!
+//! An exchange goes down the tree and stops where the two nodes agree: branch hashes (32), then
+//! the segment hashes of the branches that differ, then the (key, version) lists of the segments
+//! that differ, then the records one side is missing or holds older. Each step is bounded
+//! (`*_MAX`), so one round costs at most a bounded amount whatever the difference; the next
+//! round continues where the last stopped.
+
+use std::collections::BTreeMap;
+
+use super::tree::{differing, HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};
+use crate::cluster::frame::{SyncResponse, PUSH_BYTES_MAX};
+use crate::storage::{ReadError, Record, StorageReader, Version};
+
+/// Most segments compared in one round.
+pub const SEGMENTS_PER_ROUND_MAX: usize = 64;
+/// Most (key, version) pairs one `Segments` answer carries (whole segments only).
+pub const SEGMENT_ENTRIES_MAX: usize = 16_384;
+/// Most keys one `Fetch` asks for.
+pub const FETCH_KEYS_MAX: usize = 256;
+
+/// This node's answer to a peer's anti-entropy question (`Busy` for a malformed one).
+pub fn answer_branches(reader: &StorageReader) -> SyncResponse {
+    SyncResponse::Branches(reader.tree().branches().to_vec())
+}
+
+/// The segment hashes of the `branches` asked.
+pub fn answer_leaves(reader: &StorageReader, branches: &[u16]) -> SyncResponse {
+    if branches.len() > BRANCHES || branches.iter().any(|b| usize::from(*b) >= BRANCHES) {
+        return SyncResponse::Busy;
+    }
+    let tree = reader.tree();
+    SyncResponse::Leaves(
+        branches
+            .iter()
+            .map(|b| (*b, tree.leaves(usize::from(*b)).to_vec()))
+            .collect(),
+    )
+}
+
+/// The keys and versions of the `segments` asked, whole segments, as many as fit.
+pub fn answer_segments(
+    reader: &StorageReader,
+    segments: &[u16],
+) -> Result<SyncResponse, ReadError> {
+    if segments.len() > SEGMENTS_PER_ROUND_MAX
+        || segments.iter().any(|s| usize::from(*s) >= SEGMENTS)
+    {
+        return Ok(SyncResponse::Busy);
+    }
+    let mut out = Vec::new();
+    let mut entries = 0;
+    for &segment in segments {
+        let keys = reader.segment(segment)?;
+        if entries + keys.len() > SEGMENT_ENTRIES_MAX && !out.is_empty() {
+            break;
+        }
+        entries += keys.len();
+        out.push((segment, keys));
+    }
+    Ok(SyncResponse::Segments(out))
+}
+
+/// The records of the `keys` asked that this node holds, up to `PUSH_BYTES_MAX` of them (or one
+/// larger record alone).
+pub fn answer_fetch(reader: &StorageReader, keys: &[String]) -> Result<SyncResponse, ReadError> {
+    if keys.len() > FETCH_KEYS_MAX {
+        return Ok(SyncResponse::Busy);
+    }
+    Ok(SyncResponse::Records(records(reader, keys)?))
+}
+
+/// The records of `keys` this node holds, up to `PUSH_BYTES_MAX` of them (or one larger alone).
+pub fn records(
+    reader: &StorageReader,
+    keys: &[String],
+) -> Result<Vec<(String, Record)>, ReadError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for key in keys {
+        let Some(record) = reader.get(key)? else {
+            continue;
+        };
+        let size = key.len() + record.data.as_ref().map_or(0, Vec::len);
+        if bytes + size > PUSH_BYTES_MAX && !out.is_empty() {
+            break;
+        }
+        bytes += size;
+        out.push((key.clone(), record));
+    }
+    Ok(out)
+}
+
+/// The branches whose hashes differ from the peer's (all of them if its answer is malformed).
+pub fn differing_branches(tree: &HashTree, theirs: &[u64]) -> Vec<u16> {
+    if theirs.len() != BRANCHES {
+        return (0..BRANCHES as u16).collect();
+    }
+    differing(tree.branches(), theirs)
+        .into_iter()
+        .map(|b| b as u16)
+        .collect()
+}
+
+/// The segments whose hashes differ from the peer's, at most `SEGMENTS_PER_ROUND_MAX`.
+pub fn differing_segments(tree: &HashTree, theirs: &[(u16, Vec<u64>)]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for (branch, leaves) in theirs {
+        let branch = usize::from(*branch);
+        if branch >= BRANCHES || leaves.len() != LEAVES_PER_BRANCH {
+            continue;
+        }
+        for leaf in differing(tree.leaves(branch), leaves) {
+            out.push((branch * LEAVES_PER_BRANCH + leaf) as u16);
+        }
+    }
+    out.truncate(SEGMENTS_PER_ROUND_MAX);
+    out
+}
+
+/// What a comparison of segments found: keys to fetch from the peer (it is newer, or only it
+/// has them) and keys to push to it (this node is newer, or only this node has them).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Difference {
+    /// Keys the peer holds newer.
+    pub fetch: Vec<String>,
+    /// Keys this node holds newer.
+    pub push: Vec<String>,
+}
+
+/// Compares the peer's (key, version) lists of some segments with this node's.
+pub fn compare_segments(
+    reader: &StorageReader,
+    theirs: &[(u16, Vec<(String, Version)>)],
+) -> Result<Difference, ReadError> {
+    let mut diff = Difference::default();
+    for (segment, their_keys) in theirs {
+        if usize::from(*segment) >= SEGMENTS {
+            continue;
+        }
+        let ours: BTreeMap<String, Version> = reader.segment(*segment)?.into_iter().collect();
+        let theirs: BTreeMap<&str, &Version> =
+            their_keys.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        for (key, their_version) in &theirs {
+            match ours.get(*key) {
+                Some(our_version) if our_version >= *their_version => {}
+                _ => diff.fetch.push((*key).to_owned()),
+            }
+        }
+        for (key, our_version) in &ours {
+            match theirs.get(key.as_str()) {
+                Some(their_version) if *their_version >= our_version => {}
+                _ => diff.push.push(key.clone()),
+            }
+        }
+    }
+    diff.fetch.truncate(FETCH_KEYS_MAX);
+    diff.push.truncate(FETCH_KEYS_MAX);
+    Ok(diff)
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+    use crate::seam::testing::TestContext;
+    use crate::seam::{reply_channel, Actor};
+    use crate::storage::{StorageActor, StorageMsg, Store, Write};
+
+    fn record(ts: u64) -> Record {
+        Record {
+            version: Version {
+                timestamp_ms: ts,
+                uuid: [1; 16],
+            },
+            origin: "n".into(),
+            data: Some(b"1".to_vec()),
+        }
+    }
+
+    /// A store holding `records`.
+    fn store(records: &[(&str, u64)]) -> Store {
+        let (store, wal) = Store::open(InMemoryBackend::new(), InMemoryBackend::new(), 0).unwrap();
+        let mut actor = StorageActor::new(store.clone(), wal, "n");
+        let mut ctx = TestContext::new(0, 1);
+        for (key, ts) in records {
+            let (reply, _) = reply_channel();
+            let write = Write::Apply {
+                path: (*key).into(),
+                record: record(*ts),
+                reply,
+            };
+            actor.handle(&mut ctx, StorageMsg::Write(write));
+            while let Some((_, timer)) = ctx.scheduled.pop() {
+                actor.handle(&mut ctx, timer);
+            }
+        }
+        store
+    }
+
+    #[test]
+    fn a_round_finds_exactly_what_each_side_must_fetch_and_push() {
+        let ours = store(&[
+            ("same", 1),
+            ("we-are-newer", 5),
+            ("they-are-newer", 1),
+            ("only-ours", 1),
+        ]);
+        let theirs = store(&[
+            ("same", 1),
+            ("we-are-newer", 2),
+            ("they-are-newer", 9),
+            ("only-theirs", 1),
+        ]);
+        let (our_tree, their_tree) = (ours.reader().tree(), theirs.reader().tree());
+        let SyncResponse::Branches(branches) = answer_branches(&theirs.reader()) else {
+            panic!("branches")
+        };
+        let branches = differing_branches(&our_tree, &branches);
+        let SyncResponse::Leaves(leaves) = answer_leaves(&theirs.reader(), &branches) else {
+            panic!("leaves")
+        };
+        let segments = differing_segments(&our_tree, &leaves);
+        let mut expected: Vec<u16> = our_tree
+            .differing_segments(&their_tree)
+            .into_iter()
+            .map(|s| s as u16)
+            .collect();
+        expected.sort_unstable();
+        let mut found = segments.clone();
+        found.sort_unstable();
+        assert_eq!(found, expected);
+        let SyncResponse::Segments(lists) = answer_segments(&theirs.reader(), &segments).unwrap()
+        else {
+            panic!("segments")
+        };
+        let mut diff = compare_segments(&ours.reader(), &lists).unwrap();
+        diff.fetch.sort();
+        diff.push.sort();
+        assert_eq!(diff.fetch, ["only-theirs", "they-are-newer"]);
+        assert_eq!(diff.push, ["only-ours", "we-are-newer"]);
+        let SyncResponse::Records(records) = answer_fetch(&theirs.reader(), &diff.fetch).unwrap()
+        else {
+            panic!("records")
+        };
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            answer_leaves(&theirs.reader(), &[BRANCHES as u16]),
+            SyncResponse::Busy
+        );
+    }
+}
