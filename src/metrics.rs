@@ -100,14 +100,47 @@ impl NodeMetrics {
         }
     }
 
-    /// The registry in OpenMetrics text.
+    /// The registry in OpenMetrics text, every family's series in a stable order.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("encoding into a String");
-        text
+        stable(&text)
     }
+}
+
+/// `text` with the series of each counter and gauge family sorted. prometheus-client keeps a
+/// family's label sets in a hash map, so their order changes from run to run; a scrape that
+/// reads the same figures the same way keeps the simulator's traces comparable. (A histogram's
+/// lines keep their order: its buckets must stay in increasing `le`.)
+fn stable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut series: Vec<&str> = Vec::new();
+    let mut sortable = false;
+    let flush = |series: &mut Vec<&str>, sortable: bool, out: &mut String| {
+        if sortable {
+            series.sort_unstable();
+        }
+        for line in series.drain(..) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut series, sortable, &mut out);
+            if let Some(kind) = line.strip_prefix("# TYPE ") {
+                sortable = kind.ends_with(" counter") || kind.ends_with(" gauge");
+            }
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            series.push(line);
+        }
+    }
+    flush(&mut series, sortable, &mut out);
+    out
 }
 
 /// A method as a bounded label.
@@ -154,5 +187,16 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counter_series_are_sorted_and_histogram_buckets_keep_their_order() {
+        let text = "# TYPE a counter\na_total{x=\"b\"} 1\na_total{x=\"a\"} 2\n\
+                    # TYPE h histogram\nh_bucket{le=\"2.0\"} 0\nh_bucket{le=\"10.0\"} 0\n# EOF\n";
+        assert_eq!(
+            stable(text),
+            "# TYPE a counter\na_total{x=\"a\"} 2\na_total{x=\"b\"} 1\n\
+             # TYPE h histogram\nh_bucket{le=\"2.0\"} 0\nh_bucket{le=\"10.0\"} 0\n# EOF\n"
+        );
     }
 }
