@@ -1,6 +1,7 @@
 //! Replication under madsim: writes to any node reach every node by push, over madsim's TCP,
-//! with the production assembly and transport; a partitioned node catches up by the pushes'
-//! retries once the partition heals. Convergence is checked by the hash-tree root (`/health`'s
+//! with the production assembly and transport; a partitioned node catches up once the partition
+//! heals (by push retries and anti-entropy, whichever comes first); after a partition longer
+//! than the retries, anti-entropy alone repairs. Convergence is checked by the hash-tree root (`/health`'s
 //! `keyspace_hash`) and key by key.
 
 #![cfg(madsim)]

@@ -247,9 +247,9 @@ impl MembershipActor {
         peers.sort_unstable();
         peers.dedup();
         if let Some((sync, last)) = &mut self.peers_to {
-            if *last != peers {
-                // A full mailbox loses this update; the next change sends the whole list again.
-                let _ = sync.send(SyncMsg::Peers(peers.clone()));
+            // Remembered as told only once delivered: a full mailbox is tried again at the next
+            // tick (`tick` calls this too).
+            if *last != peers && sync.send(SyncMsg::Peers(peers.clone())).is_ok() {
                 *last = peers;
             }
         }
@@ -402,6 +402,7 @@ impl MembershipActor {
                 });
             }
         }
+        self.publish_peers();
         ctx.schedule(TICK, MembershipMsg::Tick);
     }
 

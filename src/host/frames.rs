@@ -200,11 +200,16 @@ async fn read_frame(
         return Err(Ended::Closed);
     }
     let len = frame::body_len(header)?;
-    let mut body = vec![0u8; len];
+    // Grown as bytes arrive, not allocated from the announced length: a sender without the
+    // secret cannot make this node hold memory it has not sent.
+    let mut body = Vec::new();
+    let mut limited = (&mut *conn).take(len as u64);
+    let complete = matches!(
+        tokio::time::timeout(REQUEST_TIMEOUT, limited.read_to_end(&mut body)).await,
+        Ok(Ok(n)) if n == len
+    );
     let mut tag = [0u8; TAG_BYTES];
-    if !read_within(conn, &mut body, REQUEST_TIMEOUT).await
-        || !read_within(conn, &mut tag, REQUEST_TIMEOUT).await
-    {
+    if !complete || !read_within(conn, &mut tag, REQUEST_TIMEOUT).await {
         return Err(Ended::Refused(Rejected::Truncated));
     }
     keys.check(nonce, dir, seq, &body, &tag)?;
@@ -268,7 +273,12 @@ struct Connection {
     nonce: [u8; NONCE_BYTES],
     seq_out: u64,
     seq_in: u64,
+    last_used: tokio::time::Instant,
 }
+
+/// A kept connection idle longer than this is replaced before use: well under the serving
+/// side's `IDLE_TIMEOUT`, after which it closes its end.
+pub const REUSE_IDLE_MAX: Duration = Duration::from_secs(30);
 
 /// Delivers requests to `to`, one at a time, over one connection kept open between them.
 async fn peer(
@@ -281,7 +291,19 @@ async fn peer(
 ) {
     let mut connection: Option<Connection> = None;
     while let Some(request) = requests.recv().await {
-        let result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
+        if connection
+            .as_ref()
+            .is_some_and(|c| c.last_used.elapsed() >= REUSE_IDLE_MAX)
+        {
+            connection = None;
+        }
+        let reused = connection.is_some();
+        let mut result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
+        if reused && result.is_err() {
+            // The peer may have closed a kept connection (it restarted): once more, afresh.
+            connection = None;
+            result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
+        }
         if let Err(TransportError::Connection(reason)) = &result {
             if reason.starts_with("refused") && counters.frame_drop_for("bad_answer") {
                 tracing::warn!(%to, reason, "a peer's answer was refused");
@@ -312,6 +334,8 @@ async fn exchange(
             Ok(Err(e)) => return Err(TransportError::Connection(e.to_string())),
             Err(_) => return Err(TransportError::Timeout),
         };
+        // Frames go out whole at once (no Nagle delay); a no-op under madsim.
+        let _ = conn.set_nodelay(true);
         let mut conn: Box<dyn Conn> = Box::new(conn);
         let mut nonce = [0u8; NONCE_BYTES];
         rng.fill_bytes(&mut nonce);
@@ -323,9 +347,11 @@ async fn exchange(
             nonce,
             seq_out: 0,
             seq_in: 0,
+            last_used: tokio::time::Instant::now(),
         });
     }
     let c = connection.as_mut().expect("connected above");
+    c.last_used = tokio::time::Instant::now();
     let body = postcard::to_allocvec(&WireRequest {
         id: request.id,
         request: request.request.clone(),

@@ -132,7 +132,7 @@ async fn opens_with_magic(stream: &TcpStream) -> bool {
                 return Ok(true);
             }
             // A prefix of the magic so far: wait for the rest.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     matches!(

@@ -38,6 +38,15 @@ impl Memtable {
         }
     }
 
+    /// The records whose key `keep` accepts, in key order (cloning only those).
+    pub fn matching(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Record)> {
+        self.read()
+            .iter()
+            .filter(|(path, _)| keep(path))
+            .map(|(path, record)| (path.clone(), record.clone()))
+            .collect()
+    }
+
     /// Every record, sorted by key (for a checkpoint or a time-ordered read).
     pub fn snapshot(&self) -> Vec<(String, Record)> {
         self.read()

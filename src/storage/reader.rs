@@ -120,10 +120,8 @@ impl StorageReader {
             out.insert(path.to_owned(), record.value().version);
         }
         // Logged writes not checkpointed yet: newer than redb's, and keys redb may not have.
-        for (path, record) in self.memtable.snapshot() {
-            if segment_of(&path) == segment {
-                out.insert(path, record.version);
-            }
+        for (path, record) in self.memtable.matching(|p| segment_of(p) == segment) {
+            out.insert(path, record.version);
         }
         Ok(out.into_iter().collect())
     }

@@ -6,7 +6,9 @@
 //!   [`SyncMsg::Peers`]), in pushes of at most `PUSH_BYTES_MAX`. A push that fails (no answer
 //!   within the transport's timeout, a refused connection, a busy peer) is sent again with
 //!   exponential backoff, [`PUSH_ATTEMPTS`] times; what still fails is left to anti-entropy.
-//!   At most [`OUTSTANDING_MAX`] pushes wait at once; beyond, new ones are dropped and counted.
+//!   At most [`OUTSTANDING_PER_PEER_MAX`] pushes wait per peer (so one dead or slow peer never
+//!   holds up the others); beyond, new ones are dropped and counted. A peer that leaves the live
+//!   list has its waiting pushes dropped: anti-entropy repairs it when it comes back.
 //! * **Receive.** A peer's push is validated record by record (key path, origin, value size;
 //!   what fails is dropped and counted) and handed to storage, which keeps each record only if it
 //!   wins (`storage::Applied`). The push is answered once the records are queued for storage,
@@ -39,8 +41,12 @@ pub const RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
 /// How long a push may wait for its answer before it counts as failed: longer than the
 /// transport's own timeouts, so it only matters if an answer was lost on its way to this actor.
 pub const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most pushes waiting for an answer or a retry at once.
-pub const OUTSTANDING_MAX: usize = 4096;
+/// Most pushes waiting for an answer or a retry, per peer.
+pub const OUTSTANDING_PER_PEER_MAX: usize = 64;
+/// How far ahead of this node's clock a peer's record may be stamped: beyond, the record is
+/// refused as skewed (a clock gone wrong, or a record stamped near the end of time that would
+/// leave no room for later versions).
+pub const SKEW_MAX_MS: u64 = 10 * 60 * 1000;
 
 /// A request for the host glue to deliver to a peer; the answer comes back as
 /// [`SyncMsg::Response`] with the same id.
@@ -107,6 +113,8 @@ pub struct SyncCounters {
     pub received_records: Counter,
     /// Records received that failed validation.
     pub malformed_records: Counter,
+    /// Records received stamped too far ahead of this node's clock.
+    pub skewed_records: Counter,
     /// Anti-entropy rounds begun.
     pub rounds: Counter,
     /// Anti-entropy rounds that found the peer in agreement at the root.
@@ -120,7 +128,12 @@ pub struct SyncCounters {
 impl SyncCounters {
     /// Adds the counters to a node's registry.
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        let pairs: [(&str, &str, &Counter); 9] = [
+        let pairs: [(&str, &str, &Counter); 10] = [
+            (
+                "replication_skewed_records",
+                "Peers' records refused as stamped too far in the future",
+                &self.skewed_records,
+            ),
             (
                 "antientropy_rounds",
                 "Anti-entropy rounds begun",
@@ -240,15 +253,28 @@ impl SyncActor {
         }
     }
 
-    fn outstanding(&self) -> usize {
-        self.in_flight.len() + self.retries.len()
+    /// Pushes waiting for `peer`'s answer or for a retry to it.
+    fn outstanding(&self, peer: SocketAddr) -> usize {
+        self.in_flight.values().filter(|p| p.to == peer).count()
+            + self.retries.values().filter(|p| p.to == peer).count()
+    }
+
+    /// Takes the new live peer list; drops the pushes waiting for peers no longer on it.
+    fn set_peers(&mut self, peers: Vec<SocketAddr>) {
+        let gone = |p: &Push| !peers.contains(&p.to);
+        let before = self.in_flight.len() + self.retries.len();
+        self.in_flight.retain(|_, p| !gone(p));
+        self.retries.retain(|_, p| !gone(p));
+        let dropped = before - self.in_flight.len() - self.retries.len();
+        self.counters.pushes_abandoned.inc_by(dropped as u64);
+        self.peers = peers;
     }
 
     /// Sends `records` to every live peer, in pushes of at most `PUSH_BYTES_MAX`.
     fn replicate(&mut self, now: Duration, records: Vec<(String, Record)>) {
         for batch in chunks(records) {
             for peer in self.peers.clone() {
-                if self.outstanding() >= OUTSTANDING_MAX {
+                if self.outstanding(peer) >= OUTSTANDING_PER_PEER_MAX {
                     self.counters.pushes_dropped.inc();
                     continue;
                 }
@@ -401,7 +427,7 @@ impl SyncActor {
             }
             (Stage::Fetch, Ok(SyncResponse::Records(records))) => {
                 let count = records.len() as u64;
-                if self.receive(peer, records) == SyncResponse::Accepted {
+                if self.receive(ctx.clock().wall_ms(), peer, records) == SyncResponse::Accepted {
                     self.counters.repaired_fetched.inc_by(count);
                 }
                 None
@@ -416,7 +442,7 @@ impl SyncActor {
 
     /// Pushes this node's records of `keys` to `peer` (anti-entropy found it holds them older).
     fn push_newer(&mut self, now: Duration, peer: SocketAddr, keys: &[String]) {
-        if keys.is_empty() || self.outstanding() >= OUTSTANDING_MAX {
+        if keys.is_empty() || self.outstanding(peer) >= OUTSTANDING_PER_PEER_MAX {
             return;
         }
         match repair::records(&self.reader, keys) {
@@ -436,9 +462,9 @@ impl SyncActor {
     }
 
     /// Answers a peer's request.
-    fn serve(&mut self, from: SocketAddr, request: SyncRequest) -> SyncResponse {
+    fn serve(&mut self, wall_ms: u64, from: SocketAddr, request: SyncRequest) -> SyncResponse {
         let answer = match request {
-            SyncRequest::Push { records } => return self.receive(from, records),
+            SyncRequest::Push { records } => return self.receive(wall_ms, from, records),
             SyncRequest::Branches => Ok(repair::answer_branches(&self.reader)),
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
             SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
@@ -471,8 +497,24 @@ impl SyncActor {
     }
 
     /// Hands a peer's records to storage; `Busy` if storage cannot take them now.
-    fn receive(&mut self, from: SocketAddr, records: Vec<(String, Record)>) -> SyncResponse {
+    fn receive(
+        &mut self,
+        wall_ms: u64,
+        from: SocketAddr,
+        records: Vec<(String, Record)>,
+    ) -> SyncResponse {
         for (path, record) in records {
+            if record.version.timestamp_ms > wall_ms.saturating_add(SKEW_MAX_MS) {
+                self.counters.skewed_records.inc();
+                tracing::warn!(
+                    %from,
+                    path,
+                    timestamp_ms = record.version.timestamp_ms,
+                    wall_ms,
+                    "dropped a peer's record stamped too far in the future"
+                );
+                continue;
+            }
             if let Err(why) = valid(&path, &record) {
                 self.counters.malformed_records.inc();
                 tracing::warn!(%from, path, why, "dropped a malformed record from a peer");
@@ -542,13 +584,16 @@ impl Actor for SyncActor {
     fn handle(&mut self, ctx: &mut dyn Context<SyncMsg>, msg: SyncMsg) {
         let now = ctx.clock().monotonic();
         match msg {
-            SyncMsg::Peers(peers) => self.peers = peers,
+            SyncMsg::Peers(peers) => self.set_peers(peers),
             SyncMsg::Committed(records) => self.replicate(now, records),
             SyncMsg::Request {
                 from,
                 request,
                 reply,
-            } => reply.send(self.serve(from, request)),
+            } => {
+                let wall_ms = ctx.clock().wall_ms();
+                reply.send(self.serve(wall_ms, from, request));
+            }
             SyncMsg::Response { id, result } => self.answered(ctx, id, result),
             SyncMsg::Tick => {
                 self.tick(now);
@@ -779,6 +824,55 @@ mod tests {
             reply,
         });
         assert_eq!(answer.try_recv().unwrap(), Some(SyncResponse::Busy));
+    }
+
+    #[test]
+    fn a_record_stamped_far_in_the_future_is_refused_as_skewed() {
+        let mut f = fixture(None);
+        let mut future = record("1");
+        future.version.timestamp_ms = u64::MAX;
+        let mut near = record("1");
+        near.version.timestamp_ms = SKEW_MAX_MS;
+        let (reply, _answer) = reply_channel();
+        f.handle(SyncMsg::Request {
+            from: peer(2),
+            request: SyncRequest::Push {
+                records: vec![("far".into(), future), ("near".into(), near)],
+            },
+            reply,
+        });
+        assert_eq!(f.counters.skewed_records.get(), 1);
+        assert_eq!(
+            f.counters.received_records.get(),
+            1,
+            "within the bound: taken"
+        );
+    }
+
+    #[test]
+    fn a_dead_peer_holds_up_nobody_and_its_pushes_go_when_it_leaves_the_list() {
+        let mut f = fixture(None);
+        f.handle(SyncMsg::Peers(vec![peer(2), peer(3)]));
+        // peer 3 never answers; peer 2 always does.
+        for i in 0..(OUTSTANDING_PER_PEER_MAX + 10) {
+            f.handle(SyncMsg::Committed(vec![(format!("k{i}"), record("1"))]));
+            for r in f.sent() {
+                if r.to == peer(2) {
+                    f.handle(SyncMsg::Response {
+                        id: r.id,
+                        result: Ok(SyncResponse::Accepted),
+                    });
+                }
+            }
+        }
+        assert_eq!(f.counters.pushes_dropped.get(), 10, "only peer 3's excess");
+        assert_eq!(f.actor.outstanding(peer(2)), 0);
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        assert_eq!(f.actor.outstanding(peer(3)), 0, "dropped with the peer");
+        assert_eq!(
+            f.counters.pushes_abandoned.get(),
+            OUTSTANDING_PER_PEER_MAX as u64
+        );
     }
 
     #[test]

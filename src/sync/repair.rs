@@ -11,13 +11,20 @@
 use std::collections::BTreeMap;
 
 use super::tree::{differing, HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};
-use crate::cluster::frame::{SyncResponse, PUSH_BYTES_MAX};
+use crate::cluster::frame::{SyncResponse, BODY_BYTES_MAX, PUSH_BYTES_MAX};
+
+const _: () = assert!(SEGMENT_KEY_BYTES_MAX + 1024 < BODY_BYTES_MAX);
 use crate::storage::{ReadError, Record, StorageReader, Version};
 
 /// Most segments compared in one round.
 pub const SEGMENTS_PER_ROUND_MAX: usize = 64;
-/// Most (key, version) pairs one `Segments` answer carries (whole segments only).
+/// Most (key, version) pairs one `Segments` answer carries (whole segments, but the first).
 pub const SEGMENT_ENTRIES_MAX: usize = 16_384;
+/// Most bytes of keys one `Segments` answer carries: far below a frame's bound, which a
+/// segment of a huge keyspace could otherwise pass.
+pub const SEGMENT_KEY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// A (key, version) pair's encoding beyond the key's bytes, at most.
+const ENTRY_OVERHEAD_BYTES: usize = 10 + 10 + 16;
 /// Most keys one `Fetch` asks for.
 pub const FETCH_KEYS_MAX: usize = 256;
 
@@ -51,13 +58,39 @@ pub fn answer_segments(
         return Ok(SyncResponse::Busy);
     }
     let mut out = Vec::new();
-    let mut entries = 0;
+    let (mut entries, mut bytes) = (0, 0);
     for &segment in segments {
-        let keys = reader.segment(segment)?;
-        if entries + keys.len() > SEGMENT_ENTRIES_MAX && !out.is_empty() {
+        let mut keys = reader.segment(segment)?;
+        let size: usize = keys
+            .iter()
+            .map(|(k, _)| k.len() + ENTRY_OVERHEAD_BYTES)
+            .sum();
+        let fits =
+            entries + keys.len() <= SEGMENT_ENTRIES_MAX && bytes + size <= SEGMENT_KEY_BYTES_MAX;
+        if !fits && !out.is_empty() {
             break;
         }
+        if !fits {
+            // One segment too large to answer whole: its first keys. The asker then pushes the
+            // rest, which it believes this node lacks; a push of what a node holds is a no-op.
+            let mut budget = SEGMENT_KEY_BYTES_MAX;
+            let keep = keys
+                .iter()
+                .take(SEGMENT_ENTRIES_MAX)
+                .take_while(|(k, _)| {
+                    let cost = k.len() + ENTRY_OVERHEAD_BYTES;
+                    let ok = cost <= budget;
+                    budget = budget.saturating_sub(cost);
+                    ok
+                })
+                .count();
+            keys.truncate(keep);
+        }
         entries += keys.len();
+        bytes += keys
+            .iter()
+            .map(|(k, _)| k.len() + ENTRY_OVERHEAD_BYTES)
+            .sum::<usize>();
         out.push((segment, keys));
     }
     Ok(SyncResponse::Segments(out))
