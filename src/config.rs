@@ -200,7 +200,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("sync_interval", "pause between anti-entropy rounds with a random peer, seconds (KVS: 300)"),
             ("catchup_interval", "pause between catch-up rounds while behind, seconds; not used yet"),
-            ("bootstrap_max_age_hours", "oldest data a new node fetches from the cluster, hours; not used yet"),
+            ("bootstrap_max_age_hours", "oldest data a new node pulls from the cluster when it bootstraps, hours"),
             ("throttle_delay_ms", "pause between sync requests, milliseconds; not used yet"),
             ("fetch_delay_ms", "pause between fetches of single values, milliseconds; not used yet"),
         ],

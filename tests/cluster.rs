@@ -149,6 +149,10 @@ fn writes_replicate_between_real_processes() {
     both.sort();
     wait_listed(&first, &both);
     wait_listed(&second, &both);
+    // A new node pulls the cluster's data (nothing here) before it takes writes.
+    wait_for(CONVERGE, "the second node to finish its bootstrap", || {
+        (second.get_json("/health")["mode"] == "normal").then_some(())
+    });
 
     let value = br#"{"replicated": "yes", "n": 1}"#;
     assert_eq!(first.put("users/a", value).status, 200);

@@ -273,6 +273,7 @@ impl Machine {
                 seeds,
                 reap_after: MEMBER_REAP_AFTER,
                 sync_every: SYNC_EVERY,
+                bootstrap_max_age: Duration::from_secs(720 * 3600),
             },
             mode: Mode::Normal,
             value_bytes_max: VALUE_BYTES_MAX,

@@ -29,11 +29,12 @@ async fn cluster(n: u64) -> Vec<SimNode> {
             .unwrap();
         nodes.push(node);
     }
-    // Until everyone sees everyone.
+    // Until everyone sees everyone, and the joiners finished their (empty) bootstrap.
     for _ in 0..100 {
         let mut all = true;
         for node in &nodes {
-            all &= health(node).await["member_count"] == n;
+            let h = health(node).await;
+            all &= h["member_count"] == n && h["mode"] == "normal";
         }
         if all {
             return nodes;
@@ -157,6 +158,48 @@ fn anti_entropy_repairs_what_abandoned_pushes_missed() {
             let fetched = counter(&nodes[2], "kvs_antientropy_fetched_keys_total").await
                 + counter(&nodes[2], "kvs_antientropy_pushed_keys_total").await;
             assert!(fetched > 0, "seed {seed}: repaired by anti-entropy");
+        });
+    }
+}
+
+/// A new node joining a cluster that holds data pulls it first (bootstrap, in time order), in
+/// `syncing` mode: client writes get 503 meanwhile, reads are served; then it is `normal`.
+#[test]
+fn a_new_node_bootstraps_in_syncing_mode_before_taking_writes() {
+    for seed in 1..=4 {
+        sweep::run(seed, async {
+            let nodes = cluster(2).await;
+            for i in 0..300u64 {
+                let (status, _) = nodes[(i % 2) as usize].put(&format!("d/{i}"), "7").await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            converged(&nodes, 300, Duration::from_secs(5)).await;
+            let newcomer = SimNode::start_in_cluster(3, SimDisk::new(), vec![SimNode::addr_of(1)])
+                .await
+                .unwrap();
+            assert_eq!(health(&newcomer).await["mode"], "syncing", "seed {seed}");
+            let (status, body) = newcomer.put("early", "1").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+            let mut waited = Duration::ZERO;
+            while health(&newcomer).await["mode"] != "normal" {
+                assert!(
+                    waited < Duration::from_secs(30),
+                    "seed {seed}: still syncing"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += Duration::from_millis(10);
+            }
+            println!("seed {seed}: bootstrap of 300 keys took {waited:?} after start");
+            assert_eq!(
+                health(&newcomer).await["keys"],
+                300,
+                "seed {seed}: all pulled"
+            );
+            let (status, _) = newcomer.put("later", "1").await;
+            assert_eq!(status, StatusCode::OK);
+            let mut all = nodes;
+            all.push(newcomer);
+            converged(&all, 301, Duration::from_secs(5)).await;
         });
     }
 }

@@ -37,7 +37,7 @@ pub(super) async fn health(State(state): State<ApiState>) -> (StatusCode, Json<H
     };
     let health = Health {
         status: if error.is_some() { "error" } else { "ok" },
-        mode: state.mode,
+        mode: state.mode.get(),
         member_count: alive,
         node_id: state.node_id.clone(),
         version: env!("CARGO_PKG_VERSION"),

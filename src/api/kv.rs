@@ -20,11 +20,15 @@ fn key(path: Key) -> Result<KeyPath, ApiError> {
 }
 
 fn writable(state: &ApiState) -> Result<(), ApiError> {
-    match state.mode {
+    match state.mode.get() {
         Mode::Normal => Ok(()),
         Mode::ReadOnly => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "node is in read-only mode: client writes are refused",
+        )),
+        Mode::Syncing => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is syncing with the cluster: client writes are refused until it caught up; retry shortly",
         )),
     }
 }

@@ -19,7 +19,7 @@ mod state;
 
 pub use error::ApiError;
 pub use key::{KeyError, KeyPath, KEY_BYTES_MAX};
-pub use state::{ApiState, Mode};
+pub use state::{ApiState, Mode, SharedMode};
 
 use axum::routing::get;
 use axum::Router;

@@ -1,5 +1,6 @@
 //! What the HTTP handlers share: the node's identity and mode, and its storage handles.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +14,14 @@ use crate::storage::{StorageMsg, StorageReader};
 /// A node's operating mode, as `/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Mode {
     /// Reads and writes.
     Normal,
     /// Client writes are refused; replication from peers is still applied.
     ReadOnly,
+    /// A new node pulling the cluster's data: client writes get 503 until it caught up.
+    Syncing,
 }
 
 impl Mode {
@@ -26,7 +30,34 @@ impl Mode {
         match self {
             Mode::Normal => "normal",
             Mode::ReadOnly => "read_only",
+            Mode::Syncing => "syncing",
         }
+    }
+}
+
+/// The node's current mode, shared: the sync actor ends `Syncing`, handlers read it.
+#[derive(Debug, Clone)]
+pub struct SharedMode(Arc<AtomicU8>);
+
+impl SharedMode {
+    /// A cell holding `mode`.
+    pub fn new(mode: Mode) -> SharedMode {
+        SharedMode(Arc::new(AtomicU8::new(mode as u8)))
+    }
+
+    /// The mode now.
+    pub fn get(&self) -> Mode {
+        match self.0.load(Ordering::Acquire) {
+            0 => Mode::Normal,
+            1 => Mode::ReadOnly,
+            2 => Mode::Syncing,
+            other => unreachable!("mode {other} was never stored"),
+        }
+    }
+
+    /// Changes the mode.
+    pub fn set(&self, mode: Mode) {
+        self.0.store(mode as u8, Ordering::Release);
     }
 }
 
@@ -41,8 +72,8 @@ impl std::fmt::Display for Mode {
 pub struct ApiState {
     /// This node's id.
     pub node_id: String,
-    /// Normal or read-only.
-    pub mode: Mode,
+    /// Normal, read-only, or syncing (changes once, when a bootstrap ends).
+    pub mode: SharedMode,
     /// Largest accepted value, in bytes.
     pub value_bytes_max: usize,
     /// The node's clock (for `last_seen`, `uptime_s` and request latency).

@@ -23,7 +23,7 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     ApiState {
         node_id: "n1".into(),
-        mode: Mode::Normal,
+        mode: SharedMode::new(Mode::Normal),
         value_bytes_max: 1024,
         started: clock.monotonic(),
         clock,

@@ -73,6 +73,13 @@ pub enum SyncRequest {
         /// Key paths.
         keys: Vec<String>,
     },
+    /// Bootstrap: the records whose versions come after `(after_ms, after_path)` in time order.
+    Since {
+        /// Timestamp of the cursor.
+        after_ms: u64,
+        /// Key path of the cursor.
+        after_path: String,
+    },
 }
 
 /// The answer to a [`SyncRequest`].
@@ -90,6 +97,8 @@ pub enum SyncResponse {
     Segments(Vec<(u16, Vec<(String, Version)>)>),
     /// The records of the keys asked that this node holds (as many as fit).
     Records(Vec<(String, Record)>),
+    /// The next records in time order after the cursor asked (empty: none left).
+    Page(Vec<(String, Record)>),
 }
 
 /// A request with its correlation id.

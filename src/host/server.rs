@@ -192,6 +192,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
             sync_every: Duration::from_secs(config.sync_interval),
+            bootstrap_max_age: Duration::from_secs(
+                config.bootstrap_max_age_hours.saturating_mul(3600),
+            ),
         },
         mode,
         value_bytes_max: config.max_value_bytes,
@@ -207,7 +210,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         data_dir = %data_dir.display(),
         addr = %local,
         node_id = %config.node_id,
-        %mode,
+        mode = %node.mode(),
         keys,
         wal_replayed_batches = replayed,
         "listening"

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use crate::api::{self, ApiState, Mode};
+use crate::api::{self, ApiState, Mode, SharedMode};
 use crate::cluster::frame::FrameKeys;
 use crate::cluster::{MembershipActor, MembershipMsg, MembershipSpec, NodeIdentity};
 use crate::host::frames::{self, FrameTasks, Incoming};
@@ -54,6 +54,8 @@ pub struct ClusterSpec {
     pub reap_after: Duration,
     /// Pause between anti-entropy rounds (`sync_interval`).
     pub sync_every: Duration,
+    /// How far back a new node's bootstrap fetches (`bootstrap_max_age_hours`).
+    pub bootstrap_max_age: Duration,
 }
 
 /// What a node is, beyond its storage: identity, limits and the sources of time and randomness.
@@ -106,6 +108,7 @@ impl<H: Host> Node<H> {
             seeds,
             reap_after,
             sync_every,
+            bootstrap_max_age,
         } = spec.cluster;
         let port = socket.local_addr().map_err(|e| SpawnError {
             name: MembershipActor::NAME,
@@ -129,13 +132,20 @@ impl<H: Host> Node<H> {
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
             .observe_batches(metrics.batch_writes.clone())
             .replicate_to(sync.clone());
-        let sync_actor = SyncActor::new(
+        let mode = SharedMode::new(spec.mode);
+        let mut sync_actor = SyncActor::new(
             storage.clone(),
             store.reader(),
             transport,
             sync_counters,
             sync_every,
         );
+        // A new (or empty) node joining a cluster pulls its data before taking writes.
+        if store.keys_at_open() == 0 && seeds.iter().any(|s| *s != address) {
+            let age_ms = u64::try_from(bootstrap_max_age.as_millis()).unwrap_or(u64::MAX);
+            let since_ms = spec.clock.wall_ms().saturating_sub(age_ms);
+            sync_actor = sync_actor.bootstrapping(mode.clone(), spec.mode, since_ms);
+        }
         if let Some(batches) = spec.checkpoint_batches {
             storage_actor = storage_actor.checkpoint_every(batches);
         }
@@ -172,7 +182,7 @@ impl<H: Host> Node<H> {
         // 4. HTTP over them.
         let api = ApiState {
             node_id: spec.node_id,
-            mode: spec.mode,
+            mode,
             value_bytes_max: spec.value_bytes_max,
             started: spec.clock.monotonic(),
             clock: spec.clock,
@@ -192,6 +202,11 @@ impl<H: Host> Node<H> {
                 (StorageActor::NAME, storage_running),
             ],
         })
+    }
+
+    /// The node's mode now (`syncing` while a new node pulls the cluster's data).
+    pub fn mode(&self) -> Mode {
+        self.api.mode.get()
     }
 
     /// The node's HTTP interface.

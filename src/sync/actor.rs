@@ -24,7 +24,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use rand_core::Rng;
 
-use crate::api::KeyPath;
+use crate::api::{KeyPath, Mode, SharedMode};
 use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
@@ -211,8 +211,27 @@ struct Round {
     sent_at: Duration,
 }
 
+/// How long a bootstrapping node waits for a live peer before it gives up and starts empty.
+pub const BOOTSTRAP_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A new node pulling the cluster's data, page by page in time order, from one peer.
+struct Bootstrap {
+    /// The node's mode, `Syncing` until this ends.
+    mode: SharedMode,
+    /// The mode to take when it ends (the configured one).
+    then: Mode,
+    /// Where the next page starts.
+    cursor: (u64, String),
+    /// The page request waiting for its answer: (id, peer, sent at).
+    waiting: Option<(u64, SocketAddr, Duration)>,
+    /// When it began, and how many records it applied.
+    began: Duration,
+    records: u64,
+}
+
 /// The sync actor.
 pub struct SyncActor {
+    bootstrap: Option<Bootstrap>,
     storage: Addr<StorageMsg>,
     reader: StorageReader,
     /// Pause between anti-entropy rounds.
@@ -239,6 +258,7 @@ impl SyncActor {
         round_every: Duration,
     ) -> Self {
         SyncActor {
+            bootstrap: None,
             storage,
             reader,
             round_every,
@@ -250,6 +270,106 @@ impl SyncActor {
             next_id: 0,
             in_flight: BTreeMap::new(),
             retries: BTreeMap::new(),
+        }
+    }
+
+    /// Starts as a new node that pulls the cluster's data first: records stamped after `since_ms`
+    /// (now less `bootstrap_max_age_hours`), from one live peer, while `mode` says `Syncing`;
+    /// then `mode` becomes `then`.
+    pub fn bootstrapping(mut self, mode: SharedMode, then: Mode, since_ms: u64) -> Self {
+        mode.set(Mode::Syncing);
+        self.bootstrap = Some(Bootstrap {
+            mode,
+            then,
+            cursor: (since_ms, String::new()),
+            waiting: None,
+            began: Duration::ZERO,
+            records: 0,
+        });
+        self
+    }
+
+    /// Ends the bootstrap, leaving `Syncing`.
+    fn finish_bootstrap(&mut self, now: Duration, why: &str) {
+        if let Some(b) = self.bootstrap.take() {
+            b.mode.set(b.then);
+            tracing::info!(
+                records = b.records,
+                took_ms = now.saturating_sub(b.began).as_millis() as u64,
+                mode = %b.then,
+                "bootstrap {why}"
+            );
+        }
+    }
+
+    /// Asks a live peer for the next bootstrap page, if none is awaited; gives up waiting for a
+    /// peer after `BOOTSTRAP_WAIT_MAX`.
+    fn bootstrap_step(&mut self, now: Duration) {
+        let Some(b) = &mut self.bootstrap else {
+            return;
+        };
+        if let Some((_, _, sent_at)) = b.waiting {
+            if now.saturating_sub(sent_at) < IN_FLIGHT_TIMEOUT {
+                return;
+            }
+            b.waiting = None;
+        }
+        let Some(&peer) = self.peers.first() else {
+            if now.saturating_sub(b.began) >= BOOTSTRAP_WAIT_MAX {
+                self.finish_bootstrap(now, "gave up: no live peer answered, starting empty");
+            }
+            return;
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = SyncRequest::Since {
+            after_ms: b.cursor.0,
+            after_path: b.cursor.1.clone(),
+        };
+        if self
+            .transport
+            .send(PeerRequest {
+                to: peer,
+                id,
+                request,
+            })
+            .is_ok()
+        {
+            b.waiting = Some((id, peer, now));
+        }
+    }
+
+    /// Applies a bootstrap page and asks for the next, or ends the bootstrap on an empty one.
+    fn bootstrap_answered(
+        &mut self,
+        ctx: &mut dyn Context<SyncMsg>,
+        result: Result<SyncResponse, TransportError>,
+    ) {
+        let now = ctx.clock().monotonic();
+        let Some(b) = &mut self.bootstrap else {
+            return;
+        };
+        let Some((_, peer, _)) = b.waiting.take() else {
+            return;
+        };
+        match result {
+            Ok(SyncResponse::Page(records)) if records.is_empty() => {
+                self.finish_bootstrap(now, "complete");
+            }
+            Ok(SyncResponse::Page(records)) => {
+                let last = records
+                    .last()
+                    .map(|(p, r)| (r.version.timestamp_ms, p.clone()));
+                let count = records.len() as u64;
+                if self.receive(ctx.clock().wall_ms(), peer, records) == SyncResponse::Accepted {
+                    let b = self.bootstrap.as_mut().expect("still bootstrapping");
+                    b.records += count;
+                    b.cursor = last.expect("a page that is not empty");
+                }
+                self.bootstrap_step(now);
+            }
+            // Busy, no answer: the next tick asks again.
+            _ => {}
         }
     }
 
@@ -333,6 +453,10 @@ impl SyncActor {
         let now = ctx.clock().monotonic();
         if self.round.as_ref().is_some_and(|r| r.id == id) {
             return self.round_answered(ctx, result);
+        }
+        let bootstrap_id = self.bootstrap.as_ref().and_then(|b| b.waiting).map(|w| w.0);
+        if bootstrap_id == Some(id) {
+            return self.bootstrap_answered(ctx, result);
         }
         // An answer to a request already given up on is ignored.
         let Some(push) = self.in_flight.remove(&id) else {
@@ -469,6 +593,10 @@ impl SyncActor {
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
             SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
             SyncRequest::Fetch { keys } => repair::answer_fetch(&self.reader, &keys),
+            SyncRequest::Since {
+                after_ms,
+                after_path,
+            } => repair::answer_since(&self.reader, after_ms, &after_path),
         };
         answer.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "anti-entropy: answering a peer");
@@ -578,6 +706,11 @@ impl Actor for SyncActor {
     const TIMERS_MAX: usize = 1;
 
     fn started(&mut self, ctx: &mut dyn Context<SyncMsg>) {
+        let now = ctx.clock().monotonic();
+        if let Some(b) = &mut self.bootstrap {
+            b.began = now;
+            tracing::info!("new node: syncing the cluster's data before taking writes");
+        }
         ctx.schedule(TICK, SyncMsg::Tick);
     }
 
@@ -597,6 +730,7 @@ impl Actor for SyncActor {
             SyncMsg::Response { id, result } => self.answered(ctx, id, result),
             SyncMsg::Tick => {
                 self.tick(now);
+                self.bootstrap_step(now);
                 self.maybe_start_round(ctx);
                 ctx.schedule(TICK, SyncMsg::Tick);
             }

@@ -105,6 +105,28 @@ pub fn answer_fetch(reader: &StorageReader, keys: &[String]) -> Result<SyncRespo
     Ok(SyncResponse::Records(records(reader, keys)?))
 }
 
+/// Records per bootstrap page, at most (and at most `PUSH_BYTES_MAX` of them, or one larger).
+pub const PAGE_RECORDS_MAX: usize = 512;
+
+/// The records after `(after_ms, after_path)` in time order: one bootstrap page.
+pub fn answer_since(
+    reader: &StorageReader,
+    after_ms: u64,
+    after_path: &str,
+) -> Result<SyncResponse, ReadError> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for (path, record) in reader.since((after_ms, after_path), PAGE_RECORDS_MAX)? {
+        let size = path.len() + record.data.as_ref().map_or(0, Vec::len);
+        if bytes + size > PUSH_BYTES_MAX && !page.is_empty() {
+            break;
+        }
+        bytes += size;
+        page.push((path, record));
+    }
+    Ok(SyncResponse::Page(page))
+}
+
 /// The records of `keys` this node holds, up to `PUSH_BYTES_MAX` of them (or one larger alone).
 pub fn records(
     reader: &StorageReader,
