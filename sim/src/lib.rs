@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod clock;
+pub mod cluster;
 pub mod disk;
 pub mod node;
 pub mod scenario;

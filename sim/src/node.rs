@@ -29,7 +29,7 @@ use kvs::host::task::{BusyTime, TaskHost};
 use kvs::host::Host;
 use kvs::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use kvs::seam::Clock;
-use kvs::storage::{OpenError, Store};
+use kvs::storage::{OpenError, Record, StorageReader, Store};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use tokio::sync::{mpsc, watch};
@@ -96,6 +96,7 @@ struct Machine {
 struct Boot {
     number: u64,
     router: Router,
+    reader: StorageReader,
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -148,6 +149,23 @@ impl SimNode {
     /// The node's gossip (and HTTP) address.
     pub fn addr(&self) -> SocketAddr {
         self.machine.addr
+    }
+
+    /// Every record the node holds (tombstones included), in key order: the full dump that
+    /// convergence checks compare.
+    pub fn dump(&self) -> Vec<(String, Record)> {
+        let reader = self.lock().reader.clone();
+        let mut all = reader
+            .since((0, ""), usize::MAX)
+            .expect("a live node's store reads");
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The record the node holds for `key` now, if any (a tombstone included).
+    pub fn record(&self, key: &str) -> Option<Record> {
+        let reader = self.lock().reader.clone();
+        reader.get(key).expect("a live node's store reads")
     }
 
     /// The madsim node it runs on (for partitions, pauses and kills).
@@ -287,7 +305,7 @@ impl Machine {
             .expect("the node's machine exists");
         let disk = self.disk.clone();
         let busy: BusyTime = Arc::new(move || disk.take_io_time());
-        let (router, failed) = machine
+        let (router, reader, failed) = machine
             .spawn(async move {
                 let socket = GossipSocket::bind(addr, sealer, Arc::default())
                     .await
@@ -297,13 +315,14 @@ impl Machine {
                 let node = Node::assemble(&mut host, spec(socket, frames), store, wal)
                     .await
                     .expect("the task host starts every actor");
-                (node.router(), host.failed())
+                (node.router(), node.reader(), host.failed())
             })
             .await
             .expect("assembling the node on a live machine");
         Ok(Boot {
             number,
             router,
+            reader,
             failed,
         })
     }

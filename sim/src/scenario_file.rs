@@ -76,9 +76,26 @@ mod tests {
         names.sort();
         assert!(names.len() >= 2, "{names:?}");
         for name in names {
-            let file = load(&name);
-            assert!(file.seeds.count > 0, "{name}: no seeds");
+            let path = folder().join(format!("{name}.yaml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+            let seeds = match value["scenario"].as_str() {
+                Some("cluster") => crate::cluster::load(&name).seeds,
+                Some("crash_durability") => load(&name).seeds,
+                other => panic!("{}: unknown scenario {other:?}", path.display()),
+            };
+            assert!(seeds.count > 0, "{name}: no seeds");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown field `clients`")]
+    fn a_misspelt_cluster_key_is_refused() {
+        let _: crate::cluster::ClusterScenario = serde_yaml_ng::from_str(
+            "scenario: cluster\nabout: x\nseeds: {first: 0, count: 1}\nnodes: 2\nliveness_budget_ms: 1\n\
+             workload: {clients: 1, ops_per_client: 1, keys: 1, delete_ratio: 0, think_ms_max: 1}\n",
+        )
+        .unwrap();
     }
 
     #[test]

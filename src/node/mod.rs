@@ -204,6 +204,11 @@ impl<H: Host> Node<H> {
         })
     }
 
+    /// A read handle on the node's store (the simulator dumps it to check convergence).
+    pub fn reader(&self) -> crate::storage::StorageReader {
+        self.api.reader.clone()
+    }
+
     /// The node's mode now (`syncing` while a new node pulls the cluster's data).
     pub fn mode(&self) -> Mode {
         self.api.mode.get()

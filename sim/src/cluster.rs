@@ -1,0 +1,331 @@
+//! Cluster scenarios: N nodes (the production assembly), clients writing and deleting through
+//! every node, a fault schedule from the scenario file, then healing and the invariants.
+//!
+//! Invariants, checked after the faults stop and the cluster is healed:
+//! * **convergence** within the scenario's liveness budget (simulated time): every node shows
+//!   the same hash-tree root (`keyspace_hash`) *and* the same full dump of (key, record);
+//! * **no acknowledged write lost**: for every key, the final version is not older than any
+//!   acknowledged write or delete of it, and is one of the versions written;
+//! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
+//!   (Only when no unacknowledged write to the key could be newer.)
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use kvs::storage::Version;
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+use serde::Deserialize;
+
+use crate::node::SimNode;
+use crate::scenario::Outcome;
+use crate::trace::Trace;
+use crate::SimDisk;
+
+/// A cluster scenario file (`scenarios/<name>.yaml` with `scenario: cluster`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterScenario {
+    /// Always `cluster`.
+    pub scenario: String,
+    /// What the scenario exercises, for the reader of the file and of failures.
+    pub about: String,
+    /// The pinned seeds.
+    pub seeds: crate::scenario_file::Seeds,
+    /// Nodes in the cluster.
+    pub nodes: u64,
+    /// The clients' work.
+    pub workload: ClusterWorkload,
+    /// Faults, in time order, from the start of the workload.
+    #[serde(default)]
+    pub faults: Vec<TimedFault>,
+    /// Simulated time allowed for convergence once everything is healed (ms).
+    pub liveness_budget_ms: u64,
+}
+
+/// The clients' work.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWorkload {
+    /// Clients per node, each writing through its node.
+    pub clients_per_node: u64,
+    /// Operations per client.
+    pub ops_per_client: u64,
+    /// Distinct keys, shared by every client (so writes to one key race across nodes).
+    pub keys: u64,
+    /// Share of operations that are deletes (0 to 1).
+    pub delete_ratio: f64,
+    /// Pause before each operation, drawn from 0..=max (ms).
+    pub think_ms_max: u64,
+}
+
+/// A fault and when it strikes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedFault {
+    /// When, in ms from the start of the workload.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// A network fault (node numbers are 1-based, as the nodes are named).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Cut these nodes off from every other, both ways.
+    Isolate(Vec<u64>),
+    /// Lose everything from one node to another (one way).
+    OneWay {
+        /// The sender whose datagrams and segments are lost.
+        from: u64,
+        /// The receiver.
+        to: u64,
+    },
+    /// Lose this share of datagrams everywhere (0 to 1).
+    Loss(f64),
+    /// Undo every cut and loss.
+    Heal,
+}
+
+/// An acknowledged operation on a key.
+#[derive(Debug, Clone)]
+struct Acked {
+    version: Version,
+    delete: bool,
+}
+
+/// Loads `scenarios/<name>.yaml` as a cluster scenario.
+///
+/// # Panics
+/// If the file is missing or malformed, naming the file and the reason.
+pub fn load(name: &str) -> ClusterScenario {
+    let path = crate::scenario_file::folder().join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let file: ClusterScenario =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.scenario, "cluster", "{}: scenario", path.display());
+    assert!(
+        (0.0..=1.0).contains(&file.workload.delete_ratio),
+        "{}: workload.delete_ratio must be within 0..=1",
+        path.display()
+    );
+    for f in &file.faults {
+        let nodes: Vec<u64> = match &f.fault {
+            Fault::Isolate(n) => n.clone(),
+            Fault::OneWay { from, to } => vec![*from, *to],
+            Fault::Loss(rate) => {
+                assert!(
+                    (0.0..1.0).contains(rate),
+                    "{}: faults: loss must be within 0..1",
+                    path.display()
+                );
+                vec![]
+            }
+            Fault::Heal => vec![],
+        };
+        assert!(
+            nodes.iter().all(|n| (1..=file.nodes).contains(n)),
+            "{}: faults: a node number outside 1..={}",
+            path.display(),
+            file.nodes
+        );
+    }
+    file
+}
+
+/// Runs `scenario` (inside a madsim runtime: `sweep::run`).
+pub async fn run(scenario: ClusterScenario) -> Outcome {
+    let trace = Trace::new();
+    let mut nodes = Vec::new();
+    for id in 1..=scenario.nodes {
+        let node = SimNode::start_in_cluster(id, SimDisk::new(), vec![SimNode::addr_of(1)])
+            .await
+            .expect("a fresh disk opens");
+        nodes.push(Arc::new(node));
+    }
+    trace.record(format_args!(
+        "{} nodes started: {}",
+        scenario.nodes, scenario.about
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let acked: Arc<Mutex<BTreeMap<String, Vec<Acked>>>> = Arc::default();
+    let w = scenario.workload;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        for c in 0..w.clients_per_node {
+            let (node, trace, acked) = (Arc::clone(node), trace.clone(), Arc::clone(&acked));
+            clients.push(tokio::spawn(async move {
+                for _ in 0..w.ops_per_client {
+                    let think = thread_rng().gen_range(0..=w.think_ms_max);
+                    tokio::time::sleep(Duration::from_millis(think)).await;
+                    let key = format!("k{}", thread_rng().gen_range(0..w.keys));
+                    let delete = thread_rng().gen_bool(w.delete_ratio);
+                    let (status, body) = if delete {
+                        node.delete(&key).await
+                    } else {
+                        node.put(&key, format!("{{\"by\":\"{}/{c}\"}}", node.name()))
+                            .await
+                    };
+                    let version = if delete && status == StatusCode::NO_CONTENT {
+                        // DELETE's 204 names no version: the tombstone just written does, unless
+                        // a newer write already replaced it (then that one counts anyway).
+                        node.record(&key)
+                            .filter(|r| r.is_tombstone())
+                            .map(|r| r.version)
+                    } else {
+                        ack_version(status, &body, delete)
+                    };
+                    trace.record(format_args!(
+                        "{} {} {key} -> {}",
+                        node.name(),
+                        if delete { "DELETE" } else { "PUT" },
+                        status.as_u16()
+                    ));
+                    if let Some(version) = version {
+                        let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                        acked
+                            .entry(key)
+                            .or_default()
+                            .push(Acked { version, delete });
+                    }
+                }
+            }));
+        }
+    }
+    let net = NetSim::current();
+    let started = tokio::time::Instant::now();
+    for f in &scenario.faults {
+        let at = Duration::from_millis(f.at_ms);
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        apply(&net, &nodes, &f.fault);
+        trace.record(format_args!("fault {:?}", f.fault));
+    }
+    for client in clients {
+        client.await.expect("a client finished");
+    }
+    apply(&net, &nodes, &Fault::Heal);
+    trace.record("healed; checking convergence");
+
+    let mut violations = Vec::new();
+    let budget = Duration::from_millis(scenario.liveness_budget_ms);
+    let mut waited = Duration::ZERO;
+    let step = Duration::from_millis(100);
+    let dumps = loop {
+        let dumps: Vec<_> = nodes.iter().map(|n| n.dump()).collect();
+        if dumps.iter().all(|d| *d == dumps[0]) {
+            trace.record(format_args!("converged after {} ms", waited.as_millis()));
+            break Some(dumps);
+        }
+        if waited >= budget {
+            let sizes: Vec<usize> = dumps.iter().map(Vec::len).collect();
+            violations.push(format!(
+                "convergence: nodes still differ {} ms after healing (keys per node {sizes:?})",
+                budget.as_millis()
+            ));
+            break None;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    };
+    if let Some(dumps) = dumps {
+        let hashes: Vec<String> = futures_hashes(&nodes).await;
+        if hashes.iter().any(|h| *h != hashes[0]) {
+            violations.push(format!(
+                "convergence: equal dumps but hash-tree roots {hashes:?}"
+            ));
+        }
+        let finals: BTreeMap<&str, &kvs::storage::Record> =
+            dumps[0].iter().map(|(k, r)| (k.as_str(), r)).collect();
+        let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, ops) in acked.iter() {
+            let newest = ops.iter().max_by_key(|o| o.version).expect("at least one");
+            match finals.get(key.as_str()) {
+                None => {
+                    violations.push(format!("lost write: {key} acknowledged, absent everywhere"))
+                }
+                Some(record) if record.version < newest.version => violations.push(format!(
+                    "lost write: {key} ends at {:?}, older than acknowledged {:?}",
+                    record.version, newest.version
+                )),
+                Some(record)
+                    if record.version == newest.version
+                        && newest.delete
+                        && !record.is_tombstone() =>
+                {
+                    violations.push(format!("resurrection: {key} was deleted last, ends live"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Outcome { trace, violations }
+}
+
+/// The version a PUT's acknowledgement names (`None`: not acknowledged).
+fn ack_version(status: StatusCode, body: &[u8], delete: bool) -> Option<Version> {
+    if delete || status != StatusCode::OK {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let uuid = uuid_bytes(json["uuid"].as_str()?)?;
+    Some(Version {
+        timestamp_ms: json["timestamp"].as_u64()?,
+        uuid,
+    })
+}
+
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+async fn futures_hashes(nodes: &[Arc<SimNode>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        out.push(json["keyspace_hash"].as_str().unwrap_or("?").to_owned());
+    }
+    out
+}
+
+fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
+    let id = |n: u64| nodes[(n - 1) as usize].madsim_id();
+    match fault {
+        Fault::Isolate(isolated) => {
+            for a in isolated {
+                for b in 1..=nodes.len() as u64 {
+                    if !isolated.contains(&b) {
+                        net.clog_link(id(*a), id(b));
+                        net.clog_link(id(b), id(*a));
+                    }
+                }
+            }
+        }
+        Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
+        Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
+        Fault::Heal => {
+            for a in 1..=nodes.len() as u64 {
+                for b in 1..=nodes.len() as u64 {
+                    if a != b {
+                        net.unclog_link(id(a), id(b));
+                    }
+                }
+            }
+            net.update_config(|c| c.packet_loss_rate = 0.0);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The cluster scenarios of `scenarios/` (those with `scenario: cluster`), each over its pinned
+//! seeds: faults under a write and delete workload, then the invariants (convergence by full
+//! dump and hash-tree root within the liveness budget, no acknowledged write lost, no resurrected
+//! delete). A failure names the scenario and the seed; `KVS_SIM_SEED=<seed>` runs only that
+//! seed.
+
+#![cfg(madsim)]
+// Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use kvs_sim::{cluster, sweep};
+
+fn sweep_scenario(name: &str) {
+    let scenario = cluster::load(name);
+    let seeds = sweep::seeds(scenario.seeds.range());
+    sweep::sweep(&seeds, || cluster::run(scenario.clone()));
+}
+
+#[test]
+fn partition_heal() {
+    sweep_scenario("partition_heal");
+}
+
+#[test]
+fn asymmetric_partition() {
+    sweep_scenario("asymmetric_partition");
+}
+
+#[test]
+fn flapping_link() {
+    sweep_scenario("flapping_link");
+}
+
+#[test]
+fn packet_loss() {
+    sweep_scenario("packet_loss");
+}
+
+#[test]
+fn long_partition() {
+    sweep_scenario("long_partition");
+}
