@@ -60,29 +60,35 @@ async fn until_listed(node: &SimNode, expected: &[(String, String)], limit: Dura
     }
 }
 
+/// Three nodes joined through node-1, once each lists all three alive (within 10 s); and that
+/// listing.
+async fn three_alive() -> (Vec<SimNode>, Vec<(String, String)>) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let seeds = vec![SimNode::addr_of(1)];
+        nodes.push(
+            SimNode::start_in_cluster(id, SimDisk::new(), seeds)
+                .await
+                .unwrap(),
+        );
+    }
+    let all_alive = expect(&[
+        ("node-1", "alive"),
+        ("node-2", "alive"),
+        ("node-3", "alive"),
+    ]);
+    for node in &nodes {
+        until_listed(node, &all_alive, Duration::from_secs(10)).await;
+    }
+    (nodes, all_alive)
+}
+
 #[test]
 fn three_nodes_join_through_one_seed_and_a_partition_heals() {
     for seed in 1..=4 {
         sweep::run(seed, async {
             NetSim::current().update_config(|c| c.packet_loss_rate = 0.05);
-            let seed_addr = SimNode::addr_of(1);
-            let mut nodes = Vec::new();
-            for id in 1..=3 {
-                let seeds = vec![seed_addr];
-                nodes.push(
-                    SimNode::start_in_cluster(id, SimDisk::new(), seeds)
-                        .await
-                        .unwrap(),
-                );
-            }
-            let all_alive = expect(&[
-                ("node-1", "alive"),
-                ("node-2", "alive"),
-                ("node-3", "alive"),
-            ]);
-            for node in &nodes {
-                until_listed(node, &all_alive, Duration::from_secs(10)).await;
-            }
+            let (nodes, all_alive) = three_alive().await;
             let (_, health) = nodes[0].request(Method::GET, "/health", "").await;
             let health: Value = serde_json::from_slice(&health).unwrap();
             assert_eq!(health["member_count"], 3, "{health}");
@@ -116,23 +122,7 @@ fn three_nodes_join_through_one_seed_and_a_partition_heals() {
 fn a_stalled_node_does_not_make_others_suspect_each_other() {
     for seed in 1..=4 {
         sweep::run(seed, async {
-            let seed_addr = SimNode::addr_of(1);
-            let mut nodes = Vec::new();
-            for id in 1..=3 {
-                nodes.push(
-                    SimNode::start_in_cluster(id, SimDisk::new(), vec![seed_addr])
-                        .await
-                        .unwrap(),
-                );
-            }
-            let all_alive = expect(&[
-                ("node-1", "alive"),
-                ("node-2", "alive"),
-                ("node-3", "alive"),
-            ]);
-            for node in &nodes {
-                until_listed(node, &all_alive, Duration::from_secs(10)).await;
-            }
+            let (nodes, all_alive) = three_alive().await;
             let handle = madsim::runtime::Handle::current();
             handle.pause(nodes[2].madsim_id());
             tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -161,23 +151,7 @@ fn a_stalled_node_does_not_make_others_suspect_each_other() {
 fn a_one_way_link_failure_is_bridged_by_indirect_probes() {
     for seed in 1..=4 {
         sweep::run(seed, async {
-            let seed_addr = SimNode::addr_of(1);
-            let mut nodes = Vec::new();
-            for id in 1..=3 {
-                nodes.push(
-                    SimNode::start_in_cluster(id, SimDisk::new(), vec![seed_addr])
-                        .await
-                        .unwrap(),
-                );
-            }
-            let all_alive = expect(&[
-                ("node-1", "alive"),
-                ("node-2", "alive"),
-                ("node-3", "alive"),
-            ]);
-            for node in &nodes {
-                until_listed(node, &all_alive, Duration::from_secs(10)).await;
-            }
+            let (nodes, all_alive) = three_alive().await;
             let net = NetSim::current();
             net.clog_link(nodes[2].madsim_id(), nodes[0].madsim_id());
             for _ in 0..200 {

@@ -8,7 +8,7 @@
 //! SWIM ignores it (probe numbers and incarnations only move forward), which is why the envelope
 //! carries no sequence number.
 
-use super::secret::ClusterSecret;
+use super::secret::{ClusterSecret, PurposeKeys};
 
 /// The envelope format this build writes and reads.
 pub const VERSION: u8 = 1;
@@ -70,17 +70,15 @@ impl Rejected {
 /// ones.
 #[derive(Clone)]
 pub struct Sealer {
-    signing: [u8; 32],
-    accepted: Vec<[u8; 32]>,
+    keys: PurposeKeys,
 }
 
 impl Sealer {
     /// Keys from `current` (signs and verifies) and `previous` (verify only, during a rotation).
     pub fn new(current: &ClusterSecret, previous: &[ClusterSecret]) -> Sealer {
-        let signing = current.derive(GOSSIP_CONTEXT);
-        let mut accepted = vec![signing];
-        accepted.extend(previous.iter().map(|s| s.derive(GOSSIP_CONTEXT)));
-        Sealer { signing, accepted }
+        Sealer {
+            keys: PurposeKeys::derive(GOSSIP_CONTEXT, current, previous),
+        }
     }
 
     /// The datagram carrying `payload`. Panics if the payload exceeds [`PAYLOAD_BYTES_MAX`]: the
@@ -94,7 +92,7 @@ impl Sealer {
         let mut datagram = Vec::with_capacity(payload.len() + OVERHEAD);
         datagram.push(VERSION);
         datagram.extend_from_slice(payload);
-        let tag = tag(&self.signing, &datagram);
+        let tag = tag(&self.keys.signing, &datagram);
         datagram.extend_from_slice(tag.as_bytes());
         datagram
     }
@@ -114,7 +112,12 @@ impl Sealer {
         let received: [u8; TAG_BYTES] = received.try_into().expect("split at TAG_BYTES");
         let received = blake3::Hash::from_bytes(received);
         // `Hash` equality is constant-time.
-        if !self.accepted.iter().any(|key| tag(key, signed) == received) {
+        if !self
+            .keys
+            .accepted
+            .iter()
+            .any(|key| tag(key, signed) == received)
+        {
             return Err(Rejected::Mac);
         }
         Ok(&signed[1..])

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::envelope::Rejected;
-use super::secret::ClusterSecret;
+use super::secret::{ClusterSecret, PurposeKeys};
 use crate::api::KEY_BYTES_MAX;
 use crate::limits::VALUE_BYTES_MAX;
 use crate::storage::{Record, Version, RECORD_OVERHEAD_BYTES_MAX};
@@ -122,17 +122,15 @@ pub struct WireResponse {
 /// Signs and checks frames: signs with the current secret, accepts current and previous ones.
 #[derive(Clone)]
 pub struct FrameKeys {
-    signing: [u8; 32],
-    accepted: Vec<[u8; 32]>,
+    keys: PurposeKeys,
 }
 
 impl FrameKeys {
     /// Keys from `current` (signs and verifies) and `previous` (verify only).
     pub fn new(current: &ClusterSecret, previous: &[ClusterSecret]) -> FrameKeys {
-        let signing = current.derive(FRAME_CONTEXT);
-        let mut accepted = vec![signing];
-        accepted.extend(previous.iter().map(|s| s.derive(FRAME_CONTEXT)));
-        FrameKeys { signing, accepted }
+        FrameKeys {
+            keys: PurposeKeys::derive(FRAME_CONTEXT, current, previous),
+        }
     }
 
     /// The whole frame for `body`: length, body, tag.
@@ -152,7 +150,7 @@ impl FrameKeys {
         let mut frame = Vec::with_capacity(4 + body.len() + TAG_BYTES);
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(body);
-        frame.extend_from_slice(tag(&self.signing, nonce, dir, seq, body).as_bytes());
+        frame.extend_from_slice(tag(&self.keys.signing, nonce, dir, seq, body).as_bytes());
         frame
     }
 
@@ -168,6 +166,7 @@ impl FrameKeys {
         let received = blake3::Hash::from_bytes(*tag_bytes);
         // `Hash` equality is constant-time.
         if self
+            .keys
             .accepted
             .iter()
             .any(|key| tag(key, nonce, dir, seq, body) == received)

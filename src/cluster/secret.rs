@@ -66,6 +66,26 @@ impl ClusterSecret {
     }
 }
 
+/// The keys of one purpose: the current secret's, which signs, and every accepted one's (current
+/// first, then the previous secrets'), which verify.
+#[derive(Clone)]
+pub struct PurposeKeys {
+    /// Signs.
+    pub signing: [u8; 32],
+    /// Verifies (the signing key included).
+    pub accepted: Vec<[u8; 32]>,
+}
+
+impl PurposeKeys {
+    /// The keys for `context` from `current` and `previous`.
+    pub fn derive(context: &str, current: &ClusterSecret, previous: &[ClusterSecret]) -> Self {
+        let signing = current.derive(context);
+        let mut accepted = vec![signing];
+        accepted.extend(previous.iter().map(|s| s.derive(context)));
+        PurposeKeys { signing, accepted }
+    }
+}
+
 impl fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClusterSecret(..)")
