@@ -304,8 +304,8 @@ async fn peer(
             connection = None;
             result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
         }
-        if let Err(TransportError::Connection(reason)) = &result {
-            if reason.starts_with("refused") && counters.frame_drop_for("bad_answer") {
+        if let Err(TransportError::Refused(reason)) = &result {
+            if counters.frame_drop_for(reason) {
                 tracing::warn!(%to, reason, "a peer's answer was refused");
             }
         }
@@ -374,17 +374,13 @@ async fn exchange(
     {
         Ok(body) => body,
         Err(Ended::Closed) => return Err(TransportError::Timeout),
-        Err(Ended::Refused(reason)) => {
-            return Err(TransportError::Connection(format!("refused: {reason}")))
-        }
+        Err(Ended::Refused(reason)) => return Err(TransportError::Refused(reason.label())),
     };
     c.seq_in += 1;
     let response: WireResponse = postcard::from_bytes(&body)
-        .map_err(|_| TransportError::Connection("refused: malformed".into()))?;
+        .map_err(|_| TransportError::Refused(Rejected::Malformed.label()))?;
     if response.id != request.id {
-        return Err(TransportError::Connection(
-            "refused: wrong correlation id".into(),
-        ));
+        return Err(TransportError::Refused("wrong_correlation_id"));
     }
     Ok(response.response)
 }

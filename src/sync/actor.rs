@@ -66,6 +66,9 @@ pub enum TransportError {
     /// No connection, or it broke.
     #[error("connection: {0}")]
     Connection(String),
+    /// The peer's answer failed its checks (MAC, encoding, correlation id).
+    #[error("answer refused: {0}")]
+    Refused(&'static str),
     /// No answer in time.
     #[error("timed out")]
     Timeout,
