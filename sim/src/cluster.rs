@@ -87,6 +87,8 @@ pub enum Fault {
     },
     /// Lose this share of datagrams everywhere (0 to 1).
     Loss(f64),
+    /// Cut this node's power and boot it again (unsynced disk writes lost).
+    Crash(u64),
     /// Undo every cut and loss.
     Heal,
 }
@@ -118,6 +120,7 @@ pub fn load(name: &str) -> ClusterScenario {
         let nodes: Vec<u64> = match &f.fault {
             Fault::Isolate(n) => n.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
+            Fault::Crash(n) => vec![*n],
             Fault::Loss(rate) => {
                 assert!(
                     (0.0..1.0).contains(rate),
@@ -141,9 +144,12 @@ pub fn load(name: &str) -> ClusterScenario {
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
 pub async fn run(scenario: ClusterScenario) -> Outcome {
     let trace = Trace::new();
+    // Every node lists every other as a seed, as a production cluster lists several: a node
+    // that restarts rejoins through whichever answers.
+    let seeds: Vec<_> = (1..=scenario.nodes).map(SimNode::addr_of).collect();
     let mut nodes = Vec::new();
     for id in 1..=scenario.nodes {
-        let node = SimNode::start_in_cluster(id, SimDisk::new(), vec![SimNode::addr_of(1)])
+        let node = SimNode::start_in_cluster(id, SimDisk::new(), seeds.clone())
             .await
             .expect("a fresh disk opens");
         nodes.push(Arc::new(node));
@@ -203,7 +209,14 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     for f in &scenario.faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
-        apply(&net, &nodes, &f.fault);
+        if let Fault::Crash(n) = f.fault {
+            let node = &nodes[(n - 1) as usize];
+            node.crash_and_restart()
+                .await
+                .expect("a crashed disk opens again");
+        } else {
+            apply(&net, &nodes, &f.fault);
+        }
         trace.record(format_args!("fault {:?}", f.fault));
     }
     for client in clients {
@@ -317,6 +330,7 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         }
         Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
+        Fault::Crash(_) => unreachable!("crashes are run by the scenario, not the network"),
         Fault::Heal => {
             for a in 1..=nodes.len() as u64 {
                 for b in 1..=nodes.len() as u64 {

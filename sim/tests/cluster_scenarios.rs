@@ -40,3 +40,13 @@ fn packet_loss() {
 fn long_partition() {
     sweep_scenario("long_partition");
 }
+
+#[test]
+fn crash_restart() {
+    sweep_scenario("crash_restart");
+}
+
+#[test]
+fn rolling_restart() {
+    sweep_scenario("rolling_restart");
+}
