@@ -89,6 +89,14 @@ pub enum Fault {
     Loss(f64),
     /// Cut this node's power and boot it again (unsynced disk writes lost).
     Crash(u64),
+    /// Set this node's wall clock ahead (positive) or behind (negative) of true time, in ms:
+    /// an offset, or a jump when it changes.
+    Skew {
+        /// The node.
+        node: u64,
+        /// Its offset from true time.
+        offset_ms: i64,
+    },
     /// Undo every cut and loss.
     Heal,
 }
@@ -121,6 +129,7 @@ pub fn load(name: &str) -> ClusterScenario {
             Fault::Isolate(n) => n.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
             Fault::Crash(n) => vec![*n],
+            Fault::Skew { node, .. } => vec![*node],
             Fault::Loss(rate) => {
                 assert!(
                     (0.0..1.0).contains(rate),
@@ -209,13 +218,15 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     for f in &scenario.faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
-        if let Fault::Crash(n) = f.fault {
-            let node = &nodes[(n - 1) as usize];
-            node.crash_and_restart()
+        match f.fault {
+            Fault::Crash(n) => nodes[(n - 1) as usize]
+                .crash_and_restart()
                 .await
-                .expect("a crashed disk opens again");
-        } else {
-            apply(&net, &nodes, &f.fault);
+                .expect("a crashed disk opens again"),
+            Fault::Skew { node, offset_ms } => {
+                nodes[(node - 1) as usize].clock().set_offset_ms(offset_ms)
+            }
+            _ => apply(&net, &nodes, &f.fault),
         }
         trace.record(format_args!("fault {:?}", f.fault));
     }
@@ -330,7 +341,9 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         }
         Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
-        Fault::Crash(_) => unreachable!("crashes are run by the scenario, not the network"),
+        Fault::Crash(_) | Fault::Skew { .. } => {
+            unreachable!("crashes and clocks are the machines', not the network's")
+        }
         Fault::Heal => {
             for a in 1..=nodes.len() as u64 {
                 for b in 1..=nodes.len() as u64 {

@@ -50,3 +50,8 @@ fn crash_restart() {
 fn rolling_restart() {
     sweep_scenario("rolling_restart");
 }
+
+#[test]
+fn clock_skew() {
+    sweep_scenario("clock_skew");
+}
