@@ -12,9 +12,13 @@ test:
 sim *ARGS:
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim {{ARGS}}
 
-# Replay one seed of the crash sweep and print its trace.
-replay SEED:
-    KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim --test sweep -- --nocapture
+# Replay one seed of a scenario (a file of scenarios/, e.g. partition_heal or crash_sweep) and
+# print its timeline: the same run, bit for bit.
+replay SCENARIO SEED:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ "{{SCENARIO}}" = crash_sweep ]; then test=(--test sweep --); else test=(--test cluster_scenarios {{SCENARIO}} -- --exact); fi
+    KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim "${test[@]}" --nocapture
 
 # Formatting and lints, in the normal build and in the simulator build.
 lint:

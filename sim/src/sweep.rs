@@ -2,7 +2,7 @@
 //! replay of a single seed through `KVS_SIM_SEED`.
 //!
 //! Seeds are pinned (never madsim's default, the time of day) so CI runs the same simulations
-//! every time; a failure names its seed, and `KVS_SIM_SEED=<seed>` (or `just replay <seed>`)
+//! every time; a failure names its seed, and `KVS_SIM_SEED=<seed>` (or `just replay <scenario> <seed>`)
 //! runs exactly that one again. A seed replays only with the same binary and toolchain.
 
 use std::future::Future;
@@ -36,16 +36,22 @@ pub fn run<Fut: Future>(seed: u64, scenario: Fut) -> Fut::Output {
         .block_on(scenario)
 }
 
-/// Runs `scenario` once per seed and panics, naming every failing seed and how to replay it, if
-/// any run reported a violation or panicked.
-pub fn sweep<F, Fut>(seeds: &[u64], scenario: F)
+/// Runs `scenario` (named `name`, its file's name) once per seed and panics, naming every
+/// failing seed and the command that replays it, if any run reported a violation or panicked.
+/// With `KVS_SIM_SEED` set (a replay), prints the run's timeline.
+pub fn sweep<F, Fut>(name: &str, seeds: &[u64], scenario: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Outcome>,
 {
     let mut failures = Vec::new();
     for &seed in seeds {
-        match catch_unwind(AssertUnwindSafe(|| run(seed, scenario()))) {
+        let replaying = std::env::var_os(SEED_VAR).is_some();
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, scenario())));
+        if let (true, Ok(outcome)) = (replaying, &outcome) {
+            print!("{}", outcome.trace.text());
+        }
+        match outcome {
             Ok(outcome) if outcome.violations.is_empty() => {}
             Ok(outcome) => failures.push(format!(
                 "seed {seed}: {}{}",
@@ -60,7 +66,7 @@ where
     }
     assert!(
         failures.is_empty(),
-        "{} of {} seeds failed (replay one with {SEED_VAR}=<seed>, or `just replay <seed>`):\n{}",
+        "{} of {} seeds of {name} failed (replay one: `just replay {name} <seed>`):\n{}",
         failures.len(),
         seeds.len(),
         failures.join("\n"),

@@ -1,8 +1,8 @@
 //! The cluster scenarios of `scenarios/` (those with `scenario: cluster`), each over its pinned
 //! seeds: faults under a write and delete workload, then the invariants (convergence by full
 //! dump and hash-tree root within the liveness budget, no acknowledged write lost, no resurrected
-//! delete). A failure names the scenario and the seed; `KVS_SIM_SEED=<seed>` runs only that
-//! seed.
+//! delete). A failure names the scenario and the seed; `just replay <scenario> <seed>` runs that
+//! seed alone and prints its timeline.
 
 #![cfg(madsim)]
 // Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
@@ -13,7 +13,7 @@ use kvs_sim::{cluster, sweep};
 fn sweep_scenario(name: &str) {
     let scenario = cluster::load(name);
     let seeds = sweep::seeds(scenario.seeds.range());
-    sweep::sweep(&seeds, || cluster::run(scenario.clone()));
+    sweep::sweep(name, &seeds, || cluster::run(scenario.clone()));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The crash-durability sweep: the crash scenario under pinned seeds, or under the one seed in
-//! `KVS_SIM_SEED` (`just replay <seed>`). A failure names its seeds.
+//! `KVS_SIM_SEED` (`just replay crash_sweep <seed>`). A failure names its seeds.
 
 #![cfg(madsim)]
 // Test code may use the OS (clock, threads, processes, files): the seam rule is for src/.
@@ -12,11 +12,5 @@ fn acknowledged_writes_survive_crashes_under_every_pinned_seed() {
     // Seeds and workload: scenarios/crash_sweep.yaml (widen its seeds to search further).
     let file = scenario_file::load("crash_sweep");
     let seeds = sweep::seeds(file.seeds.range());
-    sweep::sweep(&seeds, || async {
-        let outcome = crash_durability(file.workload).await;
-        if std::env::var_os(sweep::SEED_VAR).is_some() {
-            print!("{}", outcome.trace.text());
-        }
-        outcome
-    });
+    sweep::sweep("crash_sweep", &seeds, || crash_durability(file.workload));
 }
