@@ -8,6 +8,7 @@
 //!   acknowledged write or delete of it, and is one of the versions written;
 //! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
 //!   (Only when no unacknowledged write to the key could be newer.)
+//! * **membership agreement**: every node lists every node `alive`, within the same budget.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -288,7 +289,49 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             }
         }
     }
+    membership_agreement(&nodes, budget, &trace, &mut violations).await;
     Outcome { trace, violations }
+}
+
+/// Every node lists every node `alive` (they are all up once healed), within `budget`.
+async fn membership_agreement(
+    nodes: &[Arc<SimNode>],
+    budget: Duration,
+    trace: &Trace,
+    violations: &mut Vec<String>,
+) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut disagreeing = Vec::new();
+        for node in nodes {
+            let (_, body) = node.request(axum::http::Method::GET, "/members/", "").await;
+            let members: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let alive = members.as_array().map_or(0, |list| {
+                list.iter().filter(|m| m["status"] == "alive").count()
+            });
+            if alive != nodes.len() {
+                disagreeing.push(format!("{} sees {alive} alive", node.name()));
+            }
+        }
+        if disagreeing.is_empty() {
+            trace.record(format_args!(
+                "membership agreed after {} ms",
+                waited.as_millis()
+            ));
+            return;
+        }
+        if waited >= budget {
+            violations.push(format!(
+                "membership: {} ms after healing, {}",
+                budget.as_millis(),
+                disagreeing.join(", ")
+            ));
+            return;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
 }
 
 /// The version a PUT's acknowledgement names (`None`: not acknowledged).
