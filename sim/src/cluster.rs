@@ -37,6 +37,10 @@ pub struct ClusterScenario {
     pub seeds: crate::scenario_file::Seeds,
     /// Nodes in the cluster.
     pub nodes: u64,
+    /// Nodes configured `read_only` (clients' writes through them are refused; replication
+    /// reaches them all the same).
+    #[serde(default)]
+    pub read_only: Vec<u64>,
     /// The clients' work.
     pub workload: ClusterWorkload,
     /// Faults, in time order, from the start of the workload.
@@ -125,6 +129,12 @@ pub fn load(name: &str) -> ClusterScenario {
         "{}: workload.delete_ratio must be within 0..=1",
         path.display()
     );
+    assert!(
+        file.read_only.iter().all(|n| (1..=file.nodes).contains(n)),
+        "{}: read_only: a node number outside 1..={}",
+        path.display(),
+        file.nodes
+    );
     for f in &file.faults {
         let nodes: Vec<u64> = match &f.fault {
             Fault::Isolate(n) => n.clone(),
@@ -159,7 +169,12 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let seeds: Vec<_> = (1..=scenario.nodes).map(SimNode::addr_of).collect();
     let mut nodes = Vec::new();
     for id in 1..=scenario.nodes {
-        let node = SimNode::start_in_cluster(id, SimDisk::new(), seeds.clone())
+        let mode = if scenario.read_only.contains(&id) {
+            kvs::api::Mode::ReadOnly
+        } else {
+            kvs::api::Mode::Normal
+        };
+        let node = SimNode::start_with_mode(id, SimDisk::new(), seeds.clone(), mode)
             .await
             .expect("a fresh disk opens");
         nodes.push(Arc::new(node));

@@ -86,6 +86,8 @@ struct Machine {
     addr: SocketAddr,
     /// Gossip addresses it joins through.
     seeds: Vec<SocketAddr>,
+    /// Its configured mode (normal or read-only).
+    mode: Mode,
     madsim_node: NodeId,
     run_seed: u64,
     disk: SimDisk,
@@ -115,6 +117,16 @@ impl SimNode {
         disk: SimDisk,
         seeds: Vec<SocketAddr>,
     ) -> Result<SimNode, OpenError> {
+        SimNode::start_with_mode(id, disk, seeds, Mode::Normal).await
+    }
+
+    /// Like [`SimNode::start_in_cluster`], configured `read_only` or not (`mode`).
+    pub async fn start_with_mode(
+        id: u64,
+        disk: SimDisk,
+        seeds: Vec<SocketAddr>,
+        mode: Mode,
+    ) -> Result<SimNode, OpenError> {
         let handle = Handle::current();
         let name = format!("node-{id}");
         let addr = SimNode::addr_of(id);
@@ -128,6 +140,7 @@ impl SimNode {
             name,
             addr,
             seeds,
+            mode,
             madsim_node,
             run_seed: handle.seed(),
             disk,
@@ -280,7 +293,7 @@ impl Machine {
         let sealer = Sealer::new(&secret, &[]);
         let frame_keys = FrameKeys::new(&secret, &[]);
         let node_id = self.name.clone();
-        let (spec_clock, run_seed) = (Arc::clone(&clock), self.run_seed);
+        let (spec_clock, run_seed, mode) = (Arc::clone(&clock), self.run_seed, self.mode);
         let spec = move |socket, frames| NodeSpec {
             node_id,
             cluster: ClusterSpec {
@@ -293,7 +306,7 @@ impl Machine {
                 sync_every: SYNC_EVERY,
                 bootstrap_max_age: Duration::from_secs(720 * 3600),
             },
-            mode: Mode::Normal,
+            mode,
             value_bytes_max: VALUE_BYTES_MAX,
             checkpoint_batches: Some(CHECKPOINT_BATCHES),
             clock: spec_clock,

@@ -55,3 +55,8 @@ fn rolling_restart() {
 fn clock_skew() {
     sweep_scenario("clock_skew");
 }
+
+#[test]
+fn read_only_node() {
+    sweep_scenario("read_only_node");
+}
