@@ -274,7 +274,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         waited += step;
     };
     if let Some(dumps) = dumps {
-        let hashes: Vec<String> = futures_hashes(&nodes).await;
+        let hashes: Vec<String> = keyspace_hashes(&nodes).await;
         if hashes.iter().any(|h| *h != hashes[0]) {
             violations.push(format!(
                 "convergence: equal dumps but hash-tree roots {hashes:?}"
@@ -374,7 +374,7 @@ fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-async fn futures_hashes(nodes: &[Arc<SimNode>]) -> Vec<String> {
+async fn keyspace_hashes(nodes: &[Arc<SimNode>]) -> Vec<String> {
     let mut out = Vec::new();
     for node in nodes {
         let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;

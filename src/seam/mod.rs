@@ -1,7 +1,7 @@
 //! The actor seam: the only contact an actor has with the world outside its own state.
 //!
-//! Every component of a node with behaviour (storage now; membership, replication and conflict
-//! resolution next) is an [`Actor`]: private state, a typed message enum, a synchronous handler.
+//! Every component of a node with behaviour (storage, membership, sync; conflict resolution
+//! next) is an [`Actor`]: private state, a typed message enum, a synchronous handler.
 //! It is written once, against [`Context`], and runs on two hosts:
 //!
 //! * production: `host::ractor` puts each actor in a supervised ractor actor on tokio;
@@ -11,9 +11,11 @@
 //! context for the [`Clock`], the seeded RNG, timers and mailboxes. Clippy refuses such calls
 //! outside `src/host/` and the binary's edge, in both builds (`clippy.toml`; `tests/seam_rules.rs`).
 //!
-//! Network frames join the seam with the cluster: a `remote(node, frame)` method on [`Context`],
-//! implemented by each host over its sockets (real TCP/UDP in production, madsim's in the simulator),
-//! carrying postcard frames; nothing in an actor will know which host delivers them.
+//! The network is reached the same way as another actor: through an [`Addr`]. The membership
+//! actor sends its datagrams to an `Addr<Outgoing>` and the sync actor its requests to an
+//! `Addr<PeerRequest>`, both served by host glue (`host::gossip`, `host::frames`) over the
+//! sockets (the OS's in production, madsim's in the simulator), which delivers what arrives as
+//! messages; no actor knows which host carries its frames.
 
 mod actor;
 mod addr;
