@@ -1,4 +1,5 @@
-//! Test support: a storage backend that outlives its database and fails on demand.
+//! Test support: a storage backend that outlives its database and fails on demand, and a way
+//! to drive the writer until a message's batch is committed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,5 +55,19 @@ impl StorageBackend for FlakyBackend {
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         check(&self.fail_writes)?;
         self.inner.write(offset, data)
+    }
+}
+
+/// Hands `msg` to the writer, then fires its linger timers until none is pending: a lone write,
+/// which the writer holds back briefly for company, is committed before this returns.
+pub fn handle_settled(
+    actor: &mut super::StorageActor,
+    ctx: &mut crate::seam::testing::TestContext<super::StorageMsg>,
+    msg: super::StorageMsg,
+) {
+    use crate::seam::Actor;
+    actor.handle(ctx, msg);
+    while let Some((_, timer)) = ctx.scheduled.pop() {
+        actor.handle(ctx, timer);
     }
 }

@@ -8,7 +8,7 @@ use futures_channel::oneshot::Receiver;
 use redb::backends::InMemoryBackend;
 
 use super::actor::BATCH_WRITES_MAX;
-use super::testing::FlakyBackend;
+use super::testing::{handle_settled, FlakyBackend};
 use super::*;
 use crate::seam::testing::TestContext;
 use crate::seam::{reply_channel, Actor};
@@ -562,10 +562,7 @@ fn fast_commits_keep_at_most_one_linger_timer_in_flight() {
     }
     // The one timer in flight still decides for a waiting batch when it arrives.
     let (msg, straggler) = put("last", "1");
-    actor.handle(&mut ctx, msg);
-    while let Some((_, timer)) = ctx.scheduled.pop() {
-        actor.handle(&mut ctx, timer);
-    }
+    handle_settled(&mut actor, &mut ctx, msg);
     assert!(answered(straggler).is_ok());
 }
 
@@ -616,19 +613,12 @@ fn the_hash_tree_follows_every_commit_and_survives_a_crash() {
         actor.handle(&mut ctx, msg);
     }
     ctx.backlog = 0;
-    let settle = |actor: &mut StorageActor, ctx: &mut TestContext<StorageMsg>, msg| {
-        actor.handle(ctx, msg);
-        // A lone write may linger for company: fire its timer.
-        while let Some((_, timer)) = ctx.scheduled.pop() {
-            actor.handle(ctx, timer);
-        }
-    };
-    settle(&mut actor, &mut ctx, delete("b").0);
-    settle(&mut actor, &mut ctx, delete("never-written").0);
+    handle_settled(&mut actor, &mut ctx, delete("b").0);
+    handle_settled(&mut actor, &mut ctx, delete("never-written").0);
     let tree = store.reader().tree();
     assert_eq!(tree.keys(), 3, "a, b and the tombstone of never-written");
     assert_eq!(tree, rebuilt_tree(&store));
-    settle(&mut actor, &mut ctx, put("b", "4").0);
+    handle_settled(&mut actor, &mut ctx, put("b", "4").0);
     let before_crash = store.reader().tree();
     assert_ne!(before_crash, tree);
     assert_eq!(before_crash, rebuilt_tree(&store));
@@ -673,12 +663,7 @@ fn a_peers_record_is_kept_only_if_it_wins_and_survives_a_crash() {
     let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
     let mut actor = StorageActor::new(store.clone(), wal, "node-a");
     let mut ctx = TestContext::new(T0, 42);
-    let mut run = |msg| {
-        actor.handle(&mut ctx, msg);
-        while let Some((_, timer)) = ctx.scheduled.pop() {
-            actor.handle(&mut ctx, timer);
-        }
-    };
+    let mut run = |msg| handle_settled(&mut actor, &mut ctx, msg);
     let cases = [
         (remote(T0 + 10, 5, Some("1")), Applied::Stored, Some("1")),
         (remote(T0 + 10, 5, Some("1")), Applied::Same, Some("1")),
@@ -737,12 +722,7 @@ fn a_segment_lists_its_keys_with_versions_before_and_after_checkpoints_and_reope
     let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
     let mut actor = StorageActor::new(store.clone(), wal, "node-a").checkpoint_every(2);
     let mut ctx = TestContext::new(T0, 42);
-    let mut run = |msg| {
-        actor.handle(&mut ctx, msg);
-        while let Some((_, timer)) = ctx.scheduled.pop() {
-            actor.handle(&mut ctx, timer);
-        }
-    };
+    let mut run = |msg| handle_settled(&mut actor, &mut ctx, msg);
     for i in 0..40 {
         run(put(&format!("k{i}"), "1").0);
     }

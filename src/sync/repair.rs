@@ -221,8 +221,9 @@ mod tests {
     use redb::backends::InMemoryBackend;
 
     use super::*;
+    use crate::seam::reply_channel;
     use crate::seam::testing::TestContext;
-    use crate::seam::{reply_channel, Actor};
+    use crate::storage::testing::handle_settled;
     use crate::storage::{StorageActor, StorageMsg, Store, Write};
 
     fn record(ts: u64) -> Record {
@@ -248,10 +249,7 @@ mod tests {
                 record: record(*ts),
                 reply,
             };
-            actor.handle(&mut ctx, StorageMsg::Write(write));
-            while let Some((_, timer)) = ctx.scheduled.pop() {
-                actor.handle(&mut ctx, timer);
-            }
+            handle_settled(&mut actor, &mut ctx, StorageMsg::Write(write));
         }
         store
     }
