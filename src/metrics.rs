@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{MemberStatus, NetCounters};
+use crate::sync::conflict::ConflictCounters;
 use crate::sync::SyncCounters;
 
 /// Labels of an answered HTTP request.
@@ -53,7 +54,11 @@ const STATUSES: [MemberStatus; 4] = [
 
 impl NodeMetrics {
     /// A registry with every metric of a node, the gossip counters included.
-    pub fn new(net: &NetCounters, sync: &SyncCounters) -> NodeMetrics {
+    pub fn new(
+        net: &NetCounters,
+        sync: &SyncCounters,
+        conflicts: &ConflictCounters,
+    ) -> NodeMetrics {
         let mut registry = Registry::with_prefix("kvs");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -76,6 +81,7 @@ impl NodeMetrics {
         );
         net.register(&mut registry);
         sync.register(&mut registry);
+        conflicts.register(&mut registry);
         NodeMetrics {
             registry,
             requests,
@@ -164,7 +170,11 @@ mod tests {
 
     #[test]
     fn every_metric_renders_with_the_kvs_prefix() {
-        let metrics = NodeMetrics::new(&NetCounters::default(), &SyncCounters::default());
+        let metrics = NodeMetrics::new(
+            &NetCounters::default(),
+            &SyncCounters::default(),
+            &ConflictCounters::default(),
+        );
         metrics
             .requests
             .get_or_create(&RequestLabels {

@@ -207,7 +207,8 @@ fn forged_and_oversized_frames_are_dropped_and_counted() {
         }
         rest
     };
-    let mut hello = b"KVS\x01\x01".to_vec();
+    let mut hello = kvs::cluster::frame::MAGIC.to_vec();
+    hello.push(kvs::cluster::frame::VERSION);
     hello.extend([7u8; 16]);
     let mut forged = hello.clone();
     forged.extend(4u32.to_be_bytes());

@@ -356,10 +356,7 @@ fn ack_version(status: StatusCode, body: &[u8], delete: bool) -> Option<Version>
     }
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     let uuid = uuid_bytes(json["uuid"].as_str()?)?;
-    Some(Version {
-        timestamp_ms: json["timestamp"].as_u64()?,
-        uuid,
-    })
+    Some(Version::new(json["timestamp"].as_u64()?, uuid))
 }
 
 fn uuid_bytes(text: &str) -> Option<[u8; 16]> {

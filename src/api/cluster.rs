@@ -1,4 +1,5 @@
-//! `/health`, `/members/` and `/members/leave`: what a node says about itself and its cluster.
+//! `/health`, `/members/`, `/members/leave` and `/conflicts/`: what a node says about itself and
+//! its cluster.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -71,6 +72,41 @@ pub(super) struct Health {
 /// Every member this node knows, itself first: KVS's fields plus `status`.
 pub(super) async fn members(State(state): State<ApiState>) -> Result<Json<Vec<Member>>, ApiError> {
     members_of(&state).await.map(Json)
+}
+
+/// The timestamp collisions this node decided by vote, oldest first (the last
+/// `sync::conflict::DECISIONS_KEPT`): key, timestamp, winning uuid, the rule that decided, the
+/// winner's votes and oldest holder, and every member's ballot.
+pub(super) async fn conflicts(State(state): State<ApiState>) -> Json<Vec<Value>> {
+    let log = state
+        .decisions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let list = log
+        .iter()
+        .map(|d| {
+            let resolution = d
+                .winner
+                .resolution
+                .expect("a decision carries its resolution");
+            json!({
+                "key": d.path,
+                "timestamp": d.winner.timestamp_ms,
+                "winner": d.winner.uuid_string(),
+                "reason": d.reason.as_str(),
+                "votes": resolution.votes,
+                "oldest_joined_timestamp": resolution.oldest_joined_ms,
+                "decided_at": d.decided_ms,
+                "ballots": d.ballots.iter().map(|b| json!({
+                    "address": b.voter.to_string(),
+                    "joined_timestamp": b.joined_ms,
+                    "uuid": uuid::Uuid::from_bytes(b.uuid).hyphenated().to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(list)
 }
 
 /// Leaves the cluster gracefully: peers list this node as `left`. The node keeps serving its

@@ -35,6 +35,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/members", get(cluster::members))
         .route("/members/", get(cluster::members))
         .route("/members/leave", axum::routing::post(cluster::leave))
+        .route("/conflicts", get(cluster::conflicts))
+        .route("/conflicts/", get(cluster::conflicts))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

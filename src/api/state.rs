@@ -88,4 +88,6 @@ pub struct ApiState {
     pub reader: StorageReader,
     /// The node's metrics (`/metrics`, and the request counters updated here).
     pub metrics: Arc<NodeMetrics>,
+    /// The conflict actor's recent decisions (`/conflicts/`).
+    pub decisions: crate::sync::conflict::DecisionLog,
 }

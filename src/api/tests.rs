@@ -33,7 +33,9 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
         metrics: Arc::new(crate::metrics::NodeMetrics::new(
             &Default::default(),
             &Default::default(),
+            &Default::default(),
         )),
+        decisions: Default::default(),
     }
 }
 

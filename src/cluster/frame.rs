@@ -1,4 +1,4 @@
-//! Frames: the TCP side of the cluster (replication now; anti-entropy and votes next).
+//! Frames: the TCP side of the cluster: replication, anti-entropy, bootstrap and conflict votes.
 //!
 //! A connection opens with a hello, `MAGIC`, a version byte and a random nonce chosen by the
 //! connecting side. Then each message is one frame, `[body length: u32 BE][body][tag: 32 B]`,
@@ -21,8 +21,8 @@ use crate::storage::{Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 
 /// The first bytes of a frame connection: what tells it apart from HTTP on the shared port.
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
-/// The frame format this build speaks.
-pub const VERSION: u8 = 1;
+/// The frame format this build speaks (2: versions carry conflict decisions, votes).
+pub const VERSION: u8 = 2;
 /// Bytes of the connection nonce.
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the hello: magic, version, nonce.
@@ -73,6 +73,12 @@ pub enum SyncRequest {
         /// Key paths.
         keys: Vec<String>,
     },
+    /// A conflict vote: the version this node holds for each key (KVS's "query all healthy
+    /// members for their version").
+    Versions {
+        /// Key paths (at most `sync::repair::FETCH_KEYS_MAX`).
+        keys: Vec<String>,
+    },
     /// Bootstrap: the records whose versions come after `(after_ms, after_path)` in time order.
     Since {
         /// Timestamp of the cursor.
@@ -99,6 +105,8 @@ pub enum SyncResponse {
     Records(Vec<(String, Record)>),
     /// The next records in time order after the cursor asked (empty: none left).
     Page(Vec<(String, Record)>),
+    /// For each key asked, in order, the version this node holds (`None`: none).
+    Versions(Vec<Option<Version>>),
 }
 
 /// A request with its correlation id.
@@ -293,6 +301,10 @@ mod tests {
             version: Version {
                 timestamp_ms: u64::MAX,
                 uuid: [0xff; 16],
+                resolution: Some(crate::storage::Resolution {
+                    votes: u16::MAX,
+                    oldest_joined_ms: u64::MAX,
+                }),
             },
             origin: "n".repeat(crate::limits::NODE_ID_BYTES_MAX),
             data: Some(vec![b'x'; VALUE_BYTES_MAX]),

@@ -32,7 +32,8 @@ use super::counters::NetCounters;
 use super::envelope::{Rejected, PAYLOAD_BYTES_MAX};
 use super::identity::{NodeIdentity, IDENTITY_BYTES_MAX};
 use crate::seam::{Actor, Addr, Context, Reply, SendError};
-use crate::sync::SyncMsg;
+use crate::sync::conflict::Voter;
+use crate::sync::{ConflictMsg, SyncMsg};
 
 /// How often due protocol timers are fired (foca's shortest, the probe round trip, is 500 ms).
 pub const TICK: Duration = Duration::from_millis(50);
@@ -201,6 +202,9 @@ pub struct MembershipActor {
     leaving: bool,
     /// Who is told the live peers on every change (the sync actor), and what it was last told.
     peers_to: Option<(Addr<SyncMsg>, Vec<SocketAddr>)>,
+    /// Who is told the live peers with their join times (the conflict actor), and what it was
+    /// last told.
+    voters_to: Option<(Addr<ConflictMsg>, Vec<Voter>)>,
 }
 
 /// foca's LAN configuration for `size` members, with our packet bound. Members are never
@@ -229,6 +233,7 @@ impl MembershipActor {
             cluster_size: 1,
             leaving: false,
             peers_to: None,
+            voters_to: None,
         }
     }
 
@@ -238,14 +243,33 @@ impl MembershipActor {
         self
     }
 
+    /// Tells `conflict` the live peers with their join times whenever they change: the voters on
+    /// collisions.
+    pub fn tell_voters(mut self, conflict: Addr<ConflictMsg>) -> Self {
+        self.voters_to = Some((conflict, Vec::new()));
+        self
+    }
+
     /// Sends the live peers to whoever wants them, if they changed.
     fn publish_peers(&mut self) {
         let Some(swim) = self.swim.as_ref() else {
             return;
         };
-        let mut peers: Vec<SocketAddr> = swim.iter_members().map(|m| m.id().addr).collect();
-        peers.sort_unstable();
-        peers.dedup();
+        // One entry per address (a restarted member may linger under its previous generation).
+        let joined: BTreeMap<SocketAddr, u64> = swim
+            .iter_members()
+            .map(|m| (m.id().addr, m.id().joined_ms))
+            .collect();
+        if let Some((conflict, last)) = &mut self.voters_to {
+            let voters: Vec<Voter> = joined
+                .iter()
+                .map(|(&addr, &joined_ms)| Voter { addr, joined_ms })
+                .collect();
+            if *last != voters && conflict.send(ConflictMsg::Voters(voters.clone())).is_ok() {
+                *last = voters;
+            }
+        }
+        let peers: Vec<SocketAddr> = joined.into_keys().collect();
         if let Some((sync, last)) = &mut self.peers_to {
             // Remembered as told only once delivered: a full mailbox is tried again at the next
             // tick (`tick` calls this too).

@@ -6,10 +6,10 @@
 //!   Each is read frame by frame: the length is checked before the body is allocated, the tag
 //!   before the body is decoded; a connection that sends anything wrong is dropped and the reason
 //!   counted. Each request is handed to the sync actor and its answer written back.
-//! * **Requesting.** The sync actor's [`PeerRequest`]s go through a dispatcher to one task per
-//!   peer (a bounded queue each), which keeps one connection to the peer, opens it again after
-//!   any failure, and reports every request's answer, or why there is none, as a
-//!   [`SyncMsg::Response`]. Every step has a timeout: under a partition a simulated TCP
+//! * **Requesting.** Actors' [`PeerRequest`]s (the sync and conflict actors') go through a
+//!   dispatcher to one task per peer (a bounded queue each), which keeps one connection to the
+//!   peer, opens it again after any failure, and reports every request's answer, or why there is
+//!   none, as a [`PeerAnswer`] to the request's `answer_to`. Every step has a timeout: under a partition a simulated TCP
 //!   connection never breaks, it only stalls, and only timeouts make the partition visible.
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ use crate::cluster::frame::{
 };
 use crate::cluster::NetCounters;
 use crate::seam::{reply_channel, Addr, Mailbox, SendError};
-use crate::sync::{PeerRequest, SyncMsg, TransportError};
+use crate::sync::{PeerAnswer, PeerRequest, SyncMsg, TransportError};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,7 +80,7 @@ pub fn start(
         Arc::clone(&counters),
     ));
     let (tx, rx) = mpsc::channel(DISPATCH_QUEUE);
-    let dispatcher = tokio::spawn(dispatch(rx, keys, sync, rng, counters));
+    let dispatcher = tokio::spawn(dispatch(rx, keys, rng, counters));
     let requests = Addr::new(Arc::new(Requests(tx)) as Arc<dyn Mailbox<PeerRequest>>);
     (requests, FrameTasks { server, dispatcher })
 }
@@ -236,7 +236,6 @@ async fn write_within(conn: &mut Box<dyn Conn>, bytes: &[u8], limit: Duration) -
 async fn dispatch(
     mut requests: mpsc::Receiver<PeerRequest>,
     keys: FrameKeys,
-    sync: Addr<SyncMsg>,
     mut rng: ChaCha12Rng,
     counters: Arc<NetCounters>,
 ) {
@@ -249,7 +248,6 @@ async fn dispatch(
                 request.to,
                 rx,
                 keys.clone(),
-                sync.clone(),
                 peer_rng,
                 Arc::clone(&counters),
             ));
@@ -259,7 +257,7 @@ async fn dispatch(
             let request = match e {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
-            let _ = sync.send(SyncMsg::Response {
+            let _ = request.answer_to.send(PeerAnswer {
                 id: request.id,
                 result: Err(TransportError::QueueFull),
             });
@@ -285,7 +283,6 @@ async fn peer(
     to: SocketAddr,
     mut requests: mpsc::Receiver<PeerRequest>,
     keys: FrameKeys,
-    sync: Addr<SyncMsg>,
     mut rng: ChaCha12Rng,
     counters: Arc<NetCounters>,
 ) {
@@ -312,8 +309,8 @@ async fn peer(
         if result.is_err() {
             connection = None;
         }
-        // A full sync mailbox loses this answer; the sync actor times the request out.
-        let _ = sync.send(SyncMsg::Response {
+        // A full mailbox loses this answer; the requesting actor times the request out.
+        let _ = request.answer_to.send(PeerAnswer {
             id: request.id,
             result,
         });

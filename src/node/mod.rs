@@ -32,7 +32,8 @@ use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
 use crate::metrics::NodeMetrics;
 use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
-use crate::sync::{SyncActor, SyncCounters};
+use crate::sync::conflict::{ConflictCounters, DecisionLog};
+use crate::sync::{ConflictActor, ConflictMsg, PeerLink, SyncActor, SyncCounters, SyncMsg};
 
 /// How long a stopping node waits for its departure notice to be handed to the socket.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,6 +101,7 @@ impl<H: Host> Node<H> {
         let (storage, storage_mailbox) = host.mailbox::<StorageActor>(MAILBOX_CAPACITY);
         let (membership, membership_mailbox) = host.mailbox::<MembershipActor>(MAILBOX_CAPACITY);
         let (sync, sync_mailbox) = host.mailbox::<SyncActor>(MAILBOX_CAPACITY);
+        let (conflict, conflict_mailbox) = host.mailbox::<ConflictActor>(MAILBOX_CAPACITY);
         let ClusterSpec {
             socket,
             advertise,
@@ -117,7 +119,12 @@ impl<H: Host> Node<H> {
         let address = SocketAddr::new(advertise, port.port());
         let counters = std::sync::Arc::clone(socket.counters());
         let sync_counters = SyncCounters::default();
-        let metrics = std::sync::Arc::new(NodeMetrics::new(&counters, &sync_counters));
+        let conflict_counters = ConflictCounters::default();
+        let metrics = std::sync::Arc::new(NodeMetrics::new(
+            &counters,
+            &sync_counters,
+            &conflict_counters,
+        ));
         let (outbox, gossip) = socket.start(membership.clone());
         let frames_rng = spec.seed.rng(&spec.node_id, "frames", spec.boot);
         let (transport, frame_tasks) = frames::start(
@@ -131,14 +138,30 @@ impl<H: Host> Node<H> {
         // 2. Every actor.
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
             .observe_batches(metrics.batch_writes.clone())
-            .replicate_to(sync.clone());
+            .replicate_to(sync.clone())
+            .report_collisions_to(conflict.clone());
         let mode = SharedMode::new(spec.mode);
+        let link = |answers| PeerLink {
+            requests: transport.clone(),
+            answers,
+        };
         let mut sync_actor = SyncActor::new(
             storage.clone(),
             store.reader(),
-            transport,
+            link(sync.wrapping(SyncMsg::Answer)),
             sync_counters,
             sync_every,
+        );
+        let decisions = DecisionLog::default();
+        let conflict_actor = ConflictActor::new(
+            address,
+            store.joined_timestamp_ms(),
+            storage.clone(),
+            store.reader(),
+            sync.clone(),
+            link(conflict.wrapping(ConflictMsg::Answer)),
+            conflict_counters,
+            std::sync::Arc::clone(&decisions),
         );
         // A new (or empty) node joining a cluster pulls its data before taking writes.
         if store.keys_at_open() == 0 && seeds.iter().any(|s| *s != address) {
@@ -160,8 +183,9 @@ impl<H: Host> Node<H> {
             seeds,
             reap_after,
         };
-        let membership_actor =
-            MembershipActor::new(membership_spec, outbox, counters).tell_peers(sync.clone());
+        let membership_actor = MembershipActor::new(membership_spec, outbox, counters)
+            .tell_peers(sync.clone())
+            .tell_voters(conflict);
 
         // 3. Started, each on its own random stream.
         let rng = |name: &str| spec.seed.rng(&spec.node_id, name, spec.boot);
@@ -170,6 +194,9 @@ impl<H: Host> Node<H> {
             .await?;
         let sync_running = host
             .start(sync_mailbox, sync_actor, rng(SyncActor::NAME))
+            .await?;
+        let conflict_running = host
+            .start(conflict_mailbox, conflict_actor, rng(ConflictActor::NAME))
             .await?;
         let membership_running = host
             .start(
@@ -190,6 +217,7 @@ impl<H: Host> Node<H> {
             membership: membership.clone(),
             reader: store.reader(),
             metrics,
+            decisions,
         };
         Ok(Node {
             api,
@@ -198,6 +226,7 @@ impl<H: Host> Node<H> {
             frames: frame_tasks,
             actors: vec![
                 (MembershipActor::NAME, membership_running),
+                (ConflictActor::NAME, conflict_running),
                 (SyncActor::NAME, sync_running),
                 (StorageActor::NAME, storage_running),
             ],

@@ -44,10 +44,31 @@ impl<M> fmt::Debug for Addr<M> {
     }
 }
 
+/// The mailbox behind [`Addr::wrapping`].
+struct Wrapping<M, N> {
+    inner: Addr<M>,
+    wrap: fn(N) -> M,
+}
+
+impl<M: Send + 'static, N: Send + 'static> Mailbox<N> for Wrapping<M, N> {
+    fn deliver(&self, msg: N) -> Result<(), SendError> {
+        self.inner.send((self.wrap)(msg))
+    }
+}
+
 impl<M: Send + 'static> Addr<M> {
     /// Wraps a host's mailbox.
     pub fn new(mailbox: Arc<dyn Mailbox<M>>) -> Self {
         Addr { mailbox }
+    }
+
+    /// An address for messages of another type that arrive here wrapped by `wrap` (an answer
+    /// type that several actors receive, each in its own message type).
+    pub fn wrapping<N: Send + 'static>(&self, wrap: fn(N) -> M) -> Addr<N> {
+        Addr::new(Arc::new(Wrapping {
+            inner: self.clone(),
+            wrap,
+        }))
     }
 
     /// Sends `msg` without waiting for it to be handled.

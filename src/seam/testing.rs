@@ -56,6 +56,30 @@ impl<M: Send> Mailbox<M> for Inbox<M> {
     }
 }
 
+/// A mailbox that keeps what it is sent, for a test to inspect ([`collector`]).
+pub struct Collector<M>(Mutex<Vec<M>>);
+
+impl<M> Collector<M> {
+    /// What was sent since the last call, in order.
+    pub fn take(&self) -> Vec<M> {
+        std::mem::take(&mut *self.0.lock().expect("collector lock"))
+    }
+}
+
+impl<M: Send> Mailbox<M> for Collector<M> {
+    fn deliver(&self, msg: M) -> Result<(), SendError> {
+        self.0.lock().expect("collector lock").push(msg);
+        Ok(())
+    }
+}
+
+/// An address whose messages a test reads back from the [`Collector`].
+pub fn collector<M: Send + 'static>() -> (Arc<Collector<M>>, Addr<M>) {
+    let collector = Arc::new(Collector(Mutex::new(Vec::new())));
+    let addr = Addr::new(Arc::clone(&collector) as Arc<dyn Mailbox<M>>);
+    (collector, addr)
+}
+
 /// A [`Context`] whose clock, backlog and timers the test controls and inspects.
 pub struct TestContext<M> {
     /// The clock the actor reads.

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::limits::NODE_ID_BYTES_MAX;
 use crate::seam::{Actor, Addr, Context, Reply};
-use crate::sync::SyncMsg;
+use crate::sync::{ConflictMsg, SyncMsg};
 
 /// Most writes committed in one batch (one log frame).
 pub const BATCH_WRITES_MAX: usize = 1024;
@@ -97,22 +97,58 @@ pub enum Write {
     },
 }
 
-/// What applying a peer's record did. A record replaces this node's when its timestamp is newer;
-/// on equal timestamps with different uuids (a collision: two nodes wrote the key in the same
-/// millisecond) the greater uuid wins, so every node picks the same winner without talking.
-/// (KVS's majority vote and oldest-node rules come with the conflict-resolution actor.)
+/// What applying a peer's record did. A record replaces this node's when its timestamp is newer.
+/// On equal timestamps with different uuids (a collision: two nodes wrote the key in the same
+/// millisecond), a version carrying a cluster decision settles it by [`Version`]'s order; two
+/// undecided versions are a [`Applied::Collision`]: this node keeps its own (its vote) and the
+/// conflict actor asks the cluster (`sync::conflict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// It was newer (or the key was unknown): stored.
+    /// It was newer (or the key was unknown, or it is the same write with a stronger decision):
+    /// stored.
     Stored,
-    /// It collided with this node's version and won: stored.
+    /// It collided with this node's version and won by a decision: stored.
     WonCollision,
-    /// It collided with this node's version and lost: ignored.
+    /// It collided with this node's version and lost by a decision: ignored.
     LostCollision,
+    /// It collided with this node's version and neither carries a decision: ignored for now,
+    /// reported to the conflict actor, which runs the vote.
+    Collision,
     /// This node holds the same version already: nothing to do (a duplicate or a replay).
     Same,
     /// This node holds a newer version: ignored.
     Stale,
+}
+
+/// What a peer's version `theirs` does to this node's `ours` (see [`Applied`]).
+pub fn applying(ours: &Version, theirs: &Version) -> Applied {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match (
+        ours.timestamp_ms.cmp(&theirs.timestamp_ms),
+        ours.cmp(theirs),
+    ) {
+        (_, Equal) => Applied::Same,
+        (Less, _) => Applied::Stored,
+        (Greater, _) => Applied::Stale,
+        (Equal, order) if ours.same_write(theirs) => match order {
+            Less => Applied::Stored,
+            _ => Applied::Stale,
+        },
+        (Equal, _) if ours.resolution.is_none() && theirs.resolution.is_none() => {
+            Applied::Collision
+        }
+        (Equal, Less) => Applied::WonCollision,
+        (Equal, _) => Applied::LostCollision,
+    }
+}
+
+/// A collision storage met: the key, and the timestamp both versions carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// Key path.
+    pub path: String,
+    /// The colliding versions' timestamp.
+    pub timestamp_ms: u64,
 }
 
 /// How long a batch smaller than the writer's expected concurrency may wait for more writes before
@@ -176,6 +212,10 @@ pub struct StorageActor {
     replicator: Option<Addr<SyncMsg>>,
     /// The local writes of the commit in progress, for the replicator.
     committed_local: Vec<(String, Record)>,
+    /// Who decides collisions (the conflict actor), if anyone.
+    arbiter: Option<Addr<ConflictMsg>>,
+    /// The collisions met by the commit in progress, for the arbiter.
+    collisions: Vec<Collision>,
     pending: Vec<Write>,
     pending_bytes: usize,
     /// Number of the batch being gathered (bumped by every commit).
@@ -205,6 +245,8 @@ impl StorageActor {
             batch_sizes: None,
             replicator: None,
             committed_local: Vec::new(),
+            arbiter: None,
+            collisions: Vec::new(),
             origin: origin.into(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -225,6 +267,12 @@ impl StorageActor {
     /// Tells `replicator` of every local write (not peers' records) once it is durable.
     pub fn replicate_to(mut self, replicator: Addr<SyncMsg>) -> Self {
         self.replicator = Some(replicator);
+        self
+    }
+
+    /// Tells `arbiter` of every collision between two undecided versions ([`Applied::Collision`]).
+    pub fn report_collisions_to(mut self, arbiter: Addr<ConflictMsg>) -> Self {
+        self.arbiter = Some(arbiter);
         self
     }
 
@@ -299,6 +347,14 @@ impl StorageActor {
                 if let Some(histogram) = &self.batch_sizes {
                     histogram.observe(count as f64);
                 }
+                let collisions = std::mem::take(&mut self.collisions);
+                if let (Some(arbiter), false) = (&self.arbiter, collisions.is_empty()) {
+                    // A full arbiter loses the report, not the collision: anti-entropy meets it
+                    // again on its next round, and reports it again.
+                    if arbiter.send(ConflictMsg::Collisions(collisions)).is_err() {
+                        tracing::debug!("conflict queue full: left to the next meeting");
+                    }
+                }
                 let local = std::mem::take(&mut self.committed_local);
                 if let (Some(replicator), false) = (&self.replicator, local.is_empty()) {
                     // A full replicator loses the push, not the write: anti-entropy repairs it.
@@ -371,6 +427,7 @@ impl StorageActor {
         uuids: &[[u8; 16]],
     ) -> Result<Vec<Outcome>, CommitError> {
         self.committed_local.clear();
+        self.collisions.clear();
         let reader = self.store.reader();
         let memtable = self.store.memtable();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -391,19 +448,16 @@ impl StorageActor {
                     record.origin.len() <= NODE_ID_BYTES_MAX,
                     "a validated origin"
                 );
-                let applied = match &current {
-                    None => Applied::Stored,
-                    Some(c) if c.version == record.version => Applied::Same,
-                    Some(c) if c.version.timestamp_ms > record.version.timestamp_ms => {
-                        Applied::Stale
-                    }
-                    Some(c) if c.version.timestamp_ms < record.version.timestamp_ms => {
-                        Applied::Stored
-                    }
-                    Some(c) if c.version < record.version => Applied::WonCollision,
-                    Some(_) => Applied::LostCollision,
-                };
+                let applied = current
+                    .as_ref()
+                    .map_or(Applied::Stored, |c| applying(&c.version, &record.version));
                 outcomes.push(Outcome::Apply(applied));
+                if applied == Applied::Collision {
+                    self.collisions.push(Collision {
+                        path: path.to_owned(),
+                        timestamp_ms: record.version.timestamp_ms,
+                    });
+                }
                 if matches!(applied, Applied::Stored | Applied::WonCollision) {
                     if let Some(c) = &current {
                         assert!(
@@ -419,13 +473,13 @@ impl StorageActor {
             }
             // A hybrid logical clock per key: the wall clock, but strictly above any version this
             // node holds for the key, so a local write supersedes what it saw.
-            let version = Version {
-                timestamp_ms: current.as_ref().map_or(now_ms, |r| {
+            let version = Version::new(
+                current.as_ref().map_or(now_ms, |r| {
                     let next = r.version.timestamp_ms.checked_add(1);
                     now_ms.max(next.expect("a version timestamp below u64::MAX"))
                 }),
                 uuid,
-            };
+            );
             if let Some(current) = &current {
                 assert!(
                     current.version < version,

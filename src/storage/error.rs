@@ -14,6 +14,14 @@ pub enum OpenError {
     /// The database file could not be opened or created.
     #[error("opening the database: {0}")]
     Database(#[from] redb::DatabaseError),
+    /// The data directory was written by a build with another storage format.
+    #[error("the data directory holds storage format {found}, and this build reads format {expected}: start it with the kvs that wrote it, or with an empty data_dir")]
+    Format {
+        /// The format found on disk.
+        found: u64,
+        /// The format this build reads and writes.
+        expected: u64,
+    },
     /// The write-ahead log could not be read.
     #[error("reading the write-ahead log: {0}")]
     Wal(std::io::Error),

@@ -24,12 +24,12 @@ mod tables;
 mod wal;
 
 pub use actor::{
-    Applied, DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult, BATCH_BYTES_MAX,
-    BATCH_WRITES_MAX, WRITE_BYTES_MAX,
+    applying, Applied, Collision, DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult,
+    BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_BYTES_MAX,
 };
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use reader::StorageReader;
-pub use record::{Record, Version};
+pub use record::{Record, Resolution, Version};
 pub use store::Store;
 pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX};
 

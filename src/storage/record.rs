@@ -4,20 +4,85 @@
 use redb::{TypeName, Value};
 use serde::{Deserialize, Serialize};
 
-/// Identifies one write of one key. Newer `timestamp_ms` wins; equal timestamps with different
-/// uuids are conflicts, resolved by the cluster (majority, then oldest node, then uuid order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Identifies one write of one key, and orders a key's versions: the newer timestamp wins; on
+/// equal timestamps (a collision: two nodes wrote the key in the same millisecond) a version that
+/// carries a cluster decision ([`Resolution`]) beats one that does not, a stronger decision beats a
+/// weaker one, and the uuid breaks what is left. The order is total and depends on the versions
+/// alone, so every node that has seen the same versions keeps the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Version {
     /// Milliseconds since the Unix epoch on the writing node's (hybrid) clock.
     pub timestamp_ms: u64,
     /// Random v4 uuid drawn by the writing node.
     pub uuid: [u8; 16],
+    /// The vote that made this write the winner of a collision, if one did (`sync::conflict`).
+    pub resolution: Option<Resolution>,
+}
+
+/// The outcome of KVS's conflict vote, carried by the winning version so that two nodes that
+/// decided the same collision from different votes still end on one winner: the stronger
+/// decision wins everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resolution {
+    /// How many members held the winning version when asked.
+    pub votes: u16,
+    /// The earliest `joined_timestamp` among them (ms): an older holder makes a stronger decision.
+    pub oldest_joined_ms: u64,
+}
+
+impl Resolution {
+    /// Orders decisions: more votes, then the older holder.
+    fn strength(&self) -> (u16, std::cmp::Reverse<u64>) {
+        (self.votes, std::cmp::Reverse(self.oldest_joined_ms))
+    }
+}
+
+impl Ord for Resolution {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.strength().cmp(&other.strength())
+    }
+}
+
+impl PartialOrd for Resolution {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.timestamp_ms, self.resolution, self.uuid).cmp(&(
+            other.timestamp_ms,
+            other.resolution,
+            other.uuid,
+        ))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Version {
+    /// A fresh write's version: no decision yet.
+    pub fn new(timestamp_ms: u64, uuid: [u8; 16]) -> Self {
+        Version {
+            timestamp_ms,
+            uuid,
+            resolution: None,
+        }
+    }
+
     /// The uuid in its canonical hyphenated text form, as the API shows it.
     pub fn uuid_string(&self) -> String {
         uuid::Uuid::from_bytes(self.uuid).hyphenated().to_string()
+    }
+
+    /// Whether `self` and `other` are the same write (a decision may have been added since).
+    pub fn same_write(&self, other: &Version) -> bool {
+        (self.timestamp_ms, self.uuid) == (other.timestamp_ms, other.uuid)
     }
 }
 
@@ -69,7 +134,7 @@ impl Value for Record {
     }
 
     fn type_name() -> TypeName {
-        TypeName::new("kvs::Record")
+        TypeName::new("kvs::Record/2")
     }
 }
 
@@ -83,6 +148,10 @@ mod tests {
             version: Version {
                 timestamp_ms: 1_672_531_200_000,
                 uuid: [7; 16],
+                resolution: Some(Resolution {
+                    votes: 3,
+                    oldest_joined_ms: 12,
+                }),
             },
             origin: "node-a".into(),
             data: Some(br#"{"a": 1}"#.to_vec()),
@@ -99,26 +168,37 @@ mod tests {
     }
 
     #[test]
-    fn versions_order_by_timestamp_then_uuid() {
-        let a = Version {
-            timestamp_ms: 5,
-            uuid: [9; 16],
+    fn versions_order_by_timestamp_then_decision_then_uuid() {
+        let decided = |ts, uuid, votes, oldest_joined_ms| Version {
+            timestamp_ms: ts,
+            uuid: [uuid; 16],
+            resolution: Some(Resolution {
+                votes,
+                oldest_joined_ms,
+            }),
         };
-        let b = Version {
-            timestamp_ms: 6,
-            uuid: [0; 16],
-        };
-        let c = Version {
-            timestamp_ms: 6,
-            uuid: [1; 16],
-        };
-        assert!(a < b && b < c);
+        let ascending = [
+            Version::new(5, [9; 16]),
+            // A newer timestamp beats everything older, decided or not.
+            Version::new(6, [0; 16]),
+            Version::new(6, [1; 16]),
+            // Any decision beats every undecided version at its timestamp...
+            decided(6, 0, 1, 100),
+            // ...an older holder beats a younger one at equal votes...
+            decided(6, 0, 1, 50),
+            // ...more votes beat an older holder...
+            decided(6, 0, 2, 100),
+            // ...and the uuid breaks what is left.
+            decided(6, 1, 2, 100),
+            Version::new(7, [0; 16]),
+        ];
+        for pair in ascending.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} < {:?}", pair[0], pair[1]);
+        }
+        assert!(decided(6, 1, 2, 100).same_write(&Version::new(6, [1; 16])));
+        assert!(!decided(6, 1, 2, 100).same_write(&Version::new(6, [0; 16])));
         assert_eq!(
-            Version {
-                timestamp_ms: 1,
-                uuid: [0xab; 16]
-            }
-            .uuid_string(),
+            Version::new(1, [0xab; 16]).uuid_string(),
             "abababab-abab-abab-abab-abababababab"
         );
     }

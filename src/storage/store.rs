@@ -9,8 +9,8 @@ use redb::{
 
 use super::memtable::Memtable;
 use super::tables::{
-    apply_records, segment_of, BY_SEGMENT, BY_TIME, KV, META, META_GENERATION, META_JOINED_MS,
-    META_WAL_SEQ,
+    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, KV, META, META_FORMAT, META_GENERATION,
+    META_JOINED_MS, META_WAL_SEQ,
 };
 use super::wal::{Wal, WalBatch};
 use super::{CommitError, OpenError, ReadError, StorageReader};
@@ -52,6 +52,7 @@ impl Store {
                 redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse,
                 e => OpenError::Database(e),
             })?;
+        check_format(&db)?;
         let (mut wal, logged) = Wal::open(wal).map_err(OpenError::Wal)?;
         let Replayed {
             joined_ms: joined_timestamp_ms,
@@ -133,6 +134,36 @@ impl Store {
     }
 }
 
+/// Refuses a database (and so its log) written in another storage format, before either is read.
+fn check_format(db: &Database) -> Result<(), OpenError> {
+    let read = |e: ReadError| OpenError::Replay(CommitError::Read(e));
+    let txn = db.begin_read().map_err(|e| read(e.into()))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        // A new database: the first open's commit records the format.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(read(e.into())),
+    };
+    let get = |key: &str| -> Result<Option<u64>, OpenError> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| read(e.into()))?
+            .map(|v| v.value()))
+    };
+    let found = match (get(META_FORMAT)?, get(META_GENERATION)?) {
+        (Some(format), _) => format,
+        (None, Some(_)) => 1,
+        (None, None) => return Ok(()),
+    };
+    if found != FORMAT {
+        return Err(OpenError::Format {
+            found,
+            expected: FORMAT,
+        });
+    }
+    Ok(())
+}
+
 /// The hash tree of everything the database holds, from one scan at open; incremental after.
 fn build_tree(db: &Database) -> Result<HashTree, OpenError> {
     let read = |e: ReadError| OpenError::Replay(CommitError::Read(e));
@@ -196,6 +227,7 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         let applied = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
         let generation = meta.get(META_GENERATION)?.map_or(0, |v| v.value()) + 1;
         meta.insert(META_GENERATION, generation)?;
+        meta.insert(META_FORMAT, FORMAT)?;
         (joined_ms, applied, generation)
     };
     let fresh: Vec<&WalBatch> = logged.iter().filter(|b| b.seq > applied).collect();

@@ -31,6 +31,13 @@ pub const META_WAL_SEQ: &str = "wal_applied_seq";
 /// `META` key: when this node first opened its database (ms); the conflict tie-breaker's "oldest node".
 pub const META_JOINED_MS: &str = "joined_timestamp_ms";
 
+/// `META` key: the storage format the database and its log are written in ([`FORMAT`]).
+pub const META_FORMAT: &str = "format";
+
+/// The storage format this build reads and writes. 2: versions carry conflict decisions. A
+/// database without the key is format 1 if it was ever opened (it has a generation).
+pub const FORMAT: u64 = 2;
+
 /// `META` key: how many times this database was opened: the node's generation, bumped durably on
 /// every start, so that a restarted node's identity beats its previous boot's in the membership
 /// protocol.

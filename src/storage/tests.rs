@@ -648,10 +648,7 @@ fn apply(path: &str, record: Record) -> (StorageMsg, Receiver<WriteResult<Applie
 
 fn remote(ts: u64, uuid: u8, data: Option<&str>) -> Record {
     Record {
-        version: Version {
-            timestamp_ms: ts,
-            uuid: [uuid; 16],
-        },
+        version: Version::new(ts, [uuid; 16]),
         origin: "node-b".into(),
         data: data.map(|d| d.as_bytes().to_vec()),
     }
@@ -661,29 +658,70 @@ fn remote(ts: u64, uuid: u8, data: Option<&str>) -> Record {
 fn a_peers_record_is_kept_only_if_it_wins_and_survives_a_crash() {
     let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
     let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
-    let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+    let (arbiter, arbiter_addr) = crate::seam::testing::collector();
+    let mut actor =
+        StorageActor::new(store.clone(), wal, "node-a").report_collisions_to(arbiter_addr);
     let mut ctx = TestContext::new(T0, 42);
     let mut run = |msg| handle_settled(&mut actor, &mut ctx, msg);
+    let decided = |ts, uuid, data: &str, votes| {
+        let mut record = remote(ts, uuid, Some(data));
+        record.version.resolution = Some(Resolution {
+            votes,
+            oldest_joined_ms: 7,
+        });
+        record
+    };
     let cases = [
         (remote(T0 + 10, 5, Some("1")), Applied::Stored, Some("1")),
         (remote(T0 + 10, 5, Some("1")), Applied::Same, Some("1")),
         (remote(T0 + 5, 9, Some("old")), Applied::Stale, Some("1")),
+        // Two undecided writes of the same millisecond: ours stays until the vote.
         (
             remote(T0 + 10, 4, Some("low")),
-            Applied::LostCollision,
+            Applied::Collision,
             Some("1"),
         ),
         (
             remote(T0 + 10, 6, Some("high")),
-            Applied::WonCollision,
-            Some("high"),
+            Applied::Collision,
+            Some("1"),
         ),
+        // A decision settles it, whatever the uuids...
+        (
+            decided(T0 + 10, 4, "low", 2),
+            Applied::WonCollision,
+            Some("low"),
+        ),
+        // ...and only a stronger decision overturns it.
+        (
+            decided(T0 + 10, 6, "high", 1),
+            Applied::LostCollision,
+            Some("low"),
+        ),
+        (decided(T0 + 10, 4, "low", 1), Applied::Stale, Some("low")),
+        (decided(T0 + 10, 4, "low", 3), Applied::Stored, Some("low")),
         (remote(T0 + 20, 1, None), Applied::Stored, None),
     ];
     for (record, expected, data_after) in cases {
         let (msg, rx) = apply("k", record.clone());
         run(msg);
         assert_eq!(answered(rx).unwrap(), expected, "{record:?}");
+        let reported: Vec<Collision> = arbiter
+            .take()
+            .into_iter()
+            .flat_map(|msg| match msg {
+                crate::sync::ConflictMsg::Collisions(c) => c,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let expected_reports = match expected {
+            Applied::Collision => vec![Collision {
+                path: "k".into(),
+                timestamp_ms: T0 + 10,
+            }],
+            _ => vec![],
+        };
+        assert_eq!(reported, expected_reports, "{record:?}");
         let stored = store.reader().get("k").unwrap().unwrap();
         assert_eq!(
             stored.data.as_deref(),

@@ -35,9 +35,10 @@ const HEADER_BYTES: usize = 8;
 /// Longest postcard varint (a u64 or a length).
 const VARINT_BYTES_MAX: usize = 10;
 /// Most bytes a `(path, Record)` takes in a frame beyond its key path and value bytes: varints for
-/// the path's length, the timestamp, the origin's length and the value's length, the 16-byte uuid,
-/// the value's `Option` tag, and the origin (a node id).
-pub const RECORD_OVERHEAD_BYTES_MAX: usize = 4 * VARINT_BYTES_MAX + 16 + 1 + NODE_ID_BYTES_MAX;
+/// the path's length, the timestamp, the decision's votes and oldest join time, the origin's length
+/// and the value's length, the 16-byte uuid, the decision's and the value's `Option` tags, and the
+/// origin (a node id).
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 6 * VARINT_BYTES_MAX + 16 + 2 + NODE_ID_BYTES_MAX;
 /// Most bytes the payload of the largest batch takes: its sequence number and record count
 /// (varints), the records' overhead, and their keys and values.
 pub const PAYLOAD_BYTES_MAX: usize =
@@ -190,10 +191,7 @@ mod tests {
 
     fn batch(seq: u64, path: &str) -> WalBatch {
         let record = Record {
-            version: Version {
-                timestamp_ms: seq,
-                uuid: [seq as u8; 16],
-            },
+            version: Version::new(seq, [seq as u8; 16]),
             origin: "n".into(),
             data: Some(format!("{seq}").into_bytes()),
         };
@@ -270,6 +268,10 @@ mod tests {
             version: Version {
                 timestamp_ms: u64::MAX,
                 uuid: [0xff; 16],
+                resolution: Some(crate::storage::Resolution {
+                    votes: u16::MAX,
+                    oldest_joined_ms: u64::MAX,
+                }),
             },
             origin: "o".repeat(NODE_ID_BYTES_MAX),
             data: Some(vec![b'7'; crate::limits::VALUE_BYTES_MAX]),

@@ -15,7 +15,7 @@
 //!   `Busy` if storage's mailbox is full.
 //!
 //! The actor never knows how frames travel: it sends [`PeerRequest`]s to an address the host
-//! glue (`host::frames`) serves, and gets [`SyncMsg::Request`]s and [`SyncMsg::Response`]s back.
+//! glue (`host::frames`) serves, and gets [`SyncMsg::Request`]s and [`SyncMsg::Answer`]s back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,16 +48,51 @@ pub const OUTSTANDING_PER_PEER_MAX: usize = 64;
 /// leave no room for later versions).
 pub const SKEW_MAX_MS: u64 = 10 * 60 * 1000;
 
-/// A request for the host glue to deliver to a peer; the answer comes back as
-/// [`SyncMsg::Response`] with the same id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request for the host glue to deliver to a peer; the answer comes back to `answer_to` with
+/// the same id.
+#[derive(Debug, Clone)]
 pub struct PeerRequest {
     /// The peer (its gossip and HTTP address; frames go to the same port over TCP).
     pub to: SocketAddr,
-    /// Correlation id.
+    /// Correlation id, unique per requesting actor.
     pub id: u64,
     /// What to ask.
     pub request: SyncRequest,
+    /// Where the answer goes: the requesting actor.
+    pub answer_to: Addr<PeerAnswer>,
+}
+
+/// The answer to a [`PeerRequest`], or why there is none.
+#[derive(Debug)]
+pub struct PeerAnswer {
+    /// The request's id.
+    pub id: u64,
+    /// The peer's answer, or the transport's failure.
+    pub result: Result<SyncResponse, TransportError>,
+}
+
+/// An actor's way to its peers: requests go to the host glue's queue, answers come back to the
+/// actor. Loss, reordering and duplication never reach the actor as such: every request gets
+/// exactly one answer or one [`TransportError`] (a timeout at worst), unless the actor's own
+/// mailbox is full, which the actor covers with its own timeout.
+#[derive(Debug, Clone)]
+pub struct PeerLink {
+    /// The host glue's queue (`host::frames`).
+    pub requests: Addr<PeerRequest>,
+    /// Where the answers go.
+    pub answers: Addr<PeerAnswer>,
+}
+
+impl PeerLink {
+    /// Asks `to` `request`, to be answered with `id`.
+    pub fn send(&self, to: SocketAddr, id: u64, request: SyncRequest) -> Result<(), SendError> {
+        self.requests.send(PeerRequest {
+            to,
+            id,
+            request,
+            answer_to: self.answers.clone(),
+        })
+    }
 }
 
 /// Why a request got no answer.
@@ -93,12 +128,7 @@ pub enum SyncMsg {
         reply: Reply<SyncResponse>,
     },
     /// The answer to one of this actor's requests.
-    Response {
-        /// The request's id.
-        id: u64,
-        /// The answer, or why there is none.
-        result: Result<SyncResponse, TransportError>,
-    },
+    Answer(PeerAnswer),
     /// Send due retries.
     Tick,
 }
@@ -241,7 +271,7 @@ pub struct SyncActor {
     round_every: Duration,
     next_round_at: Duration,
     round: Option<Round>,
-    transport: Addr<PeerRequest>,
+    transport: PeerLink,
     counters: SyncCounters,
     peers: Vec<SocketAddr>,
     next_id: u64,
@@ -256,7 +286,7 @@ impl SyncActor {
     pub fn new(
         storage: Addr<StorageMsg>,
         reader: StorageReader,
-        transport: Addr<PeerRequest>,
+        transport: PeerLink,
         counters: SyncCounters,
         round_every: Duration,
     ) -> Self {
@@ -329,15 +359,7 @@ impl SyncActor {
             after_ms: b.cursor.0,
             after_path: b.cursor.1.clone(),
         };
-        if self
-            .transport
-            .send(PeerRequest {
-                to: peer,
-                id,
-                request,
-            })
-            .is_ok()
-        {
+        if self.transport.send(peer, id, request).is_ok() {
             b.waiting = Some((id, peer, now));
         }
     }
@@ -417,17 +439,13 @@ impl SyncActor {
         push.sent_at = now;
         self.next_id += 1;
         let id = self.next_id;
-        let request = PeerRequest {
-            to: push.to,
-            id,
-            request: SyncRequest::Push {
-                records: push.records.clone(),
-            },
+        let request = SyncRequest::Push {
+            records: push.records.clone(),
         };
         self.counters
             .pushed_records
             .inc_by(push.records.len() as u64);
-        match self.transport.send(request) {
+        match self.transport.send(push.to, id, request) {
             Ok(()) => {
                 self.in_flight.insert(id, push);
             }
@@ -500,15 +518,7 @@ impl SyncActor {
             stage,
             sent_at: now,
         });
-        if self
-            .transport
-            .send(PeerRequest {
-                to: peer,
-                id,
-                request,
-            })
-            .is_err()
-        {
+        if self.transport.send(peer, id, request).is_err() {
             self.round = None;
         }
     }
@@ -596,6 +606,7 @@ impl SyncActor {
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
             SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
             SyncRequest::Fetch { keys } => repair::answer_fetch(&self.reader, &keys),
+            SyncRequest::Versions { keys } => repair::answer_versions(&self.reader, &keys),
             SyncRequest::Since {
                 after_ms,
                 after_path,
@@ -730,7 +741,7 @@ impl Actor for SyncActor {
                 let wall_ms = ctx.clock().wall_ms();
                 reply.send(self.serve(wall_ms, from, request));
             }
-            SyncMsg::Response { id, result } => self.answered(ctx, id, result),
+            SyncMsg::Answer(PeerAnswer { id, result }) => self.answered(ctx, id, result),
             SyncMsg::Tick => {
                 self.tick(now);
                 self.bootstrap_step(now);
@@ -773,10 +784,7 @@ mod tests {
 
     fn record(data: &str) -> Record {
         Record {
-            version: Version {
-                timestamp_ms: 5,
-                uuid: [1; 16],
-            },
+            version: Version::new(5, [1; 16]),
             origin: "n1".into(),
             data: Some(data.as_bytes().to_vec()),
         }
@@ -791,7 +799,12 @@ mod tests {
     }
 
     fn fixture(storage_refuses: Option<SendError>) -> Fixture {
-        let (requests, transport) = sink(None);
+        let (requests, requests_addr) = sink(None);
+        let (_, answers) = sink(None);
+        let transport = PeerLink {
+            requests: requests_addr,
+            answers,
+        };
         let (storage, storage_addr) = sink(storage_refuses);
         let counters = SyncCounters::default();
         let (store, _) = crate::storage::Store::open(
@@ -853,10 +866,10 @@ mod tests {
             [peer(2), peer(3)]
         );
         for r in &sent {
-            f.handle(SyncMsg::Response {
+            f.handle(SyncMsg::Answer(PeerAnswer {
                 id: r.id,
                 result: Ok(SyncResponse::Accepted),
-            });
+            }));
         }
         f.run(Duration::from_secs(60));
         assert!(f.sent().is_empty(), "nothing sent again");
@@ -881,7 +894,7 @@ mod tests {
             for r in f.sent() {
                 attempts_at.push(elapsed);
                 let result = failures.next().unwrap();
-                f.handle(SyncMsg::Response { id: r.id, result });
+                f.handle(SyncMsg::Answer(PeerAnswer { id: r.id, result }));
             }
             f.run(TICK);
             elapsed += TICK;
@@ -995,10 +1008,10 @@ mod tests {
             f.handle(SyncMsg::Committed(vec![(format!("k{i}"), record("1"))]));
             for r in f.sent() {
                 if r.to == peer(2) {
-                    f.handle(SyncMsg::Response {
+                    f.handle(SyncMsg::Answer(PeerAnswer {
                         id: r.id,
                         result: Ok(SyncResponse::Accepted),
-                    });
+                    }));
                 }
             }
         }

@@ -9,8 +9,12 @@
 //! and applies theirs.
 
 pub mod actor;
+pub mod conflict;
 pub mod repair;
 pub mod tree;
 
-pub use actor::{PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError};
+pub use actor::{
+    PeerAnswer, PeerLink, PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError,
+};
+pub use conflict::{ConflictActor, ConflictMsg};
 pub use tree::{HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};

@@ -105,6 +105,18 @@ pub fn answer_fetch(reader: &StorageReader, keys: &[String]) -> Result<SyncRespo
     Ok(SyncResponse::Records(records(reader, keys)?))
 }
 
+/// The version this node holds for each of `keys`, in order: its vote on their collisions.
+pub fn answer_versions(reader: &StorageReader, keys: &[String]) -> Result<SyncResponse, ReadError> {
+    if keys.len() > FETCH_KEYS_MAX {
+        return Ok(SyncResponse::Busy);
+    }
+    let versions = keys
+        .iter()
+        .map(|key| Ok(reader.get(key)?.map(|record| record.version)))
+        .collect::<Result<_, ReadError>>()?;
+    Ok(SyncResponse::Versions(versions))
+}
+
 /// Records per bootstrap page, at most (and at most `PUSH_BYTES_MAX` of them, or one larger).
 pub const PAGE_RECORDS_MAX: usize = 512;
 
@@ -228,10 +240,7 @@ mod tests {
 
     fn record(ts: u64) -> Record {
         Record {
-            version: Version {
-                timestamp_ms: ts,
-                uuid: [1; 16],
-            },
+            version: Version::new(ts, [1; 16]),
             origin: "n".into(),
             data: Some(b"1".to_vec()),
         }

@@ -138,10 +138,7 @@ mod tests {
     use super::*;
 
     fn version(ts: u64, u: u8) -> Version {
-        Version {
-            timestamp_ms: ts,
-            uuid: [u; 16],
-        }
+        Version::new(ts, [u; 16])
     }
 
     /// A keyspace and its tree, updated together.
