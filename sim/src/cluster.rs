@@ -8,7 +8,11 @@
 //!   acknowledged write or delete of it, and is one of the versions written;
 //! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
 //!   (Only when no unacknowledged write to the key could be newer.)
-//! * **membership agreement**: every node lists every node `alive`, within the same budget.
+//! * **membership agreement**: every node lists every node `alive`, within the same budget;
+//! * **collisions** (`workload.collisions`, `check_collisions`): every timestamp collision still
+//!   standing at the end was decided by vote; every decision any node made follows KVS's rules
+//!   over its own ballots, each member counted once (rules written again here, independently);
+//!   every node ended on the strongest decision made.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +68,25 @@ pub struct ClusterWorkload {
     pub delete_ratio: f64,
     /// Pause before each operation, drawn from 0..=max (ms).
     pub think_ms_max: u64,
+    /// Timestamp collisions made on purpose, besides the clients' work.
+    #[serde(default)]
+    pub collisions: Option<CollisionStorm>,
+}
+
+/// Timestamp collisions on purpose: rounds in which several nodes take a PUT of the same key at
+/// the same simulated instant, so that they stamp it with the same millisecond.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollisionStorm {
+    /// How many rounds.
+    pub rounds: u64,
+    /// Pause between rounds (ms): the rate.
+    pub every_ms: u64,
+    /// Nodes writing in each round (2 to `nodes`), drawn anew each round.
+    pub writers: u64,
+    /// Distinct keys the rounds write (`c0`, `c1` ...): fewer keys, more collisions on
+    /// already-decided keys.
+    pub keys: u64,
 }
 
 /// A fault and when it strikes.
@@ -129,6 +152,19 @@ pub fn load(name: &str) -> ClusterScenario {
         "{}: workload.delete_ratio must be within 0..=1",
         path.display()
     );
+    if let Some(storm) = file.workload.collisions {
+        assert!(
+            (2..=file.nodes).contains(&storm.writers),
+            "{}: workload.collisions.writers must be within 2..={}",
+            path.display(),
+            file.nodes
+        );
+        assert!(
+            storm.keys > 0,
+            "{}: workload.collisions.keys must be positive",
+            path.display()
+        );
+    }
     assert!(
         file.read_only.iter().all(|n| (1..=file.nodes).contains(n)),
         "{}: read_only: a node number outside 1..={}",
@@ -178,6 +214,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             .await
             .expect("a fresh disk opens");
         nodes.push(Arc::new(node));
+        // Nodes join one after another, as in a real cluster: their join times (the conflict
+        // tie-breaker) differ.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     trace.record(format_args!(
         "{} nodes started: {}",
@@ -229,6 +268,10 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             }));
         }
     }
+    if let Some(storm) = w.collisions {
+        let (nodes, trace, acked) = (nodes.clone(), trace.clone(), Arc::clone(&acked));
+        clients.push(tokio::spawn(collide(storm, nodes, trace, acked)));
+    }
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
     for f in &scenario.faults {
@@ -273,7 +316,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         tokio::time::sleep(step).await;
         waited += step;
     };
-    if let Some(dumps) = dumps {
+    if let Some(dumps) = &dumps {
         let hashes: Vec<String> = keyspace_hashes(&nodes).await;
         if hashes.iter().any(|h| *h != hashes[0]) {
             violations.push(format!(
@@ -304,8 +347,228 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             }
         }
     }
+    if let Some(dumps) = &dumps {
+        let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        check_collisions(&nodes, &dumps[0], &acked, &trace, &mut violations).await;
+    }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
     Outcome { trace, violations }
+}
+
+/// The collision storm: each round, `storm.writers` nodes drawn anew take a PUT of one key at the
+/// same instant.
+async fn collide(
+    storm: CollisionStorm,
+    nodes: Vec<Arc<SimNode>>,
+    trace: Trace,
+    acked: Arc<Mutex<BTreeMap<String, Vec<Acked>>>>,
+) {
+    for round in 0..storm.rounds {
+        tokio::time::sleep(Duration::from_millis(storm.every_ms)).await;
+        let key = format!("c{}", thread_rng().gen_range(0..storm.keys));
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, thread_rng().gen_range(0..=i));
+        }
+        let writers: Vec<Arc<SimNode>> = order[..storm.writers as usize]
+            .iter()
+            .map(|&i| Arc::clone(&nodes[i]))
+            .collect();
+        let names: Vec<&str> = writers.iter().map(|n| n.name()).collect();
+        trace.record(format_args!(
+            "collision round {round}: {key} on {}",
+            names.join(", ")
+        ));
+        let puts: Vec<_> = writers
+            .iter()
+            .map(|node| {
+                let (node, key) = (Arc::clone(node), key.clone());
+                tokio::spawn(async move {
+                    let value = format!("{{\"round\":{round},\"by\":\"{}\"}}", node.name());
+                    let (status, body) = node.put(&key, value).await;
+                    (node, status, body)
+                })
+            })
+            .collect();
+        for put in puts {
+            let (node, status, body) = put.await.expect("a collision PUT finished");
+            trace.record(format_args!(
+                "{} PUT {key} -> {}",
+                node.name(),
+                status.as_u16()
+            ));
+            if let Some(version) = ack_version(status, &body, false) {
+                let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                acked.entry(key.clone()).or_default().push(Acked {
+                    version,
+                    delete: false,
+                });
+            }
+        }
+    }
+}
+
+/// One decision as `GET /conflicts/` lists it.
+#[derive(Debug, Clone, Deserialize)]
+struct ListedDecision {
+    key: String,
+    timestamp: u64,
+    winner: String,
+    reason: String,
+    votes: u16,
+    oldest_joined_timestamp: u64,
+    ballots: Vec<ListedBallot>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ListedBallot {
+    address: String,
+    joined_timestamp: u64,
+    uuid: String,
+}
+
+/// KVS's rules, written again here independently of `kvs::sync::conflict`: the uuid most ballots
+/// hold; on a tie the one whose holders include the earliest join time; then the greater uuid.
+/// Returns (winner, its votes, its oldest holder's join time, reason).
+fn kvs_rules(ballots: &[ListedBallot]) -> Option<(String, u16, u64, &'static str)> {
+    let mut tally: BTreeMap<&str, (u16, u64)> = BTreeMap::new();
+    for b in ballots {
+        let entry = tally.entry(b.uuid.as_str()).or_insert((0, u64::MAX));
+        entry.0 += 1;
+        entry.1 = entry.1.min(b.joined_timestamp);
+    }
+    let mut ranked: Vec<(&str, (u16, u64))> = tally.into_iter().collect();
+    // Strongest first. (Lowercase hyphenated uuids order as their bytes do.)
+    ranked.sort_by(|a, b| (b.1 .0, a.1 .1, b.0).cmp(&(a.1 .0, b.1 .1, a.0)));
+    let (winner, (votes, oldest)) = *ranked.first()?;
+    let reason = match ranked.get(1) {
+        None => "majority",
+        Some((_, (v, _))) if *v < votes => "majority",
+        Some((_, (_, o))) if *o > oldest => "oldest_node",
+        Some(_) => "uuid",
+    };
+    Some((winner.to_owned(), votes, oldest, reason))
+}
+
+/// The collision invariants: every collision still standing at the end was decided by vote;
+/// every decision any node made follows KVS's rules over its own ballots (each member once); and
+/// every node ended on the strongest decision made for each collision.
+async fn check_collisions(
+    nodes: &[Arc<SimNode>],
+    finals: &[(String, kvs::storage::Record)],
+    acked: &BTreeMap<String, Vec<Acked>>,
+    trace: &Trace,
+    violations: &mut Vec<String>,
+) {
+    let mut decisions: Vec<(String, ListedDecision)> = Vec::new();
+    for node in nodes {
+        let (_, body) = node
+            .request(axum::http::Method::GET, "/conflicts/", "")
+            .await;
+        let listed: Vec<ListedDecision> = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{}: /conflicts/ is not a decision list: {e}", node.name()));
+        if listed.len() >= kvs::sync::conflict::DECISIONS_KEPT {
+            violations.push(format!(
+                "{}: its decision log is full, so the check cannot see every decision (fewer rounds)",
+                node.name()
+            ));
+        }
+        decisions.extend(listed.into_iter().map(|d| (node.name().to_owned(), d)));
+    }
+    for (node, d) in &decisions {
+        let voters: std::collections::BTreeSet<&str> =
+            d.ballots.iter().map(|b| b.address.as_str()).collect();
+        if voters.len() != d.ballots.len() {
+            violations.push(format!(
+                "conflict rule: {node} counted a member twice deciding {}@{}",
+                d.key, d.timestamp
+            ));
+        }
+        let expected = kvs_rules(&d.ballots);
+        let got = (
+            d.winner.clone(),
+            d.votes,
+            d.oldest_joined_timestamp,
+            d.reason.as_str(),
+        );
+        if expected
+            .as_ref()
+            .map(|(w, v, o, r)| (w.clone(), *v, *o, *r))
+            != Some(got.clone())
+        {
+            violations.push(format!(
+                "conflict rule: {node} decided {}@{} as {got:?}, KVS's rules over its ballots give {expected:?}",
+                d.key, d.timestamp
+            ));
+        }
+    }
+    let finals: BTreeMap<&str, &kvs::storage::Record> =
+        finals.iter().map(|(k, r)| (k.as_str(), r)).collect();
+    let (mut met, mut decided) = (0, 0);
+    for (key, ops) in acked {
+        let mut by_ts: BTreeMap<u64, std::collections::BTreeSet<[u8; 16]>> = BTreeMap::new();
+        for op in ops.iter().filter(|o| !o.delete) {
+            by_ts
+                .entry(op.version.timestamp_ms)
+                .or_default()
+                .insert(op.version.uuid);
+        }
+        let Some(record) = finals.get(key.as_str()) else {
+            continue;
+        };
+        for (ts, uuids) in by_ts.iter().filter(|(_, u)| u.len() > 1) {
+            met += 1;
+            if record.version.timestamp_ms != *ts {
+                continue; // superseded by a newer write
+            }
+            let Some(resolution) = record.version.resolution else {
+                violations.push(format!(
+                    "collision on {key}@{ts} between {} writes left undecided",
+                    uuids.len()
+                ));
+                continue;
+            };
+            decided += 1;
+            // The strongest decision any node made for it: (votes, older holder, uuid).
+            let strongest = decisions
+                .iter()
+                .map(|(_, d)| d)
+                .filter(|d| d.key == *key && d.timestamp == *ts)
+                .max_by(|a, b| {
+                    (a.votes, b.oldest_joined_timestamp, &a.winner).cmp(&(
+                        b.votes,
+                        a.oldest_joined_timestamp,
+                        &b.winner,
+                    ))
+                });
+            let ended = (
+                record.version.uuid_string(),
+                resolution.votes,
+                resolution.oldest_joined_ms,
+            );
+            match strongest {
+                None => violations.push(format!(
+                    "collision on {key}@{ts} ended decided {ended:?}, but no node lists that decision"
+                )),
+                Some(d) if (d.winner.clone(), d.votes, d.oldest_joined_timestamp) != ended => {
+                    violations.push(format!(
+                        "collision on {key}@{ts}: every node ended on {ended:?}, not on the strongest decision {:?}",
+                        (&d.winner, d.votes, d.oldest_joined_timestamp)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if met > 0 {
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, d) in &decisions {
+            *reasons.entry(d.reason.as_str()).or_default() += 1;
+        }
+        trace.record(format_args!(
+            "collisions: {met} met, {decided} standing at the end and decided; decisions by reason {reasons:?}"
+        ));
+    }
 }
 
 /// Every node lists every node `alive` (they are all up once healed), within `budget`.
@@ -322,11 +585,19 @@ async fn membership_agreement(
         for node in nodes {
             let (_, body) = node.request(axum::http::Method::GET, "/members/", "").await;
             let members: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let alive = members.as_array().map_or(0, |list| {
-                list.iter().filter(|m| m["status"] == "alive").count()
-            });
+            let list = members.as_array().cloned().unwrap_or_default();
+            let alive = list.iter().filter(|m| m["status"] == "alive").count();
             if alive != nodes.len() {
-                disagreeing.push(format!("{} sees {alive} alive", node.name()));
+                let others: Vec<String> = list
+                    .iter()
+                    .filter(|m| m["status"] != "alive")
+                    .map(|m| format!("{} {}", m["id"], m["status"]))
+                    .collect();
+                disagreeing.push(format!(
+                    "{} sees {alive} alive ({})",
+                    node.name(),
+                    others.join(", ")
+                ));
             }
         }
         if disagreeing.is_empty() {

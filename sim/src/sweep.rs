@@ -45,8 +45,17 @@ where
     Fut: Future<Output = Outcome>,
 {
     let mut failures = Vec::new();
+    let replaying = std::env::var_os(SEED_VAR).is_some();
+    if replaying && std::env::var_os("RUST_LOG").is_some() {
+        // A replay with `RUST_LOG` set: every node's log, in simulated time, on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     for &seed in seeds {
-        let replaying = std::env::var_os(SEED_VAR).is_some();
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, scenario())));
         if let (true, Ok(outcome)) = (replaying, &outcome) {
             print!("{}", outcome.trace.text());
@@ -71,6 +80,17 @@ where
         seeds.len(),
         failures.join("\n"),
     );
+}
+
+/// Log lines start with the simulated time since the run began and the madsim node that logged
+/// (`NodeId(1)` is the first node started, `node-1`).
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let elapsed = madsim::time::TimeHandle::current().elapsed();
+        write!(w, "t={}ms {}", elapsed.as_millis(), madsim::plugin::node())
+    }
 }
 
 fn message(panic: &(dyn std::any::Any + Send)) -> &str {

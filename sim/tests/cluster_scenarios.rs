@@ -60,3 +60,8 @@ fn clock_skew() {
 fn read_only_node() {
     sweep_scenario("read_only_node");
 }
+
+#[test]
+fn timestamp_collision_storm() {
+    sweep_scenario("timestamp_collision_storm");
+}

@@ -207,13 +207,30 @@ pub struct MembershipActor {
     voters_to: Option<(Addr<ConflictMsg>, Vec<Voter>)>,
 }
 
-/// foca's LAN configuration for `size` members, with our packet bound. Members are never
-/// forgotten by foca (a forgotten member's late packet could resurrect it); the member list reaps
-/// them instead.
+/// Fewest times an update (a member up, suspected, down) is sent on. foca's LAN default,
+/// 4 × log10(n + 1), is 1 or 2 below 5 members: a suspicion may then never reach the suspect
+/// (which cannot refute it and is declared down while alive), and two members that joined through
+/// a third may never hear of each other. The simulator's 4-node scenarios found both.
+pub const TRANSMISSIONS_MIN: u8 = 6;
+
+/// How often a member announces itself to one other and gets its whole member list back:
+/// the membership's own anti-entropy, which repairs whatever dissemination missed. foca's LAN
+/// default is 30 s; a LAN cluster affords far more often.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+
+/// foca's LAN configuration for `size` members, with our packet bound, our dissemination floor
+/// and announce period. Members are never forgotten by foca (a forgotten member's late packet
+/// could resurrect it); the member list reaps them instead.
 pub fn swim_config(size: u32) -> foca::Config {
     let mut config = foca::Config::new_lan(NonZeroU32::new(size.max(1)).expect("at least 1"));
     config.max_packet_size = NonZeroUsize::new(PACKET_BYTES_MAX).expect("positive");
     config.remove_down_after = None;
+    config.max_transmissions = config
+        .max_transmissions
+        .max(std::num::NonZeroU8::new(TRANSMISSIONS_MIN).expect("positive"));
+    if let Some(announce) = &mut config.periodic_announce {
+        announce.frequency = ANNOUNCE_EVERY;
+    }
     config
 }
 

@@ -788,3 +788,33 @@ fn a_segment_lists_its_keys_with_versions_before_and_after_checkpoints_and_reope
     let (store, _) = Store::open(db, log, T0).unwrap();
     check(&store);
 }
+
+#[test]
+fn a_data_dir_in_another_storage_format_is_refused_before_anything_is_read() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, _) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    drop(store);
+    // A database from before the format key (it has a generation): format 1. Then a later one.
+    for (set, found) in [(None, 1), (Some(3), 3)] {
+        {
+            let raw = redb::Database::builder()
+                .create_with_backend(db.clone())
+                .unwrap();
+            let txn = raw.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(super::tables::META).unwrap();
+                match set {
+                    None => drop(meta.remove(super::tables::META_FORMAT).unwrap()),
+                    Some(format) => drop(meta.insert(super::tables::META_FORMAT, format).unwrap()),
+                }
+            }
+            txn.commit().unwrap();
+        }
+        match Store::open(db.clone(), log.clone(), T0) {
+            Err(OpenError::Format { found: f, expected }) => {
+                assert_eq!((f, expected), (found, super::tables::FORMAT));
+            }
+            other => panic!("expected a format error, got {:?}", other.map(|_| ())),
+        }
+    }
+}
