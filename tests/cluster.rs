@@ -235,3 +235,162 @@ fn forged_and_oversized_frames_are_dropped_and_counted() {
     });
     assert_eq!(node.put("still", b"1").status, 200, "HTTP on the same port");
 }
+
+/// Writes `record` under `path` into the stopped node's data directory, through the storage
+/// writer, as KVS's `test_conflict.go` seeded its data directories.
+fn seed_record(data_dir: &std::path::Path, path: &str, record: kvs::storage::Record) {
+    use kvs::seam::{reply_channel, Actor};
+    use kvs::storage::{Applied, StorageActor, StorageMsg, Store, Write};
+    let file = |name: &str| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(data_dir.join(name))
+            .unwrap();
+        redb::backends::FileBackend::new(file).unwrap()
+    };
+    let now_ms = record.version.timestamp_ms;
+    let (store, wal) = Store::open(file("kvs.redb"), file("kvs.wal"), now_ms).unwrap();
+    let mut writer = StorageActor::new(store, wal, "seed");
+    let mut ctx = Direct::new(now_ms);
+    let (reply, mut answer) = reply_channel();
+    let write = Write::Apply {
+        path: path.into(),
+        record,
+        reply,
+    };
+    writer.handle(&mut ctx, StorageMsg::Write(write));
+    assert_eq!(
+        answer.try_recv().unwrap().unwrap().unwrap(),
+        Applied::Stored,
+        "committed at once (a lone write never waits)"
+    );
+    // A clean stop: checkpointed, nothing left to replay.
+    writer.stopped(&mut ctx);
+    assert_eq!(ctx.0.failure(), None);
+}
+
+/// The least a storage writer needs to run outside a host: a fixed clock, no timers.
+struct Direct<M>(kvs::seam::ContextCore<M>);
+
+struct Fixed(u64);
+
+impl kvs::seam::Clock for Fixed {
+    fn monotonic(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn wall_ms(&self) -> u64 {
+        self.0
+    }
+}
+
+struct Nowhere;
+
+impl<M> kvs::seam::Mailbox<M> for Nowhere {
+    fn deliver(&self, _: M) -> Result<(), kvs::seam::SendError> {
+        Err(kvs::seam::SendError::Stopped)
+    }
+}
+
+impl<M: Send + 'static> Direct<M> {
+    fn new(wall_ms: u64) -> Self {
+        use rand_core::SeedableRng;
+        Direct(kvs::seam::ContextCore::new(
+            std::sync::Arc::new(Fixed(wall_ms)),
+            rand_chacha::ChaCha12Rng::seed_from_u64(wall_ms),
+            kvs::seam::Addr::new(std::sync::Arc::new(Nowhere)),
+        ))
+    }
+}
+
+impl<M> kvs::seam::ContextHost<M> for Direct<M> {
+    fn core(&self) -> &kvs::seam::ContextCore<M> {
+        &self.0
+    }
+    fn core_mut(&mut self) -> &mut kvs::seam::ContextCore<M> {
+        &mut self.0
+    }
+    fn schedule(&mut self, _: Duration, _: M) {
+        panic!("a lone write commits at once, without a timer");
+    }
+    fn blocking(&mut self, work: &mut dyn FnMut()) {
+        work();
+    }
+    fn backlog(&self) -> usize {
+        0
+    }
+}
+
+#[test]
+fn a_timestamp_collision_resolves_to_the_oldest_nodes_version_on_every_node() {
+    use kvs::storage::{Record, Version};
+    const T: u64 = 1_700_000_000_000;
+    let fast = ("sync_interval", "1");
+    let mut first = Node::start(&[fast]);
+    let secret = std::fs::read_to_string(first.data_dir().join("cluster_secret")).unwrap();
+    let quoted = format!("\"{}\"", secret.trim());
+    // The second node opens its store later than the first: the first is the older node.
+    let mut second = Node::start(&[fast, ("cluster_secret", &quoted)]);
+    assert_eq!(first.stop().code(), Some(0));
+    assert_eq!(second.stop().code(), Some(0));
+    // Same key, same timestamp, different uuids; uuid order alone would pick the second's.
+    let write = |uuid: u8, data: &str| Record {
+        version: Version::new(T, [uuid; 16]),
+        origin: "seeded".into(),
+        data: Some(data.as_bytes().to_vec()),
+    };
+    seed_record(
+        &first.data_dir(),
+        "users/x",
+        write(0x11, r#""from the oldest""#),
+    );
+    seed_record(
+        &second.data_dir(),
+        "users/x",
+        write(0x22, r#""from the younger""#),
+    );
+    first.restart();
+    let seeds = format!("[\"{}\"]", first.addr());
+    second.restart_with(&[fast, ("cluster_secret", &quoted), ("seed_nodes", &seeds)]);
+
+    // One vote each way is a tie; the oldest node's version wins, everywhere.
+    for node in [&first, &second] {
+        let got = wait_for(CONVERGE, "the collision to be decided", || {
+            let resp = node.get("users/x");
+            (resp.body == br#""from the oldest""#).then_some(resp.body)
+        });
+        assert_eq!(got, br#""from the oldest""#);
+    }
+    let hash = |n: &Node| n.get_json("/health")["keyspace_hash"].clone();
+    wait_for(CONVERGE, "equal keyspace hashes", || {
+        (hash(&first) == hash(&second)).then_some(())
+    });
+    let decisions: Vec<serde_json::Value> = [&first, &second]
+        .iter()
+        .flat_map(|n| n.get_json("/conflicts/").as_array().unwrap().clone())
+        .collect();
+    assert!(!decisions.is_empty(), "a decision is listed");
+    for d in &decisions {
+        assert_eq!(d["key"], "users/x", "{d}");
+        assert_eq!(d["timestamp"], T, "{d}");
+        assert_eq!(d["reason"], "oldest_node", "{d}");
+        assert_eq!(d["winner"], "11111111-1111-1111-1111-111111111111", "{d}");
+        assert_eq!(d["ballots"].as_array().unwrap().len(), 2, "{d}");
+    }
+    let metrics = |n: &Node| n.http().request("GET", &n.url("/metrics"), None).text();
+    let counted: usize = [&first, &second]
+        .iter()
+        .map(|n| {
+            metrics(n)
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("kvs_conflicts_decided_total{reason=\"oldest_node\"} ")
+                })
+                .map(|v| v.parse::<usize>().unwrap())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(counted, decisions.len(), "every decision counted by reason");
+}
