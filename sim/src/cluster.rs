@@ -125,6 +125,11 @@ pub enum Fault {
         /// Its offset from true time.
         offset_ms: i64,
     },
+    /// This node leaves the cluster gracefully (`POST /members/leave`); it keeps serving its
+    /// clients, outside the cluster, until it reboots.
+    Leave(u64),
+    /// Reboot this node (power cut and boot): it rejoins under a new generation.
+    Reboot(u64),
     /// Undo every cut and loss.
     Heal,
 }
@@ -175,7 +180,7 @@ pub fn load(name: &str) -> ClusterScenario {
         let nodes: Vec<u64> = match &f.fault {
             Fault::Isolate(n) => n.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
-            Fault::Crash(n) => vec![*n],
+            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) => vec![*n],
             Fault::Skew { node, .. } => vec![*node],
             Fault::Loss(rate) => {
                 assert!(
@@ -278,10 +283,17 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         match f.fault {
-            Fault::Crash(n) => nodes[(n - 1) as usize]
+            Fault::Crash(n) | Fault::Reboot(n) => nodes[(n - 1) as usize]
                 .crash_and_restart()
                 .await
                 .expect("a crashed disk opens again"),
+            Fault::Leave(n) => {
+                let node = &nodes[(n - 1) as usize];
+                let (status, _) = node
+                    .request(axum::http::Method::POST, "/members/leave", "")
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{} leaves", node.name());
+            }
             Fault::Skew { node, offset_ms } => {
                 nodes[(node - 1) as usize].clock().set_offset_ms(offset_ms)
             }
@@ -667,8 +679,8 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         }
         Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
-        Fault::Crash(_) | Fault::Skew { .. } => {
-            unreachable!("crashes and clocks are the machines', not the network's")
+        Fault::Crash(_) | Fault::Skew { .. } | Fault::Leave(_) | Fault::Reboot(_) => {
+            unreachable!("crashes, clocks and leaving are the machines', not the network's")
         }
         Fault::Heal => {
             for a in 1..=nodes.len() as u64 {

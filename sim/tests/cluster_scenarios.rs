@@ -65,3 +65,8 @@ fn read_only_node() {
 fn timestamp_collision_storm() {
     sweep_scenario("timestamp_collision_storm");
 }
+
+#[test]
+fn leave_rejoin() {
+    sweep_scenario("leave_rejoin");
+}
