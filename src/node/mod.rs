@@ -32,7 +32,7 @@ use crate::host::{Host, SpawnError, MAILBOX_CAPACITY};
 use crate::metrics::NodeMetrics;
 use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
-use crate::sync::conflict::{ConflictCounters, DecisionLog};
+use crate::sync::conflict::{ConflictCounters, ConflictSpec, DecisionLog};
 use crate::sync::{ConflictActor, ConflictMsg, PeerLink, SyncActor, SyncCounters, SyncMsg};
 
 /// How long a stopping node waits for its departure notice to be handed to the socket.
@@ -153,16 +153,16 @@ impl<H: Host> Node<H> {
             sync_every,
         );
         let decisions = DecisionLog::default();
-        let conflict_actor = ConflictActor::new(
-            address,
-            store.joined_timestamp_ms(),
-            storage.clone(),
-            store.reader(),
-            sync.clone(),
-            link(conflict.wrapping(ConflictMsg::Answer)),
-            conflict_counters,
-            std::sync::Arc::clone(&decisions),
-        );
+        let conflict_actor = ConflictActor::new(ConflictSpec {
+            me: address,
+            joined_ms: store.joined_timestamp_ms(),
+            storage: storage.clone(),
+            reader: store.reader(),
+            sync: sync.clone(),
+            link: link(conflict.wrapping(ConflictMsg::Answer)),
+            counters: conflict_counters,
+            decisions: std::sync::Arc::clone(&decisions),
+        });
         // A new (or empty) node joining a cluster pulls its data before taking writes.
         if store.keys_at_open() == 0 && seeds.iter().any(|s| *s != address) {
             let age_ms = u64::try_from(bootstrap_max_age.as_millis()).unwrap_or(u64::MAX);

@@ -228,16 +228,29 @@ enum Asked {
     Winner(String),
 }
 
+/// What a conflict actor works with: who this node is and the addresses it talks to.
+pub struct ConflictSpec {
+    /// This node's address (its ballot's voter).
+    pub me: SocketAddr,
+    /// This node's `joined_timestamp` (ms).
+    pub joined_ms: u64,
+    /// Where decisions are stored.
+    pub storage: Addr<StorageMsg>,
+    /// This node's versions (its own ballot, the winner's record when it holds it).
+    pub reader: StorageReader,
+    /// Who pushes decisions to the peers.
+    pub sync: Addr<SyncMsg>,
+    /// The way to the peers (votes, fetching a winner).
+    pub link: PeerLink,
+    /// Decisions by reason, on `/metrics`.
+    pub counters: ConflictCounters,
+    /// Decisions, for `/conflicts/`.
+    pub decisions: DecisionLog,
+}
+
 /// The conflict actor.
 pub struct ConflictActor {
-    me: SocketAddr,
-    joined_ms: u64,
-    storage: Addr<StorageMsg>,
-    reader: StorageReader,
-    sync: Addr<SyncMsg>,
-    link: PeerLink,
-    counters: ConflictCounters,
-    decisions: DecisionLog,
+    spec: ConflictSpec,
     voters: Vec<Voter>,
     /// Collisions waiting for a vote: key → timestamp.
     waiting: BTreeMap<String, u64>,
@@ -247,29 +260,10 @@ pub struct ConflictActor {
 }
 
 impl ConflictActor {
-    /// A conflict actor for the node at `me`, which joined at `joined_ms`: it reads this node's
-    /// versions through `reader`, stores decisions through `storage`, has `sync` push them, and
-    /// asks peers through `link`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        me: SocketAddr,
-        joined_ms: u64,
-        storage: Addr<StorageMsg>,
-        reader: StorageReader,
-        sync: Addr<SyncMsg>,
-        link: PeerLink,
-        counters: ConflictCounters,
-        decisions: DecisionLog,
-    ) -> Self {
+    /// A conflict actor working with `spec`.
+    pub fn new(spec: ConflictSpec) -> Self {
         ConflictActor {
-            me,
-            joined_ms,
-            storage,
-            reader,
-            sync,
-            link,
-            counters,
-            decisions,
+            spec,
             voters: Vec::new(),
             waiting: BTreeMap::new(),
             votes: BTreeMap::new(),
@@ -284,7 +278,7 @@ impl ConflictActor {
                 continue;
             }
             if self.waiting.len() >= WAITING_MAX && !self.waiting.contains_key(&path) {
-                self.counters.dropped.inc();
+                self.spec.counters.dropped.inc();
                 continue;
             }
             let ts = self.waiting.entry(path).or_insert(timestamp_ms);
@@ -324,7 +318,7 @@ impl ConflictActor {
             self.next_id += 1;
             let id = self.next_id;
             let request = SyncRequest::Versions { keys: keys.clone() };
-            if self.link.send(voter.addr, id, request).is_err() {
+            if self.spec.link.send(voter.addr, id, request).is_err() {
                 continue;
             }
             self.asked
@@ -409,7 +403,7 @@ impl ConflictActor {
 
     /// Decides the vote on `key` with the answers it has.
     fn decide_now(&mut self, ctx: &mut dyn Context<ConflictMsg>, key: &str) {
-        let mine = match self.reader.get(key) {
+        let mine = match self.spec.reader.get(key) {
             Ok(mine) => mine,
             Err(e) => {
                 tracing::warn!(key, error = %e, "conflict vote: reading this node's version");
@@ -425,13 +419,13 @@ impl ConflictActor {
             .filter_map(|(addr, (joined, v))| v.map(|v| (*addr, *joined, v)))
             .collect();
         if let Some(mine) = &mine {
-            held.push((self.me, self.joined_ms, mine.version));
+            held.push((self.spec.me, self.spec.joined_ms, mine.version));
         }
         // Moot: a newer write superseded the collision, or a member holds a decision already.
         if held.iter().any(|(_, _, v)| {
             v.timestamp_ms > ts || (v.timestamp_ms == ts && v.resolution.is_some())
         }) {
-            self.counters.moot.inc();
+            self.spec.counters.moot.inc();
             self.votes.remove(key);
             return;
         }
@@ -465,7 +459,7 @@ impl ConflictActor {
                 let request = SyncRequest::Fetch {
                     keys: vec![key.to_owned()],
                 };
-                if self.link.send(holder, id, request).is_err() {
+                if self.spec.link.send(holder, id, request).is_err() {
                     self.votes.remove(key);
                     return;
                 }
@@ -507,14 +501,19 @@ impl ConflictActor {
             reason = reason.as_str(),
             "conflict decided"
         );
-        self.counters
+        self.spec
+            .counters
             .decided
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
             })
             .inc();
         {
-            let mut log = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut log = self
+                .spec
+                .decisions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if log.len() == DECISIONS_KEPT {
                 log.pop_front();
             }
@@ -534,7 +533,7 @@ impl ConflictActor {
             record: record.clone(),
             reply,
         };
-        if self.storage.send(StorageMsg::Write(write)).is_err() {
+        if self.spec.storage.send(StorageMsg::Write(write)).is_err() {
             tracing::debug!(
                 path,
                 "storage busy: the decision is left to the next meeting"
@@ -542,6 +541,7 @@ impl ConflictActor {
             return;
         }
         if self
+            .spec
             .sync
             .send(SyncMsg::Committed(vec![(path, record)]))
             .is_err()
@@ -698,19 +698,19 @@ mod tests {
         let (_, answers) = collector();
         let decisions = DecisionLog::default();
         let counters = ConflictCounters::default();
-        let mut actor = ConflictActor::new(
-            addr(1),
-            100,
-            storage_addr,
-            store.reader(),
-            sync_addr,
-            PeerLink {
+        let mut actor = ConflictActor::new(ConflictSpec {
+            me: addr(1),
+            joined_ms: 100,
+            storage: storage_addr,
+            reader: store.reader(),
+            sync: sync_addr,
+            link: PeerLink {
                 requests: requests_addr,
                 answers,
             },
-            counters.clone(),
-            Arc::clone(&decisions),
-        );
+            counters: counters.clone(),
+            decisions: Arc::clone(&decisions),
+        });
         let mut ctx = TestContext::new(T, 2);
         actor.started(&mut ctx);
         actor.handle(
