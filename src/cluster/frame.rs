@@ -297,22 +297,10 @@ mod tests {
 
     #[test]
     fn the_largest_record_fits_one_frame() {
-        let record = Record {
-            version: Version {
-                timestamp_ms: u64::MAX,
-                uuid: [0xff; 16],
-                resolution: Some(crate::storage::Resolution {
-                    votes: u16::MAX,
-                    oldest_joined_ms: u64::MAX,
-                }),
-            },
-            origin: "n".repeat(crate::limits::NODE_ID_BYTES_MAX),
-            data: Some(vec![b'x'; VALUE_BYTES_MAX]),
-        };
         let request = WireRequest {
             id: u64::MAX,
             request: SyncRequest::Push {
-                records: vec![("k".repeat(KEY_BYTES_MAX), record)],
+                records: vec![crate::storage::testing::largest_record()],
             },
         };
         let body = postcard::to_allocvec(&request).unwrap();

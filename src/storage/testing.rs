@@ -71,3 +71,21 @@ pub fn handle_settled(
         actor.handle(ctx, timer);
     }
 }
+
+/// A record as large as a write can make it, under the longest key: the largest value, the
+/// longest origin, and a version (timestamp, decision) whose varints take the most bytes.
+pub fn largest_record() -> (String, super::Record) {
+    let record = super::Record {
+        version: super::Version {
+            timestamp_ms: u64::MAX,
+            uuid: [0xff; 16],
+            resolution: Some(super::Resolution {
+                votes: u16::MAX,
+                oldest_joined_ms: u64::MAX,
+            }),
+        },
+        origin: "o".repeat(crate::limits::NODE_ID_BYTES_MAX),
+        data: Some(vec![b'7'; crate::limits::VALUE_BYTES_MAX]),
+    };
+    ("k".repeat(crate::limits::KEY_BYTES_MAX), record)
+}

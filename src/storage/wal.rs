@@ -186,7 +186,7 @@ fn read_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::testing::FlakyBackend;
+    use crate::storage::testing::{largest_record, FlakyBackend};
     use crate::storage::Version;
 
     fn batch(seq: u64, path: &str) -> WalBatch {
@@ -259,24 +259,6 @@ mod tests {
         let (mut wal, _) = Wal::open(file).unwrap();
         wal.continue_after(10);
         assert_eq!(wal.append(&batch(0, "c").records).unwrap(), 11);
-    }
-
-    /// A record as large as a write can make it: the longest key, the largest value, the longest
-    /// origin, and a timestamp whose varint takes the most bytes.
-    fn largest_record() -> (String, Record) {
-        let record = Record {
-            version: Version {
-                timestamp_ms: u64::MAX,
-                uuid: [0xff; 16],
-                resolution: Some(crate::storage::Resolution {
-                    votes: u16::MAX,
-                    oldest_joined_ms: u64::MAX,
-                }),
-            },
-            origin: "o".repeat(NODE_ID_BYTES_MAX),
-            data: Some(vec![b'7'; crate::limits::VALUE_BYTES_MAX]),
-        };
-        ("k".repeat(crate::limits::KEY_BYTES_MAX), record)
     }
 
     #[test]
