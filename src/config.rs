@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,11 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Longest accepted `sync_interval` and `catchup_interval` (s): a day.
+pub const INTERVAL_S_MAX: u64 = 24 * 3600;
+/// Longest accepted `throttle_delay_ms` and `fetch_delay_ms`: a minute.
+pub const DELAY_MS_MAX: u64 = 60_000;
 
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,10 +161,10 @@ impl Default for Config {
             gossip_interval_min: 60,
             gossip_interval_max: 120,
             sync_interval: 10,
-            catchup_interval: 120,
+            catchup_interval: 1,
             bootstrap_max_age_hours: 720,
-            throttle_delay_ms: 100,
-            fetch_delay_ms: 50,
+            throttle_delay_ms: 10,
+            fetch_delay_ms: 5,
             log_format: LogFormat::Text,
             max_value_bytes: 1024 * 1024,
             shutdown_timeout_ms: 10_000,
@@ -199,10 +205,10 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         "sync",
         &[
             ("sync_interval", "pause between anti-entropy rounds with a random peer, seconds (KVS: 300)"),
-            ("catchup_interval", "pause between catch-up rounds while behind, seconds; not used yet"),
+            ("catchup_interval", "pause between anti-entropy rounds while they still find differences, seconds (KVS: 120)"),
             ("bootstrap_max_age_hours", "oldest data a new node pulls from the cluster when it bootstraps, hours"),
-            ("throttle_delay_ms", "pause between sync requests, milliseconds; not used yet"),
-            ("fetch_delay_ms", "pause between fetches of single values, milliseconds; not used yet"),
+            ("throttle_delay_ms", "pause before each request of an anti-entropy round after its first, milliseconds (KVS: 100)"),
+            ("fetch_delay_ms", "pause between fetches of records: a round's batches of 256 keys, a bootstrap's pages, milliseconds (KVS: 50)"),
         ],
     ),
     (
@@ -377,6 +383,16 @@ impl Config {
             })
     }
 
+    /// Anti-entropy's pace, from the sync keys.
+    pub fn pace(&self) -> crate::sync::Pace {
+        crate::sync::Pace::new(
+            Duration::from_secs(self.sync_interval),
+            Duration::from_secs(self.catchup_interval),
+            Duration::from_millis(self.throttle_delay_ms),
+            Duration::from_millis(self.fetch_delay_ms),
+        )
+    }
+
     /// The address to bind, parsed.
     pub fn bind_ip(&self) -> Result<IpAddr, ConfigError> {
         self.bind_address.parse().map_err(|_| ConfigError::Invalid {
@@ -456,6 +472,16 @@ impl Config {
                 return invalid(key, "must be at least 1".into());
             }
         }
+        for (key, value, max) in [
+            ("sync_interval", self.sync_interval, INTERVAL_S_MAX),
+            ("catchup_interval", self.catchup_interval, INTERVAL_S_MAX),
+            ("throttle_delay_ms", self.throttle_delay_ms, DELAY_MS_MAX),
+            ("fetch_delay_ms", self.fetch_delay_ms, DELAY_MS_MAX),
+        ] {
+            if value > max {
+                return invalid(key, format!("must be at most {max}"));
+            }
+        }
         if !(1..=VALUE_BYTES_MAX).contains(&self.max_value_bytes) {
             return invalid(
                 "max_value_bytes",
@@ -483,9 +509,9 @@ mod tests {
         assert!(c.seed_nodes.is_empty() && !c.read_only);
         assert_eq!((c.gossip_interval_min, c.gossip_interval_max), (60, 120));
         // LAN-fast where KVS waits minutes.
-        assert_eq!((c.sync_interval, c.catchup_interval), (10, 120));
+        assert_eq!((c.sync_interval, c.catchup_interval), (10, 1));
         assert_eq!(c.bootstrap_max_age_hours, 720);
-        assert_eq!((c.throttle_delay_ms, c.fetch_delay_ms), (100, 50));
+        assert_eq!((c.throttle_delay_ms, c.fetch_delay_ms), (10, 5));
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.max_value_bytes, 1 << 20);
         assert!(!c.node_id.is_empty());
@@ -524,6 +550,9 @@ mod tests {
         assert!(msg("gossip_interval_min: 10\ngossip_interval_max: 5\n")
             .contains("gossip_interval_max"));
         assert!(msg("sync_interval: 0\n").contains("sync_interval"));
+        assert!(msg("sync_interval: 86401\n").contains("sync_interval: must be at most 86400"));
+        assert!(msg("throttle_delay_ms: 60001\n").contains("throttle_delay_ms"));
+        assert!(msg("fetch_delay_ms: 18446744073709551615\n").contains("fetch_delay_ms"));
         assert!(msg("max_connections: 0\n").contains("max_connections"));
         assert!(msg("max_value_bytes: 0\n").contains("max_value_bytes"));
         assert!(msg("node_id: \"\"\n").contains("node_id"));

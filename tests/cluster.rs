@@ -136,51 +136,6 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
     assert_eq!(first.get_json("/health")["member_count"], 1);
 }
 
-/// A write on one node is readable on the other at once (push over the shared port's frames),
-/// a delete too, and both nodes end with the same keyspace hash.
-#[test]
-fn writes_replicate_between_real_processes() {
-    let first = Node::start(&[]);
-    let secret = std::fs::read_to_string(first.data_dir().join("cluster_secret")).unwrap();
-    let seeds = format!("[\"{}\"]", first.addr());
-    let quoted = format!("\"{}\"", secret.trim());
-    let second = Node::start(&[("seed_nodes", &seeds), ("cluster_secret", &quoted)]);
-    let mut both = vec![(first.node_id(), "alive"), (second.node_id(), "alive")];
-    both.sort();
-    wait_listed(&first, &both);
-    wait_listed(&second, &both);
-    // A new node pulls the cluster's data (nothing here) before it takes writes.
-    wait_for(CONVERGE, "the second node to finish its bootstrap", || {
-        (second.get_json("/health")["mode"] == "normal").then_some(())
-    });
-
-    let value = br#"{"replicated": "yes", "n": 1}"#;
-    assert_eq!(first.put("users/a", value).status, 200);
-    let got = wait_for(CONVERGE, "the write to reach the second node", || {
-        let resp = second.get("users/a");
-        (resp.status == 200).then_some(resp.body)
-    });
-    assert_eq!(got, value, "the bytes as written");
-    assert_eq!(second.delete("users/a").status, 204);
-    wait_for(CONVERGE, "the delete to reach the first node", || {
-        (first.get("users/a").status == 404).then_some(())
-    });
-    let hash = |n: &Node| n.get_json("/health")["keyspace_hash"].clone();
-    wait_for(CONVERGE, "equal keyspace hashes", || {
-        (hash(&first) == hash(&second)).then_some(())
-    });
-    let metrics = first
-        .http()
-        .request("GET", &first.url("/metrics"), None)
-        .text();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "kvs_replication_received_records_total 1"),
-        "{metrics}"
-    );
-}
-
 /// Frames share the HTTP port: a connection that opens with the frame magic but carries a forged
 /// frame, or announces an oversized one, is dropped and counted by reason, and HTTP on the same
 /// port is unaffected.
@@ -393,4 +348,250 @@ fn a_timestamp_collision_resolves_to_the_oldest_nodes_version_on_every_node() {
         })
         .sum();
     assert_eq!(counted, decisions.len(), "every decision counted by reason");
+}
+
+/// The secret a founding node generated, quoted for YAML.
+fn secret_of(node: &Node) -> String {
+    let secret = std::fs::read_to_string(node.data_dir().join("cluster_secret"))
+        .expect("the founding node's generated secret");
+    format!("\"{}\"", secret.trim())
+}
+
+/// Every node's `(id, alive)`, sorted.
+fn all_alive(nodes: &[&Node]) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.node_id().to_owned(), "alive".to_owned()))
+        .collect();
+    list.sort();
+    list
+}
+
+fn wait_all_listed(nodes: &[&Node]) {
+    let expected = all_alive(nodes);
+    let pairs: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    for node in nodes {
+        wait_listed(node, &pairs);
+    }
+}
+
+fn wait_mode(node: &Node, mode: &str) {
+    wait_for(
+        CONVERGE,
+        &format!("{} in mode {mode}", node.node_id()),
+        || (node.get_json("/health")["mode"] == mode).then_some(()),
+    );
+}
+
+fn keyspace_hash(node: &Node) -> String {
+    node.get_json("/health")["keyspace_hash"]
+        .as_str()
+        .expect("a keyspace hash")
+        .to_owned()
+}
+
+/// Waits until every node holds the same keyspace as `nodes[0]`.
+fn wait_converged(nodes: &[&Node], what: &str) {
+    wait_for(CONVERGE, what, || {
+        let first = keyspace_hash(nodes[0]);
+        nodes[1..]
+            .iter()
+            .all(|n| keyspace_hash(n) == first)
+            .then_some(())
+    });
+}
+
+/// The sum of a metric's series (every label set) in `node`'s `/metrics`.
+fn metric_sum(node: &Node, name: &str) -> f64 {
+    let text = node
+        .http()
+        .request("GET", &node.url("/metrics"), None)
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends junk to every port of `node`: TCP connections of random bytes (half of them opening
+/// with the frame magic, the rest going to HTTP) and UDP datagrams of random bytes, some larger
+/// than any datagram kvs sends. Waits until the node counted each rejected frame connection and
+/// datagram (in small bursts, so the kernel's socket buffer never drops any).
+fn send_junk(node: &Node, rng: &mut rand_chacha::ChaCha12Rng) {
+    use rand_core::Rng;
+    use std::io::{Read, Write};
+    let frames_before = metric_sum(node, "kvs_frame_connections_dropped_total");
+    for i in 0..6 {
+        let mut bytes = vec![0u8; 1 + (rng.next_u32() % 65_536) as usize];
+        rng.fill_bytes(&mut bytes);
+        if i % 2 == 0 {
+            bytes.splice(0..0, kvs::cluster::frame::MAGIC.iter().copied());
+        }
+        let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // The node may close before reading everything: a failed write is fine.
+        let _ = conn.write_all(&bytes);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        if let Err(e) = conn.read_to_end(&mut answer) {
+            assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "the node kept a junk connection open: {e}"
+            );
+        }
+    }
+    wait_for(CONVERGE, "the junk frame connections counted", || {
+        (metric_sum(node, "kvs_frame_connections_dropped_total") >= frames_before + 3.0)
+            .then_some(())
+    });
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagrams_before = metric_sum(node, "kvs_gossip_datagrams_dropped_total");
+    let mut sent = 0.0;
+    for burst in 0..10 {
+        for i in 0..10 {
+            let len = if burst == 9 && i < 2 {
+                9_000
+            } else {
+                (rng.next_u32() % 1_500) as usize
+            };
+            let mut bytes = vec![0u8; len];
+            rng.fill_bytes(&mut bytes);
+            socket.send_to(&bytes, node.addr()).unwrap();
+            sent += 1.0;
+        }
+        wait_for(CONVERGE, "the junk datagrams counted", || {
+            (metric_sum(node, "kvs_gossip_datagrams_dropped_total") >= datagrams_before + sent)
+                .then_some(())
+        });
+    }
+}
+
+/// KVS's README cluster: three config files holding only KVS's keys (`node_id`, `port`,
+/// `data_dir`, `seed_nodes`) and `cluster_secret`. A put on one node is readable on the others,
+/// a delete on another is gone everywhere; then junk sent to every port of every node (random
+/// TCP bytes, random datagrams) is dropped and counted, and the cluster stays whole and
+/// replicating.
+#[test]
+fn three_nodes_from_kvs_configs_replicate_and_shrug_off_random_bytes() {
+    let first = Node::start_bare(&[("port", "0")]);
+    let seeds = format!("[\"{}\"]", first.addr());
+    let secret = secret_of(&first);
+    let kvs_config = [
+        ("port", "0"),
+        ("seed_nodes", seeds.as_str()),
+        ("cluster_secret", secret.as_str()),
+    ];
+    let second = Node::start_bare(&kvs_config);
+    let third = Node::start_bare(&kvs_config);
+    let nodes = [&first, &second, &third];
+    wait_all_listed(&nodes);
+    for node in nodes {
+        wait_mode(node, "normal");
+        assert_eq!(node.get_json("/health")["member_count"], 3);
+    }
+
+    let value = br#"{"name": "John", "age": 30}"#;
+    assert_eq!(first.put("users/john/profile", value).status, 200);
+    for node in [&second, &third] {
+        let got = wait_for(CONVERGE, "the put on the other nodes", || {
+            let resp = node.get("users/john/profile");
+            (resp.status == 200).then_some(resp.body)
+        });
+        assert_eq!(got, value);
+    }
+    assert_eq!(third.delete("users/john/profile").status, 204);
+    for node in [&first, &second] {
+        wait_for(CONVERGE, "the delete on the other nodes", || {
+            (node.get("users/john/profile").status == 404).then_some(())
+        });
+    }
+    wait_converged(&nodes, "equal keyspaces after the put and the delete");
+    // Replication is measured: the first node pushed, the others timed the arrivals.
+    assert!(metric_sum(&first, "kvs_frame_bytes_total") > 0.0);
+    assert!(metric_sum(&second, "kvs_replication_lag_seconds_count") >= 2.0);
+
+    let mut rng = <rand_chacha::ChaCha12Rng as rand_core::SeedableRng>::seed_from_u64(0x006b_7673);
+    for node in nodes {
+        send_junk(node, &mut rng);
+    }
+    for node in nodes {
+        assert_eq!(node.get_json("/health")["status"], "ok");
+    }
+    wait_all_listed(&nodes);
+    assert_eq!(second.put("users/after-the-junk", b"1").status, 200);
+    for node in [&first, &third] {
+        wait_for(
+            CONVERGE,
+            "a write after the junk on the other nodes",
+            || (node.get("users/after-the-junk").status == 200).then_some(()),
+        );
+    }
+}
+
+/// Catch-up, bootstrap and read-only replication: a read-only node takes every replicated write
+/// but refuses client writes with 403; a new node pulls the existing data while `syncing`; a
+/// node killed with SIGKILL misses writes and deletes, and anti-entropy brings it level after
+/// its restart.
+#[test]
+fn a_read_only_node_replicates_a_new_node_bootstraps_and_a_killed_node_catches_up() {
+    let first = Node::start(&[("sync_interval", "1")]);
+    let seeds = format!("[\"{}\"]", first.addr());
+    let secret = secret_of(&first);
+    let joining = [
+        ("seed_nodes", seeds.as_str()),
+        ("cluster_secret", secret.as_str()),
+        ("sync_interval", "1"),
+    ];
+    let mut read_only = joining.to_vec();
+    read_only.push(("read_only", "true"));
+    let second = Node::start(&read_only);
+    wait_all_listed(&[&first, &second]);
+    wait_mode(&second, "read_only");
+
+    for i in 0..300 {
+        let resp = first.put(
+            &format!("load/{i:04}"),
+            format!("{{\"i\": {i}}}").as_bytes(),
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    wait_converged(&[&first, &second], "the read-only node to hold every write");
+    let refused = second.put("load/mine", b"1");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    let mut third = Node::start(&joining);
+    wait_all_listed(&[&first, &second, &third]);
+    wait_mode(&third, "normal");
+    let log = third.log();
+    assert!(
+        log.contains("bootstrap complete") && log.contains("records=300"),
+        "{log}"
+    );
+    wait_converged(&[&first, &third], "the new node to hold the cluster's data");
+
+    third.kill9();
+    for i in 300..400 {
+        assert_eq!(first.put(&format!("load/{i:04}"), b"2").status, 200);
+    }
+    for i in 0..10 {
+        assert_eq!(first.delete(&format!("load/{i:04}")).status, 204);
+    }
+    third.restart();
+    wait_converged(
+        &[&first, &second, &third],
+        "the restarted node to catch up on what it missed",
+    );
+    assert_eq!(third.get("load/0399").status, 200);
+    assert_eq!(
+        third.get("load/0000").status,
+        404,
+        "a missed delete applied"
+    );
 }

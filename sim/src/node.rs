@@ -30,6 +30,7 @@ use kvs::host::Host;
 use kvs::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use kvs::seam::Clock;
 use kvs::storage::{OpenError, Record, StorageReader, Store};
+use kvs::sync::Pace;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use tokio::sync::{mpsc, watch};
@@ -303,7 +304,10 @@ impl Machine {
                 frame_keys,
                 seeds,
                 reap_after: MEMBER_REAP_AFTER,
-                sync_every: SYNC_EVERY,
+                pace: Pace {
+                    round_every: SYNC_EVERY,
+                    ..kvs::config::Config::default().pace()
+                },
                 bootstrap_max_age: Duration::from_secs(720 * 3600),
             },
             mode,

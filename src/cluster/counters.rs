@@ -17,7 +17,16 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
-/// Datagram counters of one node.
+/// A frame exchange's kind and direction, as metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// `SyncRequest::kind`.
+    pub kind: &'static str,
+    /// `sent` (the request) or `received` (its answer).
+    pub direction: &'static str,
+}
+
+/// Datagram and frame counters of one node.
 #[derive(Debug, Clone, Default)]
 pub struct NetCounters {
     /// Datagrams sent.
@@ -29,6 +38,8 @@ pub struct NetCounters {
     dropped: Family<ReasonLabel, Counter>,
     /// Frame connections dropped, by reason (bad MAC, malformed, oversized, truncated...).
     frames_dropped: Family<ReasonLabel, Counter>,
+    /// Bytes of this node's requests and of their answers, whole frames, by request kind.
+    frame_bytes: Family<FrameLabels, Counter>,
 }
 
 impl NetCounters {
@@ -71,6 +82,22 @@ impl NetCounters {
             .get()
     }
 
+    /// Counts the bytes of one request this node sent and of the answer it got.
+    pub fn exchanged(&self, kind: &'static str, sent: usize, received: usize) {
+        for (direction, bytes) in [("sent", sent), ("received", received)] {
+            self.frame_bytes
+                .get_or_create(&FrameLabels { kind, direction })
+                .inc_by(bytes as u64);
+        }
+    }
+
+    /// Bytes counted for `kind` in `direction`.
+    pub fn exchanged_bytes(&self, kind: &'static str, direction: &'static str) -> u64 {
+        self.frame_bytes
+            .get_or_create(&FrameLabels { kind, direction })
+            .get()
+    }
+
     /// Adds the counters to a node's registry.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -92,6 +119,11 @@ impl NetCounters {
             "frame_connections_dropped",
             "Sync frame connections dropped, by reason",
             self.frames_dropped.clone(),
+        );
+        registry.register(
+            "frame_bytes",
+            "Bytes of this node's sync requests and their answers, by kind (anti-entropy: branches, leaves, segments, fetch)",
+            self.frame_bytes.clone(),
         );
     }
 }

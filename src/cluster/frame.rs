@@ -88,6 +88,22 @@ pub enum SyncRequest {
     },
 }
 
+impl SyncRequest {
+    /// The request's kind, as a metric label: anti-entropy's are `branches`, `leaves`,
+    /// `segments` and `fetch`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncRequest::Push { .. } => "push",
+            SyncRequest::Branches => "branches",
+            SyncRequest::Leaves { .. } => "leaves",
+            SyncRequest::Segments { .. } => "segments",
+            SyncRequest::Fetch { .. } => "fetch",
+            SyncRequest::Versions { .. } => "versions",
+            SyncRequest::Since { .. } => "since",
+        }
+    }
+}
+
 /// The answer to a [`SyncRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {

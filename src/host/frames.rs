@@ -301,6 +301,10 @@ async fn peer(
             connection = None;
             result = exchange(&mut connection, to, &request, &keys, &mut rng).await;
         }
+        let result = result.map(|(response, sent, received)| {
+            counters.exchanged(request.request.kind(), sent, received);
+            response
+        });
         if let Err(TransportError::Refused(reason)) = &result {
             if counters.frame_drop_for(reason) {
                 tracing::warn!(%to, reason, "a peer's answer was refused");
@@ -317,14 +321,15 @@ async fn peer(
     }
 }
 
-/// Sends one request and reads its answer, connecting first if needed.
+/// Sends one request and reads its answer, connecting first if needed; with the answer, the
+/// bytes of the request's frame and of the answer's.
 async fn exchange(
     connection: &mut Option<Connection>,
     to: SocketAddr,
     request: &PeerRequest,
     keys: &FrameKeys,
     rng: &mut ChaCha12Rng,
-) -> Result<frame::SyncResponse, TransportError> {
+) -> Result<(frame::SyncResponse, usize, usize), TransportError> {
     if connection.is_none() {
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
             Ok(Ok(stream)) => stream,
@@ -374,10 +379,11 @@ async fn exchange(
         Err(Ended::Refused(reason)) => return Err(TransportError::Refused(reason.label())),
     };
     c.seq_in += 1;
+    let received = 4 + body.len() + TAG_BYTES;
     let response: WireResponse = postcard::from_bytes(&body)
         .map_err(|_| TransportError::Refused(Rejected::Malformed.label()))?;
     if response.id != request.id {
         return Err(TransportError::Refused("wrong_correlation_id"));
     }
-    Ok(response.response)
+    Ok((response.response, out.len(), received))
 }

@@ -191,7 +191,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             frame_keys: FrameKeys::new(&secret, &previous),
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
-            sync_every: Duration::from_secs(config.sync_interval),
+            pace: config.pace(),
             bootstrap_max_age: Duration::from_secs(
                 config.bootstrap_max_age_hours.saturating_mul(3600),
             ),

@@ -33,7 +33,7 @@ use crate::metrics::NodeMetrics;
 use crate::seam::{Actor, Addr, Clock};
 use crate::storage::{StorageActor, Store, Wal};
 use crate::sync::conflict::{ConflictCounters, ConflictSpec, DecisionLog};
-use crate::sync::{ConflictActor, ConflictMsg, PeerLink, SyncActor, SyncCounters, SyncMsg};
+use crate::sync::{ConflictActor, ConflictMsg, Pace, PeerLink, SyncActor, SyncCounters, SyncMsg};
 
 /// How long a stopping node waits for its departure notice to be handed to the socket.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,8 +53,9 @@ pub struct ClusterSpec {
     pub seeds: Vec<SocketAddr>,
     /// How long dead and departed members stay listed.
     pub reap_after: Duration,
-    /// Pause between anti-entropy rounds (`sync_interval`).
-    pub sync_every: Duration,
+    /// Anti-entropy's pace (`sync_interval`, `catchup_interval`, `throttle_delay_ms`,
+    /// `fetch_delay_ms`).
+    pub pace: Pace,
     /// How far back a new node's bootstrap fetches (`bootstrap_max_age_hours`).
     pub bootstrap_max_age: Duration,
 }
@@ -109,7 +110,7 @@ impl<H: Host> Node<H> {
             frame_keys,
             seeds,
             reap_after,
-            sync_every,
+            pace,
             bootstrap_max_age,
         } = spec.cluster;
         let port = socket.local_addr().map_err(|e| SpawnError {
@@ -150,7 +151,7 @@ impl<H: Host> Node<H> {
             store.reader(),
             link(sync.wrapping(SyncMsg::Answer)),
             sync_counters,
-            sync_every,
+            pace,
         );
         let decisions = DecisionLog::default();
         let conflict_actor = ConflictActor::new(ConflictSpec {

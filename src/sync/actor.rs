@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use rand_core::Rng;
 
 use crate::api::{KeyPath, Mode, SharedMode};
@@ -30,7 +31,7 @@ use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
 use crate::storage::{Record, StorageMsg, StorageReader, Write};
 
-use super::repair;
+use super::repair::{self, FETCH_KEYS_MAX};
 
 /// How often due retries are sent.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -129,8 +130,41 @@ pub enum SyncMsg {
     },
     /// The answer to one of this actor's requests.
     Answer(PeerAnswer),
-    /// Send due retries.
+    /// Send due retries, start rounds, ask for bootstrap pages.
     Tick,
+    /// A round's or a bootstrap's pause is over: send its next request.
+    Resume,
+}
+
+/// How a peer's records arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Pushed by their writer: replication.
+    Push,
+    /// Fetched by an anti-entropy round.
+    AntiEntropy,
+    /// Fetched as a bootstrap page.
+    Bootstrap,
+}
+
+/// `Resume` timers pending at most: one for the round, one for the bootstrap.
+const RESUMES_MAX: usize = 2;
+
+/// The replication lag histogram: 1 ms to 32 s in powers of two.
+#[derive(Debug, Clone)]
+pub struct LagHistogram(pub Histogram);
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        LagHistogram(Histogram::new(exponential_buckets(0.001, 2.0, 16)))
+    }
+}
+
+impl LagHistogram {
+    /// Adds one arrival, `seconds` after its stamp.
+    pub fn observe(&self, seconds: f64) {
+        self.0.observe(seconds);
+    }
 }
 
 /// Counters of the sync actor, exported on `/metrics`.
@@ -152,6 +186,10 @@ pub struct SyncCounters {
     pub rounds: Counter,
     /// Anti-entropy rounds that found the peer in agreement at the root.
     pub rounds_in_agreement: Counter,
+    /// Anti-entropy rounds that found differences to repair (each followed by a catch-up round).
+    pub rounds_repairing: Counter,
+    /// Seconds between a pushed record's timestamp and its arrival here.
+    pub replication_lag: LagHistogram,
     /// Keys anti-entropy fetched from peers.
     pub repaired_fetched: Counter,
     /// Keys anti-entropy pushed to peers.
@@ -161,7 +199,17 @@ pub struct SyncCounters {
 impl SyncCounters {
     /// Adds the counters to a node's registry.
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        let pairs: [(&str, &str, &Counter); 10] = [
+        registry.register(
+            "replication_lag_seconds",
+            "How long after its timestamp a pushed record arrived (includes clock differences)",
+            self.replication_lag.0.clone(),
+        );
+        let pairs: [(&str, &str, &Counter); 11] = [
+            (
+                "antientropy_rounds_repairing",
+                "Anti-entropy rounds that found differences (the next comes at the catch-up pace)",
+                &self.rounds_repairing,
+            ),
             (
                 "replication_skewed_records",
                 "Peers' records refused as stamped too far in the future",
@@ -219,6 +267,38 @@ impl SyncCounters {
     }
 }
 
+/// Anti-entropy's pace, from the config's sync keys (README, "Sync timing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Pause between rounds while this node and its peers agree (`sync_interval`).
+    pub round_every: Duration,
+    /// Pause between rounds while a round still finds differences (`catchup_interval`): a node
+    /// that was away catches up at this pace, then falls back to `round_every`.
+    pub catchup_every: Duration,
+    /// Pause before each request of a round after its first (`throttle_delay_ms`).
+    pub throttle: Duration,
+    /// Pause before each fetch of records after the first: a round's fetch batches and a
+    /// bootstrap's pages (`fetch_delay_ms`).
+    pub fetch_delay: Duration,
+}
+
+impl Pace {
+    /// A pace whose catch-up is never slower than its ordinary rounds.
+    pub fn new(
+        round_every: Duration,
+        catchup_every: Duration,
+        throttle: Duration,
+        fetch_delay: Duration,
+    ) -> Self {
+        Pace {
+            round_every,
+            catchup_every: catchup_every.min(round_every),
+            throttle,
+            fetch_delay,
+        }
+    }
+}
+
 /// A push waiting for its answer or its next attempt.
 struct Push {
     to: SocketAddr,
@@ -236,12 +316,18 @@ enum Stage {
     Fetch,
 }
 
-/// The anti-entropy round in progress: with whom, and which request it waits on.
+/// The anti-entropy round in progress: with whom, and which request it waits on or sends next.
 struct Round {
     peer: SocketAddr,
-    id: u64,
     stage: Stage,
-    sent_at: Duration,
+    /// The request awaited: (id, sent at); `None` while the next one waits for its pause.
+    asked: Option<(u64, Duration)>,
+    /// The next request and when it may go (after `throttle_delay_ms` or `fetch_delay_ms`).
+    next: Option<(Duration, SyncRequest)>,
+    /// Keys still to fetch from the peer after the batch in flight.
+    fetch: Vec<String>,
+    /// Whether the round found a difference (the next round then comes at the catch-up pace).
+    repaired: bool,
 }
 
 /// How long a bootstrapping node waits for a live peer before it gives up and starts empty.
@@ -257,6 +343,8 @@ struct Bootstrap {
     cursor: (u64, String),
     /// The page request waiting for its answer: (id, peer, sent at).
     waiting: Option<(u64, SocketAddr, Duration)>,
+    /// When the next page may be asked for (`fetch_delay_ms` after the last).
+    next_at: Duration,
     /// When it began, and how many records it applied.
     began: Duration,
     records: u64,
@@ -267,10 +355,13 @@ pub struct SyncActor {
     bootstrap: Option<Bootstrap>,
     storage: Addr<StorageMsg>,
     reader: StorageReader,
-    /// Pause between anti-entropy rounds.
-    round_every: Duration,
+    pace: Pace,
     next_round_at: Duration,
     round: Option<Round>,
+    /// Whether the last round found differences (logged when it changes).
+    catching_up: bool,
+    /// `Resume` timers pending (at most `TIMERS_MAX` less the tick's).
+    resumes: usize,
     transport: PeerLink,
     counters: SyncCounters,
     peers: Vec<SocketAddr>,
@@ -288,15 +379,17 @@ impl SyncActor {
         reader: StorageReader,
         transport: PeerLink,
         counters: SyncCounters,
-        round_every: Duration,
+        pace: Pace,
     ) -> Self {
         SyncActor {
             bootstrap: None,
             storage,
             reader,
-            round_every,
-            next_round_at: round_every,
+            pace,
+            next_round_at: pace.round_every,
             round: None,
+            catching_up: false,
+            resumes: 0,
             transport,
             counters,
             peers: Vec::new(),
@@ -316,6 +409,7 @@ impl SyncActor {
             then,
             cursor: (since_ms, String::new()),
             waiting: None,
+            next_at: Duration::ZERO,
             began: Duration::ZERO,
             records: 0,
         });
@@ -346,6 +440,9 @@ impl SyncActor {
                 return;
             }
             b.waiting = None;
+        }
+        if now < b.next_at {
+            return;
         }
         let Some(&peer) = self.peers.first() else {
             if now.saturating_sub(b.began) >= BOOTSTRAP_WAIT_MAX {
@@ -386,12 +483,20 @@ impl SyncActor {
                     .last()
                     .map(|(p, r)| (r.version.timestamp_ms, p.clone()));
                 let count = records.len() as u64;
-                if self.receive(ctx.clock().wall_ms(), peer, records) == SyncResponse::Accepted {
+                let wall_ms = ctx.clock().wall_ms();
+                if self.receive(wall_ms, peer, records, Via::Bootstrap) == SyncResponse::Accepted {
                     let b = self.bootstrap.as_mut().expect("still bootstrapping");
                     b.records += count;
                     b.cursor = last.expect("a page that is not empty");
                 }
-                self.bootstrap_step(now);
+                let delay = self.pace.fetch_delay;
+                let b = self.bootstrap.as_mut().expect("still bootstrapping");
+                b.next_at = now + delay;
+                if delay.is_zero() {
+                    self.bootstrap_step(now);
+                } else {
+                    self.resume_after(ctx, delay);
+                }
             }
             // Busy, no answer: the next tick asks again.
             _ => {}
@@ -472,7 +577,8 @@ impl SyncActor {
         result: Result<SyncResponse, TransportError>,
     ) {
         let now = ctx.clock().monotonic();
-        if self.round.as_ref().is_some_and(|r| r.id == id) {
+        let round_id = self.round.as_ref().and_then(|r| r.asked).map(|a| a.0);
+        if round_id == Some(id) {
             return self.round_answered(ctx, result);
         }
         let bootstrap_id = self.bootstrap.as_ref().and_then(|b| b.waiting).map(|w| w.0);
@@ -493,33 +599,84 @@ impl SyncActor {
     /// round whose answer is overdue.
     fn maybe_start_round(&mut self, ctx: &mut dyn Context<SyncMsg>) {
         let now = ctx.clock().monotonic();
-        if let Some(round) = &self.round {
-            if now.saturating_sub(round.sent_at) < IN_FLIGHT_TIMEOUT {
+        if let Some(Round {
+            asked: Some((_, sent_at)),
+            ..
+        }) = &self.round
+        {
+            if now.saturating_sub(*sent_at) < IN_FLIGHT_TIMEOUT {
                 return;
             }
-            self.round = None;
+            self.end_round(now);
         }
-        if now < self.next_round_at || self.peers.is_empty() {
+        if self.round.is_some() || now < self.next_round_at || self.peers.is_empty() {
             return;
         }
-        self.next_round_at = now + self.round_every;
         let peer = self.peers[(ctx.rng().next_u64() % self.peers.len() as u64) as usize];
         self.counters.rounds.inc();
-        self.ask(now, peer, Stage::Branches, SyncRequest::Branches);
-    }
-
-    /// Sends a request of the round in progress (or starting).
-    fn ask(&mut self, now: Duration, peer: SocketAddr, stage: Stage, request: SyncRequest) {
-        self.next_id += 1;
-        let id = self.next_id;
         self.round = Some(Round {
             peer,
-            id,
-            stage,
-            sent_at: now,
+            stage: Stage::Branches,
+            asked: None,
+            next: Some((now, SyncRequest::Branches)),
+            fetch: Vec::new(),
+            repaired: false,
         });
-        if self.transport.send(peer, id, request).is_err() {
-            self.round = None;
+        self.send_due(now);
+    }
+
+    /// Sends the round's next request if its pause is over.
+    fn send_due(&mut self, now: Duration) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if round.next.as_ref().is_none_or(|(at, _)| *at > now) {
+            return;
+        }
+        let (_, request) = round.next.take().expect("checked above");
+        self.next_id += 1;
+        let id = self.next_id;
+        round.asked = Some((id, now));
+        if self.transport.send(round.peer, id, request).is_err() {
+            self.end_round(now);
+        }
+    }
+
+    /// Ends the round: the next comes after `catchup_interval` if this one found differences,
+    /// else after `sync_interval`.
+    fn end_round(&mut self, now: Duration) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        if round.repaired != self.catching_up {
+            self.catching_up = round.repaired;
+            if round.repaired {
+                tracing::info!(
+                    peer = %round.peer,
+                    every_ms = self.pace.catchup_every.as_millis() as u64,
+                    "anti-entropy found differences: catching up"
+                );
+            } else {
+                tracing::info!(peer = %round.peer, "anti-entropy: caught up");
+            }
+        }
+        if round.repaired {
+            self.counters.rounds_repairing.inc();
+        }
+        let pause = if round.repaired {
+            self.pace.catchup_every
+        } else {
+            self.pace.round_every
+        };
+        self.next_round_at = now + pause;
+    }
+
+    /// Schedules a `Resume` after `delay`, unless every timer is taken (the next tick then
+    /// does its work, at most `TICK` later).
+    fn resume_after(&mut self, ctx: &mut dyn Context<SyncMsg>, delay: Duration) {
+        if self.resumes < RESUMES_MAX {
+            self.resumes += 1;
+            ctx.schedule(delay, SyncMsg::Resume);
         }
     }
 
@@ -530,31 +687,38 @@ impl SyncActor {
         result: Result<SyncResponse, TransportError>,
     ) {
         let now = ctx.clock().monotonic();
-        let Some(round) = self.round.take() else {
+        let Some(round) = &mut self.round else {
             return;
         };
-        let peer = round.peer;
-        let step = match (round.stage, result) {
+        round.asked = None;
+        let (peer, stage) = (round.peer, round.stage);
+        let (throttle, fetch_delay) = (self.pace.throttle, self.pace.fetch_delay);
+        let step = match (stage, result) {
             (Stage::Branches, Ok(SyncResponse::Branches(theirs))) => {
                 let branches = repair::differing_branches(&self.reader.tree(), &theirs);
                 if branches.is_empty() {
                     self.counters.rounds_in_agreement.inc();
                     None
                 } else {
-                    Some((Stage::Leaves, SyncRequest::Leaves { branches }))
+                    Some((Stage::Leaves, SyncRequest::Leaves { branches }, throttle))
                 }
             }
             (Stage::Leaves, Ok(SyncResponse::Leaves(theirs))) => {
                 let segments = repair::differing_segments(&self.reader.tree(), &theirs);
-                (!segments.is_empty())
-                    .then_some((Stage::Segments, SyncRequest::Segments { segments }))
+                (!segments.is_empty()).then_some((
+                    Stage::Segments,
+                    SyncRequest::Segments { segments },
+                    throttle,
+                ))
             }
             (Stage::Segments, Ok(SyncResponse::Segments(theirs))) => {
                 match repair::compare_segments(&self.reader, &theirs) {
                     Ok(diff) => {
                         self.push_newer(now, peer, &diff.push);
-                        (!diff.fetch.is_empty())
-                            .then_some((Stage::Fetch, SyncRequest::Fetch { keys: diff.fetch }))
+                        let round = self.round.as_mut().expect("a round in progress");
+                        round.repaired = !diff.fetch.is_empty() || !diff.push.is_empty();
+                        round.fetch = diff.fetch;
+                        self.next_fetch(throttle)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "anti-entropy: reading segments");
@@ -564,17 +728,40 @@ impl SyncActor {
             }
             (Stage::Fetch, Ok(SyncResponse::Records(records))) => {
                 let count = records.len() as u64;
-                if self.receive(ctx.clock().wall_ms(), peer, records) == SyncResponse::Accepted {
+                let wall_ms = ctx.clock().wall_ms();
+                if self.receive(wall_ms, peer, records, Via::AntiEntropy) == SyncResponse::Accepted
+                {
                     self.counters.repaired_fetched.inc_by(count);
+                    self.next_fetch(fetch_delay)
+                } else {
+                    None
                 }
-                None
             }
             // Busy, an answer to another question, or no answer: try again next round.
             _ => None,
         };
-        if let Some((stage, request)) = step {
-            self.ask(now, peer, stage, request);
+        let Some((stage, request, delay)) = step else {
+            return self.end_round(now);
+        };
+        let round = self.round.as_mut().expect("a round in progress");
+        round.stage = stage;
+        round.next = Some((now + delay, request));
+        if delay.is_zero() {
+            self.send_due(now);
+        } else {
+            self.resume_after(ctx, delay);
         }
+    }
+
+    /// The round's next `Fetch` (the next `FETCH_KEYS_MAX` keys it found), after `delay`.
+    fn next_fetch(&mut self, delay: Duration) -> Option<(Stage, SyncRequest, Duration)> {
+        let round = self.round.as_mut()?;
+        if round.fetch.is_empty() {
+            return None;
+        }
+        let rest = round.fetch.split_off(round.fetch.len().min(FETCH_KEYS_MAX));
+        let keys = std::mem::replace(&mut round.fetch, rest);
+        Some((Stage::Fetch, SyncRequest::Fetch { keys }, delay))
     }
 
     /// Pushes this node's records of `keys` to `peer` (anti-entropy found it holds them older).
@@ -601,7 +788,9 @@ impl SyncActor {
     /// Answers a peer's request.
     fn serve(&mut self, wall_ms: u64, from: SocketAddr, request: SyncRequest) -> SyncResponse {
         let answer = match request {
-            SyncRequest::Push { records } => return self.receive(wall_ms, from, records),
+            SyncRequest::Push { records } => {
+                return self.receive(wall_ms, from, records, Via::Push)
+            }
             SyncRequest::Branches => Ok(repair::answer_branches(&self.reader)),
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
             SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
@@ -638,14 +827,22 @@ impl SyncActor {
         }
     }
 
-    /// Hands a peer's records to storage; `Busy` if storage cannot take them now.
+    /// Hands a peer's records to storage; `Busy` if storage cannot take them now. Pushed records
+    /// add to the replication lag histogram: how long after its stamp each arrived.
     fn receive(
         &mut self,
         wall_ms: u64,
         from: SocketAddr,
         records: Vec<(String, Record)>,
+        via: Via,
     ) -> SyncResponse {
         for (path, record) in records {
+            if via == Via::Push {
+                let lag_ms = wall_ms.saturating_sub(record.version.timestamp_ms);
+                self.counters
+                    .replication_lag
+                    .observe(lag_ms as f64 / 1000.0);
+            }
             if record.version.timestamp_ms > wall_ms.saturating_add(SKEW_MAX_MS) {
                 self.counters.skewed_records.inc();
                 tracing::warn!(
@@ -717,7 +914,7 @@ fn chunks(records: Vec<(String, Record)>) -> Vec<Vec<(String, Record)>> {
 impl Actor for SyncActor {
     type Msg = SyncMsg;
     const NAME: &'static str = "sync";
-    const TIMERS_MAX: usize = 1;
+    const TIMERS_MAX: usize = 1 + RESUMES_MAX;
 
     fn started(&mut self, ctx: &mut dyn Context<SyncMsg>) {
         let now = ctx.clock().monotonic();
@@ -745,8 +942,14 @@ impl Actor for SyncActor {
             SyncMsg::Tick => {
                 self.tick(now);
                 self.bootstrap_step(now);
+                self.send_due(now);
                 self.maybe_start_round(ctx);
                 ctx.schedule(TICK, SyncMsg::Tick);
+            }
+            SyncMsg::Resume => {
+                self.resumes -= 1;
+                self.bootstrap_step(now);
+                self.send_due(now);
             }
         }
     }
@@ -758,8 +961,9 @@ mod tests {
 
     use super::*;
     use crate::seam::testing::TestContext;
-    use crate::seam::Mailbox;
+    use crate::seam::{Clock, Mailbox};
     use crate::storage::Version;
+    use crate::sync::{BRANCHES, LEAVES_PER_BRANCH};
 
     /// Collects what is sent to it, or refuses everything.
     struct Sink<M>(Mutex<Vec<M>>, Option<SendError>);
@@ -796,9 +1000,27 @@ mod tests {
         requests: Arc<Sink<PeerRequest>>,
         storage: Arc<Sink<StorageMsg>>,
         counters: SyncCounters,
+        /// Timers the actor set, by when they fire.
+        timers: Vec<(Duration, SyncMsg)>,
     }
 
+    /// No anti-entropy round within these tests' hours.
+    const NO_ROUNDS: Pace = Pace {
+        round_every: Duration::from_secs(3600 * 24),
+        catchup_every: Duration::from_secs(3600 * 24),
+        throttle: Duration::ZERO,
+        fetch_delay: Duration::ZERO,
+    };
+
     fn fixture(storage_refuses: Option<SendError>) -> Fixture {
+        paced(NO_ROUNDS, storage_refuses, |actor| actor)
+    }
+
+    fn paced(
+        pace: Pace,
+        storage_refuses: Option<SendError>,
+        setup: impl FnOnce(SyncActor) -> SyncActor,
+    ) -> Fixture {
         let (requests, requests_addr) = sink(None);
         let (_, answers) = sink(None);
         let transport = PeerLink {
@@ -813,24 +1035,24 @@ mod tests {
             0,
         )
         .unwrap();
-        // No anti-entropy round within these tests' hours.
-        let every = Duration::from_secs(3600 * 24);
-        let mut actor = SyncActor::new(
+        let actor = SyncActor::new(
             storage_addr,
             store.reader(),
             transport,
             counters.clone(),
-            every,
+            pace,
         );
-        let mut ctx = TestContext::new(0, 1);
-        actor.started(&mut ctx);
-        Fixture {
-            actor,
-            ctx,
+        let mut f = Fixture {
+            actor: setup(actor),
+            ctx: TestContext::new(0, 1),
             requests,
             storage,
             counters,
-        }
+            timers: Vec::new(),
+        };
+        f.actor.started(&mut f.ctx);
+        f.collect_timers();
+        f
     }
 
     fn peer(i: u8) -> SocketAddr {
@@ -840,18 +1062,59 @@ mod tests {
     impl Fixture {
         fn handle(&mut self, msg: SyncMsg) {
             self.actor.handle(&mut self.ctx, msg);
+            self.collect_timers();
+        }
+
+        fn now(&self) -> Duration {
+            self.ctx.clock.monotonic()
+        }
+
+        fn collect_timers(&mut self) {
+            let now = self.now();
+            assert!(
+                self.timers.len() + self.ctx.scheduled.len() <= SyncActor::TIMERS_MAX,
+                "within the timer bound"
+            );
+            for (after, msg) in self.ctx.scheduled.drain(..) {
+                self.timers.push((now + after, msg));
+            }
         }
 
         fn sent(&self) -> Vec<PeerRequest> {
             std::mem::take(&mut *self.requests.0.lock().unwrap())
         }
 
-        /// Advances the clock by `by` in ticks.
+        /// Advances the clock by `by`, firing the actor's timers as they come due.
         fn run(&mut self, by: Duration) {
-            for _ in 0..by.as_millis() / TICK.as_millis() {
-                self.ctx.clock.advance(TICK);
-                self.handle(SyncMsg::Tick);
+            let end = self.now() + by;
+            while let Some(i) = (0..self.timers.len())
+                .filter(|i| self.timers[*i].0 <= end)
+                .min_by_key(|i| self.timers[*i].0)
+            {
+                let (due, msg) = self.timers.remove(i);
+                self.ctx.clock.advance(due - self.now());
+                self.handle(msg);
             }
+            self.ctx.clock.advance(end - self.now());
+        }
+
+        /// The one request sent since the last look.
+        fn one_sent(&self) -> PeerRequest {
+            let mut sent = self.sent();
+            assert_eq!(
+                sent.len(),
+                1,
+                "{:?}",
+                sent.iter().map(|r| &r.request).collect::<Vec<_>>()
+            );
+            sent.pop().unwrap()
+        }
+
+        fn answer(&mut self, request: &PeerRequest, response: SyncResponse) {
+            self.handle(SyncMsg::Answer(PeerAnswer {
+                id: request.id,
+                result: Ok(response),
+            }));
         }
     }
 
@@ -1042,5 +1305,126 @@ mod tests {
             1,
             "a record larger than a push goes alone"
         );
+    }
+
+    #[test]
+    fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
+        let pace = Pace::new(
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            Duration::from_millis(300),
+            Duration::from_millis(500),
+        );
+        let mut f = paced(pace, None, |actor| actor);
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        f.run(Duration::from_secs(60) - TICK);
+        assert!(f.sent().is_empty(), "no round before sync_interval");
+        f.run(TICK);
+        let branches = f.one_sent();
+        assert_eq!(branches.request, SyncRequest::Branches);
+        f.answer(&branches, SyncResponse::Branches(vec![1; BRANCHES]));
+        // Each later request of the round waits throttle_delay_ms.
+        for expected in ["leaves", "segments"] {
+            f.run(pace.throttle - Duration::from_millis(1));
+            assert!(
+                f.sent().is_empty(),
+                "{expected}: not before the throttle delay"
+            );
+            f.run(Duration::from_millis(1));
+            let request = f.one_sent();
+            let response = match &request.request {
+                SyncRequest::Leaves { branches } => {
+                    assert_eq!(expected, "leaves");
+                    SyncResponse::Leaves(
+                        branches
+                            .iter()
+                            .map(|b| (*b, vec![1; LEAVES_PER_BRANCH]))
+                            .collect(),
+                    )
+                }
+                SyncRequest::Segments { .. } => {
+                    assert_eq!(expected, "segments");
+                    let keys = (0..600)
+                        .map(|i| (format!("k{i:03}"), Version::new(5, [2; 16])))
+                        .collect();
+                    SyncResponse::Segments(vec![(0, keys)])
+                }
+                other => panic!("{expected} expected, got {other:?}"),
+            };
+            f.answer(&request, response);
+        }
+        // The 600 keys this node lacks come in fetches of FETCH_KEYS_MAX, fetch_delay_ms apart.
+        let mut batches = Vec::new();
+        let mut delay = pace.throttle;
+        for _ in 0..3 {
+            f.run(delay - Duration::from_millis(1));
+            assert!(f.sent().is_empty(), "not before the pause");
+            f.run(Duration::from_millis(1));
+            let fetch = f.one_sent();
+            let SyncRequest::Fetch { keys } = &fetch.request else {
+                panic!("a fetch, got {:?}", fetch.request)
+            };
+            batches.push(keys.len());
+            f.answer(&fetch, SyncResponse::Records(Vec::new()));
+            delay = pace.fetch_delay;
+        }
+        assert_eq!(
+            batches,
+            [FETCH_KEYS_MAX, FETCH_KEYS_MAX, 600 - 2 * FETCH_KEYS_MAX]
+        );
+        assert_eq!(f.counters.rounds_repairing.get(), 1);
+        // Behind: the next round comes after catchup_interval, not sync_interval.
+        f.run(pace.catchup_every - TICK);
+        assert!(f.sent().is_empty(), "{:?}", f.sent().len());
+        f.run(TICK);
+        let again = f.one_sent();
+        assert_eq!(again.request, SyncRequest::Branches);
+        let ours = f.actor.reader.tree().branches().to_vec();
+        f.answer(&again, SyncResponse::Branches(ours));
+        assert_eq!(f.counters.rounds_in_agreement.get(), 1);
+        // Caught up: back to sync_interval.
+        f.run(pace.round_every - TICK);
+        assert!(f.sent().is_empty(), "no round before sync_interval again");
+        f.run(TICK);
+        assert_eq!(f.one_sent().request, SyncRequest::Branches);
+    }
+
+    #[test]
+    fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
+        let pace = Pace {
+            fetch_delay: Duration::from_millis(700),
+            ..NO_ROUNDS
+        };
+        let mode = SharedMode::new(Mode::Normal);
+        let mut f = paced(pace, None, |actor| {
+            actor.bootstrapping(mode.clone(), Mode::Normal, 0)
+        });
+        assert_eq!(mode.get(), Mode::Syncing);
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        f.run(TICK);
+        let first = f.one_sent();
+        assert!(matches!(
+            first.request,
+            SyncRequest::Since { after_ms: 0, .. }
+        ));
+        f.answer(&first, SyncResponse::Page(vec![("a".into(), record("1"))]));
+        f.run(pace.fetch_delay - Duration::from_millis(1));
+        assert!(f.sent().is_empty(), "not before fetch_delay_ms");
+        f.run(Duration::from_millis(1));
+        let second = f.one_sent();
+        let SyncRequest::Since {
+            after_ms,
+            after_path,
+        } = &second.request
+        else {
+            panic!("a page, got {:?}", second.request)
+        };
+        assert_eq!(
+            (*after_ms, after_path.as_str()),
+            (5, "a"),
+            "from the last record"
+        );
+        f.answer(&second, SyncResponse::Page(Vec::new()));
+        assert_eq!(mode.get(), Mode::Normal, "an empty page ends it");
     }
 }

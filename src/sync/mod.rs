@@ -14,7 +14,7 @@ pub mod repair;
 pub mod tree;
 
 pub use actor::{
-    PeerAnswer, PeerLink, PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError,
+    Pace, PeerAnswer, PeerLink, PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError,
 };
 pub use conflict::{ConflictActor, ConflictMsg};
 pub use tree::{HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};

@@ -27,6 +27,9 @@ pub const SEGMENT_KEY_BYTES_MAX: usize = 4 * 1024 * 1024;
 const ENTRY_OVERHEAD_BYTES: usize = 10 + 10 + 16;
 /// Most keys one `Fetch` asks for.
 pub const FETCH_KEYS_MAX: usize = 256;
+/// Most keys one round fetches (in `Fetch` requests of `FETCH_KEYS_MAX`, `fetch_delay_ms`
+/// apart): what it finds beyond is left to the next round, which comes at the catch-up pace.
+pub const ROUND_FETCH_KEYS_MAX: usize = 16 * FETCH_KEYS_MAX;
 
 /// This node's answer to a peer's anti-entropy question (`Busy` for a malformed one).
 pub fn answer_branches(reader: &StorageReader) -> SyncResponse {
@@ -223,7 +226,7 @@ pub fn compare_segments(
             }
         }
     }
-    diff.fetch.truncate(FETCH_KEYS_MAX);
+    diff.fetch.truncate(ROUND_FETCH_KEYS_MAX);
     diff.push.truncate(FETCH_KEYS_MAX);
     Ok(diff)
 }

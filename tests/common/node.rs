@@ -23,6 +23,8 @@ pub struct Node {
     dir: TempDir,
     node_id: String,
     overrides: Vec<(String, String)>,
+    /// Whether the config holds only `node_id`, `data_dir` and the overrides (no test base).
+    bare: bool,
     addr: SocketAddr,
     http: Http,
 }
@@ -31,6 +33,16 @@ impl Node {
     /// Starts a node: port 0 on 127.0.0.1, data in the temp dir, log level info, plus `overrides`
     /// (`(key, YAML value)` pairs; a key of the base config is replaced, any other is added).
     pub fn start(overrides: &[(&str, &str)]) -> Node {
+        Node::create(overrides, false)
+    }
+
+    /// Starts a node whose config holds only `node_id`, `data_dir` and `entries`, as a user's
+    /// KVS config would: every other key takes the product's default.
+    pub fn start_bare(entries: &[(&str, &str)]) -> Node {
+        Node::create(entries, true)
+    }
+
+    fn create(overrides: &[(&str, &str)], bare: bool) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("kvs-it-")
             .tempdir()
@@ -45,6 +57,7 @@ impl Node {
             dir,
             node_id,
             overrides: Vec::new(),
+            bare,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: Http::new(),
         };
@@ -177,7 +190,16 @@ impl Node {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = config_yaml(&self.node_id, &self.data_dir(), overrides);
+        let config = if self.bare {
+            let data_dir = serde_json::to_string(&self.data_dir()).expect("path as string");
+            let mut yaml = format!("node_id: \"{}\"\ndata_dir: {data_dir}\n", self.node_id);
+            for (key, value) in overrides {
+                yaml.push_str(&format!("{key}: {value}\n"));
+            }
+            yaml
+        } else {
+            config_yaml(&self.node_id, &self.data_dir(), overrides)
+        };
         std::fs::write(self.config_path(), config).expect("write config.yaml");
         let mut cmd = kvs_command();
         cmd.arg(self.config_path()).current_dir(self.dir());
