@@ -54,6 +54,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/load.rs"]
+mod load;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -62,11 +64,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
+use http_body_util::Full;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use load::{connect, exchange, json_value, Rng};
 
 use common::{config_yaml, kvs_command, parse_listening, Process, SpawnOptions, START_TIMEOUT};
 
@@ -80,10 +81,6 @@ const MEASURE_SECS_DEFAULT: f64 = 5.0;
 const GET_KEYS: u64 = 1_000;
 /// Key space of the PUT phase.
 const PUT_KEYS: u64 = 10_000;
-/// Size of every JSON value written.
-const VALUE_BYTES: usize = 100;
-/// Longest wait for one response before the connection is counted as failed and reopened.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Set (to anything) in the environment of the re-executed bench binary: serve the baseline only.
 const BASELINE_ENV: &str = "KVS_BENCH_BASELINE_SERVER";
 
@@ -126,7 +123,12 @@ fn main() {
 
     let base_first = runtime.block_on(run_phase(&baseline, Workload::Baseline, measure));
     eprintln!("prepopulating {GET_KEYS} keys");
-    runtime.block_on(prepopulate(node.addr));
+    runtime.block_on(load::put_keys(
+        node.addr,
+        "bench/get",
+        0..GET_KEYS,
+        CONNECTIONS,
+    ));
     let get = runtime.block_on(run_phase(&node, Workload::KvsGet, measure));
     let commits_before = node.commits.mark();
     let put = runtime.block_on(run_phase(&node, Workload::KvsPut, measure));
@@ -489,26 +491,6 @@ impl CpuSample {
     }
 }
 
-/// A ~[`VALUE_BYTES`]-byte JSON document for key `n`.
-fn json_value(n: u64) -> Bytes {
-    let head = format!("{{\"id\":{n},\"kind\":\"bench\",\"payload\":\"");
-    let tail = "\"}";
-    let pad = VALUE_BYTES.saturating_sub(head.len() + tail.len());
-    Bytes::from(format!("{head}{}{tail}", "x".repeat(pad)))
-}
-
-/// xorshift64*: fast, deterministic per task, plenty for picking keys.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
 fn request(addr: SocketAddr, workload: Workload, rng: &mut Rng) -> Request<Full<Bytes>> {
     let (method, uri, body) = match workload {
         Workload::Baseline => (Method::GET, "/".to_owned(), Bytes::new()),
@@ -530,72 +512,6 @@ fn request(addr: SocketAddr, workload: Workload, rng: &mut Rng) -> Request<Full<
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     builder.body(Full::new(body)).expect("valid request")
-}
-
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
-/// Sends one request and reads the whole response; `Err` if it failed or was not a 2xx.
-async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(), String> {
-    let work = async {
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-        }
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no response within {REQUEST_TIMEOUT:?}")),
-    }
-}
-
-/// Writes every key the GET phase reads, over [`CONNECTIONS`] connections.
-async fn prepopulate(addr: SocketAddr) {
-    let tasks: Vec<_> = (0..CONNECTIONS as u64)
-        .map(|task| {
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await.expect("prepopulate connection");
-                for n in (task..GET_KEYS).step_by(CONNECTIONS) {
-                    let req = Request::builder()
-                        .method(Method::PUT)
-                        .uri(format!("/kv/bench/get/{n}"))
-                        .header(hyper::header::HOST, addr.to_string())
-                        .header(hyper::header::CONTENT_TYPE, "application/json")
-                        .body(Full::new(json_value(n)))
-                        .expect("valid request");
-                    exchange(&mut sender, req)
-                        .await
-                        .unwrap_or_else(|e| panic!("prepopulating key {n}: {e}"));
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("prepopulate task");
-    }
 }
 
 /// Runs `workload` against `addr`: [`WARMUP`], then `measure` counted.

@@ -50,6 +50,10 @@ pub struct ClusterScenario {
     /// Faults, in time order, from the start of the workload.
     #[serde(default)]
     pub faults: Vec<TimedFault>,
+    /// A randomized fault mix drawn from the seed, after the scheduled `faults` (printed in the
+    /// trace, so a failure shows what struck).
+    #[serde(default)]
+    pub swarm: Option<Swarm>,
     /// Simulated time allowed for convergence once everything is healed (ms).
     pub liveness_budget_ms: u64,
 }
@@ -87,6 +91,18 @@ pub struct CollisionStorm {
     /// Distinct keys the rounds write (`c0`, `c1` ...): fewer keys, more collisions on
     /// already-decided keys.
     pub keys: u64,
+}
+
+/// A randomized fault mix: `faults` faults at random instants within `span_ms`, each kind drawn
+/// from every fault the simulator has (partitions, one-way links, loss, crashes, clock jumps,
+/// a leave and rejoin), each healed or undone before the next of its kind.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// How many faults.
+    pub faults: u64,
+    /// Over how long, from the start of the workload (ms).
+    pub span_ms: u64,
 }
 
 /// A fault and when it strikes.
@@ -130,6 +146,10 @@ pub enum Fault {
     Leave(u64),
     /// Reboot this node (power cut and boot): it rejoins under a new generation.
     Reboot(u64),
+    /// Start this node (until then it does not exist): a new machine with an empty disk joins
+    /// the cluster under the clients' load and bootstraps its data. Late nodes are the
+    /// highest-numbered, serve no clients and take no fault before they join.
+    Join(u64),
     /// Undo every cut and loss.
     Heal,
 }
@@ -139,6 +159,113 @@ pub enum Fault {
 struct Acked {
     version: Version,
     delete: bool,
+    /// The node that acknowledged it.
+    by: String,
+}
+
+/// Every key's acknowledged operations.
+type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
+
+/// How often the fault phase's safety check runs (simulated time).
+const MONITOR_EVERY: Duration = Duration::from_millis(250);
+
+/// The safety invariants, checked during the fault phase as well: every `MONITOR_EVERY`, each
+/// node holds, for every key acknowledged through it, a version at least as new as the newest
+/// it acknowledged (an acknowledgement is durable on its node, through partitions, crashes and
+/// clock jumps). A node that holds nothing, or an older version, lost a write; one that holds a
+/// live value where it acknowledged a delete at least as new resurrected it.
+struct Monitor {
+    nodes: Arc<Mutex<Vec<Arc<SimNode>>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    fn start(nodes: Vec<Arc<SimNode>>, acked: AckLog) -> Monitor {
+        let nodes = Arc::new(Mutex::new(nodes));
+        let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (n, v, halt) = (
+            Arc::clone(&nodes),
+            Arc::clone(&violations),
+            Arc::clone(&stop),
+        );
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(MONITOR_EVERY).await;
+                let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let found = unsafe_states(&nodes, &acked);
+                if !found.is_empty() {
+                    let at = started.elapsed().as_millis();
+                    let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
+                    all.extend(
+                        found
+                            .into_iter()
+                            .map(|f| format!("{f} (during faults, t={at} ms)")),
+                    );
+                    return;
+                }
+            }
+        });
+        Monitor {
+            nodes,
+            violations,
+            stop,
+            task,
+        }
+    }
+
+    /// Watches `nodes` from now on (a node joined).
+    fn watch(&self, nodes: &[Arc<SimNode>]) {
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes.to_vec();
+    }
+
+    /// Stops watching; what it found.
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the monitor ran");
+        let found = self.violations.lock().unwrap_or_else(|e| e.into_inner());
+        found.clone()
+    }
+}
+
+/// Where a node holds less than it acknowledged (see [`Monitor`]).
+fn unsafe_states(nodes: &[Arc<SimNode>], acked: &BTreeMap<String, Vec<Acked>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes {
+        for (key, ops) in acked {
+            let Some(newest) = ops
+                .iter()
+                .filter(|o| o.by == node.name())
+                .max_by_key(|o| o.version)
+            else {
+                continue;
+            };
+            match node.record(key) {
+                None => out.push(format!(
+                    "lost write: {} acknowledged {key} at {:?} and holds nothing",
+                    node.name(),
+                    newest.version
+                )),
+                Some(r) if r.version < newest.version => out.push(format!(
+                    "lost write: {} acknowledged {key} at {:?} and holds the older {:?}",
+                    node.name(),
+                    newest.version,
+                    r.version
+                )),
+                Some(r) if r.version == newest.version && newest.delete && !r.is_tombstone() => out
+                    .push(format!(
+                        "resurrection: {} acknowledged the delete of {key} and holds it live",
+                        node.name()
+                    )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// Loads `scenarios/<name>.yaml` as a cluster scenario.
@@ -180,7 +307,7 @@ pub fn load(name: &str) -> ClusterScenario {
         let nodes: Vec<u64> = match &f.fault {
             Fault::Isolate(n) => n.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
-            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) => vec![*n],
+            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) | Fault::Join(n) => vec![*n],
             Fault::Skew { node, .. } => vec![*node],
             Fault::Loss(rate) => {
                 assert!(
@@ -199,7 +326,143 @@ pub fn load(name: &str) -> ClusterScenario {
             file.nodes
         );
     }
+    let late = file.late();
+    let first_late = file.nodes + 1 - late.len() as u64;
+    assert!(
+        late.iter().copied().eq(first_late..=file.nodes),
+        "{}: faults: the nodes that join late must be the highest-numbered, joining in order",
+        path.display()
+    );
+    for (i, f) in file.faults.iter().enumerate() {
+        let joined = |n: u64| {
+            n < first_late
+                || file.faults[..i]
+                    .iter()
+                    .any(|g| matches!(g.fault, Fault::Join(m) if m == n))
+        };
+        let touched: Vec<u64> = match &f.fault {
+            Fault::Isolate(n) => n.clone(),
+            Fault::OneWay { from, to } => vec![*from, *to],
+            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) => vec![*n],
+            Fault::Skew { node, .. } => vec![*node],
+            Fault::Join(_) | Fault::Loss(_) | Fault::Heal => vec![],
+        };
+        assert!(
+            touched.iter().all(|n| joined(*n)),
+            "{}: faults: a fault at {} ms strikes a node before it joins",
+            path.display(),
+            f.at_ms
+        );
+    }
+    assert!(
+        file.read_only.iter().all(|n| *n < first_late),
+        "{}: read_only: a late node",
+        path.display()
+    );
     file
+}
+
+impl ClusterScenario {
+    /// The nodes that start only when their `join` fault strikes.
+    fn late(&self) -> Vec<u64> {
+        self.faults
+            .iter()
+            .filter_map(|f| match f.fault {
+                Fault::Join(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Draws the swarm's faults from the run's randomness: each an instant within the span and a
+/// kind, with its parameters; a partition, link cut or loss is healed at a random later instant,
+/// a skew set back, a leave followed by a reboot. In time order.
+fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
+    let mut rng = thread_rng();
+    let mut out = Vec::new();
+    let node = |rng: &mut madsim::rand::GlobalRng| rng.gen_range(1..=nodes);
+    for _ in 0..swarm.faults {
+        let at_ms = rng.gen_range(0..swarm.span_ms);
+        let until = |rng: &mut madsim::rand::GlobalRng| {
+            at_ms + rng.gen_range(200..=swarm.span_ms.max(201) / 2)
+        };
+        match rng.gen_range(0..7) {
+            0 => {
+                let mut isolated: Vec<u64> = (1..=nodes).filter(|_| rng.gen_bool(0.4)).collect();
+                if isolated.is_empty() || isolated.len() as u64 == nodes {
+                    isolated = vec![node(&mut rng)];
+                }
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Isolate(isolated),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Heal,
+                });
+            }
+            1 => {
+                let from = node(&mut rng);
+                let to = from % nodes + 1;
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::OneWay { from, to },
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Heal,
+                });
+            }
+            2 => {
+                let rate = f64::from(rng.gen_range(5..40u32)) / 100.0;
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Loss(rate),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Heal,
+                });
+            }
+            3 => out.push(TimedFault {
+                at_ms,
+                fault: Fault::Crash(node(&mut rng)),
+            }),
+            4 => {
+                let n = node(&mut rng);
+                let offset_ms = rng.gen_range(-120_000..=120_000);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Skew { node: n, offset_ms },
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Skew {
+                        node: n,
+                        offset_ms: 0,
+                    },
+                });
+            }
+            5 => {
+                let n = node(&mut rng);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Leave(n),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Reboot(n),
+                });
+            }
+            _ => out.push(TimedFault {
+                at_ms,
+                fault: Fault::Reboot(node(&mut rng)),
+            }),
+        }
+    }
+    out.sort_by_key(|f| f.at_ms);
+    out
 }
 
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
@@ -208,8 +471,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     // Every node lists every other as a seed, as a production cluster lists several: a node
     // that restarts rejoins through whichever answers.
     let seeds: Vec<_> = (1..=scenario.nodes).map(SimNode::addr_of).collect();
+    let late = scenario.late();
     let mut nodes = Vec::new();
-    for id in 1..=scenario.nodes {
+    for id in (1..=scenario.nodes).filter(|n| !late.contains(n)) {
         let mode = if scenario.read_only.contains(&id) {
             kvs::api::Mode::ReadOnly
         } else {
@@ -225,11 +489,21 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     trace.record(format_args!(
         "{} nodes started: {}",
-        scenario.nodes, scenario.about
+        nodes.len(),
+        scenario.about
     ));
+    let mut faults = scenario.faults.clone();
+    if let Some(swarm) = scenario.swarm {
+        let drawn = draw_swarm(swarm, nodes.len() as u64);
+        for f in &drawn {
+            trace.record(format_args!("swarm: at {} ms {:?}", f.at_ms, f.fault));
+        }
+        faults.extend(drawn);
+        faults.sort_by_key(|f| f.at_ms);
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let acked: Arc<Mutex<BTreeMap<String, Vec<Acked>>>> = Arc::default();
+    let acked: AckLog = Arc::default();
     let w = scenario.workload;
     let mut clients = Vec::new();
     for node in &nodes {
@@ -264,10 +538,11 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                     ));
                     if let Some(version) = version {
                         let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
-                        acked
-                            .entry(key)
-                            .or_default()
-                            .push(Acked { version, delete });
+                        acked.entry(key).or_default().push(Acked {
+                            version,
+                            delete,
+                            by: node.name().to_owned(),
+                        });
                     }
                 }
             }));
@@ -279,14 +554,34 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
-    for f in &scenario.faults {
+    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked));
+    // Decisions listed by nodes before their power cuts, and what reading them found.
+    let (mut archived, mut early) = (Vec::new(), Vec::new());
+    for f in &faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         match f.fault {
-            Fault::Crash(n) | Fault::Reboot(n) => nodes[(n - 1) as usize]
-                .crash_and_restart()
-                .await
-                .expect("a crashed disk opens again"),
+            Fault::Join(n) => {
+                let node = SimNode::start_in_cluster(n, SimDisk::new(), seeds.clone())
+                    .await
+                    .expect("a fresh disk opens");
+                let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
+                let health: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                trace.record(format_args!(
+                    "{} joins in mode {}",
+                    node.name(),
+                    health["mode"]
+                ));
+                nodes.push(Arc::new(node));
+                monitor.watch(&nodes);
+            }
+            Fault::Crash(n) | Fault::Reboot(n) => {
+                let node = &nodes[(n - 1) as usize];
+                archived.extend(listed_decisions(node, &mut early).await);
+                node.crash_and_restart()
+                    .await
+                    .expect("a crashed disk opens again")
+            }
             Fault::Leave(n) => {
                 let node = &nodes[(n - 1) as usize];
                 let (status, _) = node
@@ -304,10 +599,11 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     for client in clients {
         client.await.expect("a client finished");
     }
+    let mut violations = monitor.stop().await;
+    violations.append(&mut early);
     apply(&net, &nodes, &Fault::Heal);
     trace.record("healed; checking convergence");
 
-    let mut violations = Vec::new();
     let budget = Duration::from_millis(scenario.liveness_budget_ms);
     let mut waited = Duration::ZERO;
     let step = Duration::from_millis(100);
@@ -320,8 +616,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         if waited >= budget {
             let sizes: Vec<usize> = dumps.iter().map(Vec::len).collect();
             violations.push(format!(
-                "convergence: nodes still differ {} ms after healing (keys per node {sizes:?})",
-                budget.as_millis()
+                "convergence: nodes still differ {} ms after healing (keys per node {sizes:?}); first difference: {}",
+                budget.as_millis(),
+                first_difference(&nodes, &dumps)
             ));
             break None;
         }
@@ -361,20 +658,57 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     if let Some(dumps) = &dumps {
         let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        check_collisions(&nodes, &dumps[0], &acked, &trace, &mut violations).await;
+        check_collisions(
+            &nodes,
+            &archived,
+            &dumps[0],
+            &acked,
+            &trace,
+            &mut violations,
+        )
+        .await;
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
     Outcome { trace, violations }
 }
 
+/// The first key on which the nodes' dumps differ, with each node's version of it.
+fn first_difference(
+    nodes: &[Arc<SimNode>],
+    dumps: &[Vec<(String, kvs::storage::Record)>],
+) -> String {
+    let maps: Vec<BTreeMap<&str, &kvs::storage::Record>> = dumps
+        .iter()
+        .map(|d| d.iter().map(|(k, r)| (k.as_str(), r)).collect())
+        .collect();
+    let keys: std::collections::BTreeSet<&str> =
+        maps.iter().flat_map(|m| m.keys().copied()).collect();
+    for key in keys {
+        let versions: Vec<Option<&kvs::storage::Record>> =
+            maps.iter().map(|m| m.get(key).copied()).collect();
+        if versions.iter().any(|v| *v != versions[0]) {
+            let each: Vec<String> = nodes
+                .iter()
+                .zip(&versions)
+                .map(|(n, r)| match r {
+                    None => format!("{} none", n.name()),
+                    Some(r) => format!(
+                        "{} {:?}{}",
+                        n.name(),
+                        r.version,
+                        if r.is_tombstone() { " deleted" } else { "" }
+                    ),
+                })
+                .collect();
+            return format!("{key}: {}", each.join("; "));
+        }
+    }
+    "none".into()
+}
+
 /// The collision storm: each round, `storm.writers` nodes drawn anew take a PUT of one key at the
 /// same instant.
-async fn collide(
-    storm: CollisionStorm,
-    nodes: Vec<Arc<SimNode>>,
-    trace: Trace,
-    acked: Arc<Mutex<BTreeMap<String, Vec<Acked>>>>,
-) {
+async fn collide(storm: CollisionStorm, nodes: Vec<Arc<SimNode>>, trace: Trace, acked: AckLog) {
     for round in 0..storm.rounds {
         tokio::time::sleep(Duration::from_millis(storm.every_ms)).await;
         let key = format!("c{}", thread_rng().gen_range(0..storm.keys));
@@ -414,10 +748,34 @@ async fn collide(
                 acked.entry(key.clone()).or_default().push(Acked {
                     version,
                     delete: false,
+                    by: node.name().to_owned(),
                 });
             }
         }
     }
+}
+
+/// The decisions `node` lists on `/conflicts/`, with its name. (Its log is in memory: a crash
+/// forgets it, so the run reads it before every power cut.)
+async fn listed_decisions(
+    node: &SimNode,
+    violations: &mut Vec<String>,
+) -> Vec<(String, ListedDecision)> {
+    let (_, body) = node
+        .request(axum::http::Method::GET, "/conflicts/", "")
+        .await;
+    let listed: Vec<ListedDecision> = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{}: /conflicts/ is not a decision list: {e}", node.name()));
+    if listed.len() >= kvs::sync::conflict::DECISIONS_KEPT {
+        violations.push(format!(
+            "{}: its decision log is full, so the check cannot see every decision (fewer rounds)",
+            node.name()
+        ));
+    }
+    listed
+        .into_iter()
+        .map(|d| (node.name().to_owned(), d))
+        .collect()
 }
 
 /// One decision as `GET /conflicts/` lists it.
@@ -467,25 +825,15 @@ fn kvs_rules(ballots: &[ListedBallot]) -> Option<(String, u16, u64, &'static str
 /// every node ended on the strongest decision made for each collision.
 async fn check_collisions(
     nodes: &[Arc<SimNode>],
+    archived: &[(String, ListedDecision)],
     finals: &[(String, kvs::storage::Record)],
     acked: &BTreeMap<String, Vec<Acked>>,
     trace: &Trace,
     violations: &mut Vec<String>,
 ) {
-    let mut decisions: Vec<(String, ListedDecision)> = Vec::new();
+    let mut decisions: Vec<(String, ListedDecision)> = archived.to_vec();
     for node in nodes {
-        let (_, body) = node
-            .request(axum::http::Method::GET, "/conflicts/", "")
-            .await;
-        let listed: Vec<ListedDecision> = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{}: /conflicts/ is not a decision list: {e}", node.name()));
-        if listed.len() >= kvs::sync::conflict::DECISIONS_KEPT {
-            violations.push(format!(
-                "{}: its decision log is full, so the check cannot see every decision (fewer rounds)",
-                node.name()
-            ));
-        }
-        decisions.extend(listed.into_iter().map(|d| (node.name().to_owned(), d)));
+        decisions.extend(listed_decisions(node, violations).await);
     }
     for (node, d) in &decisions {
         let voters: std::collections::BTreeSet<&str> =
@@ -679,7 +1027,11 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         }
         Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
-        Fault::Crash(_) | Fault::Skew { .. } | Fault::Leave(_) | Fault::Reboot(_) => {
+        Fault::Crash(_)
+        | Fault::Skew { .. }
+        | Fault::Leave(_)
+        | Fault::Reboot(_)
+        | Fault::Join(_) => {
             unreachable!("crashes, clocks and leaving are the machines', not the network's")
         }
         Fault::Heal => {

@@ -16,18 +16,30 @@ pub const SEED_VAR: &str = "KVS_SIM_SEED";
 /// Violations shown per failing seed; the replay shows the rest, with the trace.
 const SHOWN: usize = 3;
 
-/// The seeds to run: the one in `KVS_SIM_SEED` if it is set, else `pinned`.
+/// The environment variable that replaces the pinned seeds by a range: `FIRST:COUNT`.
+pub const SEEDS_VAR: &str = "KVS_SIM_SEEDS";
+
+/// The seeds to run: the one in `KVS_SIM_SEED` if it is set, else the range in
+/// `KVS_SIM_SEEDS` (`FIRST:COUNT`) if that is set, else `pinned`.
 ///
 /// # Panics
-/// If `KVS_SIM_SEED` is set but is not an unsigned integer.
+/// If either variable is set but malformed.
 pub fn seeds(pinned: impl IntoIterator<Item = u64>) -> Vec<u64> {
-    match std::env::var(SEED_VAR) {
-        Ok(seed) => vec![seed
+    if let Ok(seed) = std::env::var(SEED_VAR) {
+        return vec![seed
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("{SEED_VAR}={seed:?} is not a u64 seed"))],
-        Err(_) => pinned.into_iter().collect(),
+            .unwrap_or_else(|_| panic!("{SEED_VAR}={seed:?} is not a u64 seed"))];
     }
+    if let Ok(range) = std::env::var(SEEDS_VAR) {
+        let parsed = range.trim().split_once(':').and_then(|(first, count)| {
+            Some((first.parse::<u64>().ok()?, count.parse::<u64>().ok()?))
+        });
+        let (first, count) =
+            parsed.unwrap_or_else(|| panic!("{SEEDS_VAR}={range:?} is not FIRST:COUNT (two u64s)"));
+        return (first..first.saturating_add(count)).collect();
+    }
+    pinned.into_iter().collect()
 }
 
 /// Runs `scenario` to completion in a fresh madsim runtime seeded with `seed`.

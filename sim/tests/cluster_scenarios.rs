@@ -70,3 +70,13 @@ fn timestamp_collision_storm() {
 fn leave_rejoin() {
     sweep_scenario("leave_rejoin");
 }
+
+#[test]
+fn join_bootstrap() {
+    sweep_scenario("join_bootstrap");
+}
+
+#[test]
+fn swarm() {
+    sweep_scenario("swarm");
+}

@@ -117,13 +117,22 @@ pub fn differing(a: &[u64], b: &[u64]) -> Vec<usize> {
     (0..a.len()).filter(|&i| a[i] != b[i]).collect()
 }
 
-/// The 64-bit hash of one (key, version) pair.
+/// The 64-bit hash of one (key, version) pair: every field of the version, its conflict decision
+/// included, so that a node holding a write undecided and one holding it decided differ, and
+/// anti-entropy carries the decision over.
 fn pair_hash(key: &str, version: &Version) -> u64 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&(key.len() as u64).to_le_bytes());
     hasher.update(key.as_bytes());
     hasher.update(&version.timestamp_ms.to_le_bytes());
     hasher.update(&version.uuid);
+    match version.resolution {
+        None => hasher.update(&[0]),
+        Some(r) => hasher
+            .update(&[1])
+            .update(&r.votes.to_le_bytes())
+            .update(&r.oldest_joined_ms.to_le_bytes()),
+    };
     let bytes = hasher.finalize();
     u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
 }
@@ -212,6 +221,30 @@ mod tests {
         expected.dedup();
         assert_eq!(a.tree.differing_segments(&b.tree), expected);
         assert_ne!(a.tree.root(), b.tree.root());
+    }
+
+    #[test]
+    fn a_decision_on_a_version_changes_its_hash() {
+        let undecided = version(5, 1);
+        let decided = Version {
+            resolution: Some(crate::storage::Resolution {
+                votes: 2,
+                oldest_joined_ms: 1,
+            }),
+            ..undecided
+        };
+        let stronger = Version {
+            resolution: Some(crate::storage::Resolution {
+                votes: 3,
+                oldest_joined_ms: 1,
+            }),
+            ..undecided
+        };
+        let hashes = [undecided, decided, stronger].map(|v| pair_hash("k", &v));
+        assert!(
+            hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2],
+            "{hashes:?}"
+        );
     }
 
     #[test]

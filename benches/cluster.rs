@@ -1,0 +1,333 @@
+//! Cluster figures on real `kvs` processes over loopback, each next to a reference measured in
+//! the same run (these machines are noisy: a ratio is a result, an absolute time alone is not).
+//!
+//! Run with `cargo bench --bench cluster` (or `just bench-cluster`). It prints figures and
+//! asserts nothing. `KVS_BENCH_SECS` sets the seconds per throughput phase (default 5),
+//! `KVS_BENCH_KEYS` the keys of the bootstrap and anti-entropy phases (default 100,000).
+//!
+//! 1. **Durable PUT throughput with two live peers**, as a ratio to a standalone node: the same
+//!    load generator ([`CONNECTIONS`] keep-alive connections, random keys), one phase on a node
+//!    of its own, one on a node of a 3-node cluster that pushes every write to both peers.
+//! 2. **Replication lag** during that cluster phase, from the two peers'
+//!    `kvs_replication_lag_seconds` histograms (the time from a write's stamp on the writer to
+//!    its arrival): p50 and p99 as the histogram's bucket bounds (powers of two from 1 ms).
+//!    Reference: the writer's own PUT latency p50/p99 in the same phase.
+//! 3. **Failure detection**: 5 nodes; one is killed with SIGKILL and the time until every other
+//!    node lists it `suspect`, then `dead`, is measured by polling `/members/` every 20 ms; any
+//!    other member ever seen not `alive` is a false positive, reported. Reference: the time until
+//!    every node lists a SIGTERM'd node `left` (a departure announced, not detected).
+//! 4. **Bootstrap**: a new empty node joins a cluster holding `KVS_BENCH_KEYS` keys and pulls
+//!    them all (`syncing` until done): time and bytes. Reference: the bytes it received are the
+//!    cost of sending everything.
+//! 5. **Anti-entropy bytes**: the new node is stopped, `d` keys are rewritten on the others,
+//!    and it is started again (not empty: no bootstrap; anti-entropy repairs it). Every node's
+//!    frame bytes, every kind, from its restart until it holds the same keyspace, as a ratio to
+//!    the bootstrap's bytes, for d = 10 and d = 1,000.
+
+// A benchmark runs real nodes and measures wall time: the seam rule is for src/.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/load.rs"]
+mod load;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Node};
+use load::{connect, exchange, json_value, put_request, Rng};
+
+/// Concurrent connections of the throughput phases.
+const CONNECTIONS: usize = 32;
+/// Keys the throughput phases write, at random.
+const PUT_KEYS: u64 = 10_000;
+/// Longest any convergence may take before the bench gives up.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+fn main() {
+    let secs: f64 = env_or("KVS_BENCH_SECS", 5.0);
+    let keys: u64 = env_or("KVS_BENCH_KEYS", 100_000.0) as u64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+    let measure = Duration::from_secs_f64(secs);
+
+    // 1 and 2: throughput alone and with two peers; the peers' lag histograms.
+    let alone = Node::start(&[]);
+    let first = Node::start(&[]);
+    let joining = joining(&first);
+    let peers = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
+    wait_members(&[&first, &peers[0], &peers[1]], 3);
+    eprintln!("throughput: standalone node");
+    let (alone_rps, _) = runtime.block_on(put_load(alone.addr(), measure));
+    let lag_before: Vec<_> = peers.iter().map(lag_buckets).collect();
+    eprintln!("throughput: node with two peers");
+    let (cluster_rps, put_latency) = runtime.block_on(put_load(first.addr(), measure));
+    wait_converged(&[&first, &peers[0], &peers[1]]);
+    let mut lag = BTreeMap::new();
+    for (peer, before) in peers.iter().zip(&lag_before) {
+        for (le, count) in lag_buckets(peer) {
+            *lag.entry(le).or_insert(0.0) += count - before.get(&le).copied().unwrap_or(0.0);
+        }
+    }
+    drop(alone);
+
+    println!();
+    println!("durable PUT throughput ({CONNECTIONS} connections, {secs:.0} s per phase)");
+    println!("  standalone node      {alone_rps:>9.0} req/s");
+    println!(
+        "  node with 2 peers    {cluster_rps:>9.0} req/s   ratio {:.2} (goal >= 0.80)",
+        cluster_rps / alone_rps
+    );
+    println!("replication lag during the cluster phase (peers' histograms, bucket bounds)");
+    println!(
+        "  p50 <= {}   p99 <= {}   ({} arrivals; goal p99 < 50 ms)",
+        bucket_ms(&lag, 0.50),
+        bucket_ms(&lag, 0.99),
+        lag.values().copied().fold(0.0, f64::max)
+    );
+    println!(
+        "  reference: the writer's PUT latency p50 {:.1} ms, p99 {:.1} ms",
+        put_latency.0, put_latency.1
+    );
+
+    // 3: failure detection at 5 nodes, against a graceful leave.
+    let mut more = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
+    let five = [&first, &peers[0], &peers[1], &more[0], &more[1]];
+    wait_members(&five, 5);
+    let watchers = [&first, &peers[0], &peers[1]];
+    let killed = more[1].node_id().to_owned();
+    let started = Instant::now();
+    more[1].kill9();
+    let (suspect, dead, false_positives) = watch_until(&watchers, &killed, "dead", started);
+    let left_id = more[0].node_id().to_owned();
+    let started = Instant::now();
+    more[0].stop();
+    let (_, left, false_left) = watch_until(&watchers, &left_id, "left", started);
+    println!("failure detection, 5 nodes (SIGKILL; polled every 20 ms)");
+    println!(
+        "  suspect on every node after {:.2} s, dead after {:.2} s (goal < 5 s); false positives: {}",
+        suspect.as_secs_f64(),
+        dead.as_secs_f64(),
+        false_positives + false_left
+    );
+    println!(
+        "  reference: a SIGTERM'd node listed left after {:.2} s",
+        left.as_secs_f64()
+    );
+    drop(more);
+
+    // 4: bootstrap of `keys` keys.
+    eprintln!("writing {keys} keys");
+    runtime.block_on(load::put_keys(first.addr(), "bulk", 0..keys, CONNECTIONS));
+    wait_converged(&[&first, &peers[0], &peers[1]]);
+    let started = Instant::now();
+    let mut newcomer = Node::start(&pairs(&joining));
+    wait_for(PATIENCE, "the new node to bootstrap", || {
+        (newcomer.get_json("/health")["mode"] == "normal").then_some(())
+    });
+    let took = started.elapsed();
+    wait_converged(&[&first, &newcomer]);
+    let everything = metric(&newcomer, "kvs_frame_bytes_total", "kind=\"since\"");
+    println!("bootstrap of {keys} keys by a new node");
+    println!(
+        "  {:.2} s from its start to mode normal; received {:.1} MB ({:.0} keys/s)",
+        took.as_secs_f64(),
+        everything / 1e6,
+        keys as f64 / took.as_secs_f64()
+    );
+
+    // 5: anti-entropy repairing d keys, against sending everything.
+    println!("anti-entropy repair of d differing keys out of {keys}, vs sending everything");
+    let cluster = [&first, &peers[0], &peers[1]];
+    for d in [10, 1_000] {
+        newcomer.stop();
+        runtime.block_on(load::put_keys(
+            first.addr(),
+            "bulk",
+            0..d,
+            CONNECTIONS.min(d as usize),
+        ));
+        wait_converged(&cluster);
+        let before: f64 = cluster.iter().map(|n| total_bytes(n)).sum();
+        newcomer.restart();
+        let started = Instant::now();
+        wait_converged(&[&first, &newcomer]);
+        let took = started.elapsed();
+        let after: f64 = cluster.iter().map(|n| total_bytes(n)).sum();
+        let bytes = after - before + total_bytes(&newcomer);
+        println!(
+            "  d = {d:>5}: {:>10.0} bytes in {:.2} s = {:.3}% of everything (goal < 1% at d = 10)",
+            bytes,
+            took.as_secs_f64(),
+            100.0 * bytes / everything
+        );
+    }
+}
+
+/// `name`'s value from the environment, else `default`.
+fn env_or(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The overrides that join `first`'s cluster.
+fn joining(first: &Node) -> Vec<(String, String)> {
+    let secret = std::fs::read_to_string(first.data_dir().join("cluster_secret"))
+        .expect("the founding node's secret");
+    vec![
+        ("seed_nodes".into(), format!("[\"{}\"]", first.addr())),
+        ("cluster_secret".into(), format!("\"{}\"", secret.trim())),
+        ("sync_interval".into(), "1".into()),
+    ]
+}
+
+fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn wait_members(nodes: &[&Node], count: u64) {
+    for node in nodes {
+        wait_for(PATIENCE, "every member alive", || {
+            (node.get_json("/health")["member_count"] == count).then_some(())
+        });
+    }
+}
+
+fn wait_converged(nodes: &[&Node]) {
+    let hash = |n: &Node| n.get_json("/health")["keyspace_hash"].clone();
+    wait_for(PATIENCE, "equal keyspaces", || {
+        let first = hash(nodes[0]);
+        nodes[1..].iter().all(|n| hash(n) == first).then_some(())
+    });
+}
+
+/// Polls every watcher's `/members/` until each lists `id` as `status`: (when the last of them
+/// first listed it `suspect` or worse, when the last listed it `status`, how many times another
+/// member was seen not alive).
+fn watch_until(
+    watchers: &[&Node],
+    id: &str,
+    status: &str,
+    started: Instant,
+) -> (Duration, Duration, u64) {
+    let mut suspected: Vec<Option<Duration>> = vec![None; watchers.len()];
+    let mut done: Vec<Option<Duration>> = vec![None; watchers.len()];
+    let mut false_positives = 0;
+    while done.iter().any(Option::is_none) {
+        assert!(started.elapsed() < PATIENCE, "{id} never listed {status}");
+        for (i, node) in watchers.iter().enumerate() {
+            let members = node.get_json("/members/");
+            for m in members.as_array().expect("a member list") {
+                let (mid, mstatus) = (m["id"].as_str().unwrap_or(""), m["status"].as_str());
+                if mid == id {
+                    if mstatus != Some("alive") && suspected[i].is_none() {
+                        suspected[i] = Some(started.elapsed());
+                    }
+                    if mstatus == Some(status) && done[i].is_none() {
+                        done[i] = Some(started.elapsed());
+                    }
+                } else if mstatus == Some("suspect") || mstatus == Some("dead") {
+                    false_positives += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = |v: &[Option<Duration>]| v.iter().flatten().max().copied().unwrap_or_default();
+    (last(&suspected), last(&done), false_positives)
+}
+
+/// The cumulative counts of `kvs_replication_lag_seconds`, by bucket bound (ms).
+fn lag_buckets(node: &Node) -> BTreeMap<u64, f64> {
+    metrics(node)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("kvs_replication_lag_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le_ms = if le == "+Inf" {
+                u64::MAX
+            } else {
+                (le.parse::<f64>().ok()? * 1000.0).round() as u64
+            };
+            Some((le_ms, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound under which a share `q` of the arrivals fell.
+fn bucket_ms(cumulative: &BTreeMap<u64, f64>, q: f64) -> String {
+    let total = cumulative.values().copied().fold(0.0, f64::max);
+    match cumulative.iter().find(|(_, c)| **c >= q * total) {
+        Some((&u64::MAX, _)) | None => "more than 32 s".into(),
+        Some((le, _)) => format!("{le} ms"),
+    }
+}
+
+fn metrics(node: &Node) -> String {
+    node.http()
+        .request("GET", &node.url("/metrics"), None)
+        .text()
+}
+
+/// The sum of `name`'s series whose labels contain `label`.
+fn metric(node: &Node, name: &str, label: &str) -> f64 {
+    metrics(node)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every frame byte the node's requests and their answers carried.
+fn total_bytes(node: &Node) -> f64 {
+    metric(node, "kvs_frame_bytes_total", "direction=")
+}
+
+/// Durable PUTs of random keys over [`CONNECTIONS`] connections: 1 s of warm-up, then `measure`
+/// counted. Returns req/s and the latency (p50, p99) in ms.
+async fn put_load(addr: SocketAddr, measure: Duration) -> (f64, (f64, f64)) {
+    let window_start = Instant::now() + Duration::from_secs(1);
+    let window_end = window_start + measure;
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|task| {
+            tokio::spawn(async move {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((task as u64 + 1) << 32));
+                let mut sender = connect(addr).await.expect("load connection");
+                let mut latencies = Vec::new();
+                while Instant::now() < window_end {
+                    let n = rng.below(PUT_KEYS);
+                    let req = put_request(addr, &format!("bench/put/{n}"), json_value(n));
+                    let sent = Instant::now();
+                    exchange(&mut sender, req).await.expect("a durable PUT");
+                    let done = Instant::now();
+                    if done > window_start && done <= window_end {
+                        latencies.push(done - sent);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("load task"));
+    }
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+        latencies[rank - 1].as_secs_f64() * 1000.0
+    };
+    (
+        latencies.len() as f64 / measure.as_secs_f64(),
+        (pct(0.50), pct(0.99)),
+    )
+}
