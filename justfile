@@ -35,3 +35,9 @@ ci:
 # KVS_BENCH_DIR where the node's data lives; RUST_LOG=kvs=trace adds group commit sizes.
 bench:
     cargo bench --bench http
+
+# Cluster figures on real processes (throughput with peers vs alone, replication lag, failure
+# detection, bootstrap, anti-entropy bytes), each next to a same-run reference. KVS_BENCH_SECS
+# sets the seconds per throughput phase (default 5), KVS_BENCH_KEYS the keys (default 100000).
+bench-cluster:
+    cargo bench --bench cluster
