@@ -783,7 +783,10 @@ mod tests {
         for size in [1, 3, 5, 10] {
             let config = swim_config(size);
             assert_eq!(config.suspect_to_down_after, SUSPICION_PER_DECADE, "{size}");
-            assert!(config.max_transmissions.get() >= TRANSMISSIONS_MIN, "{size}");
+            assert!(
+                config.max_transmissions.get() >= TRANSMISSIONS_MIN,
+                "{size}"
+            );
             assert!(
                 config.probe_period + config.probe_rtt + config.suspect_to_down_after
                     < Duration::from_secs(5),
