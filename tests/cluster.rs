@@ -141,27 +141,8 @@ fn nodes_form_a_cluster_with_the_first_nodes_secret_and_strangers_stay_out() {
 /// port is unaffected.
 #[test]
 fn forged_and_oversized_frames_are_dropped_and_counted() {
-    use std::io::{Read, Write};
     let node = Node::start(&[]);
-    let exchange = |bytes: &[u8]| {
-        let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        conn.write_all(bytes).unwrap();
-        // The node closes the connection: the read ends (0 bytes, or a reset), it never hangs
-        // until the read timeout.
-        let mut rest = Vec::new();
-        if let Err(e) = conn.read_to_end(&mut rest) {
-            assert!(
-                !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "the node kept the connection open: {e}"
-            );
-        }
-        rest
-    };
+    let exchange = |bytes: &[u8]| send_until_closed(&node, bytes);
     let mut hello = kvs::cluster::frame::MAGIC.to_vec();
     hello.push(kvs::cluster::frame::VERSION);
     hello.extend([7u8; 16]);
@@ -189,6 +170,29 @@ fn forged_and_oversized_frames_are_dropped_and_counted() {
         (counted("bad_mac") && counted("oversized")).then_some(())
     });
     assert_eq!(node.put("still", b"1").status, 200, "HTTP on the same port");
+}
+
+/// Sends `bytes` on a new TCP connection to `node` and reads until the node closes it: the read
+/// ends (0 bytes, or a reset), it never hangs until the read timeout. What the node answered.
+fn send_until_closed(node: &Node, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The node may close before reading everything: a failed write is fine.
+    let _ = conn.write_all(bytes);
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    if let Err(e) = conn.read_to_end(&mut answer) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the node kept the connection open: {e}"
+        );
+    }
+    answer
 }
 
 /// Writes `record` under `path` into the stopped node's data directory, through the storage
@@ -422,7 +426,6 @@ fn metric_sum(node: &Node, name: &str) -> f64 {
 /// datagram (in small bursts, so the kernel's socket buffer never drops any).
 fn send_junk(node: &Node, rng: &mut rand_chacha::ChaCha12Rng) {
     use rand_core::Rng;
-    use std::io::{Read, Write};
     let frames_before = metric_sum(node, "kvs_frame_connections_dropped_total");
     for i in 0..6 {
         let mut bytes = vec![0u8; 1 + (rng.next_u32() % 65_536) as usize];
@@ -430,22 +433,7 @@ fn send_junk(node: &Node, rng: &mut rand_chacha::ChaCha12Rng) {
         if i % 2 == 0 {
             bytes.splice(0..0, kvs::cluster::frame::MAGIC.iter().copied());
         }
-        let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        // The node may close before reading everything: a failed write is fine.
-        let _ = conn.write_all(&bytes);
-        let _ = conn.shutdown(std::net::Shutdown::Write);
-        let mut answer = Vec::new();
-        if let Err(e) = conn.read_to_end(&mut answer) {
-            assert!(
-                !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "the node kept a junk connection open: {e}"
-            );
-        }
+        send_until_closed(node, &bytes);
     }
     wait_for(CONVERGE, "the junk frame connections counted", || {
         (metric_sum(node, "kvs_frame_connections_dropped_total") >= frames_before + 3.0)
