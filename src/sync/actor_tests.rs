@@ -1,0 +1,472 @@
+//! Unit tests of the sync actor (`sync::actor`), driven by hand through a test `Context`.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::seam::testing::TestContext;
+use crate::seam::{Clock, Mailbox};
+use crate::storage::Version;
+use crate::sync::{BRANCHES, LEAVES_PER_BRANCH};
+
+/// Collects what is sent to it, or refuses everything.
+struct Sink<M>(Mutex<Vec<M>>, Option<SendError>);
+
+impl<M: Send> Mailbox<M> for Sink<M> {
+    fn deliver(&self, msg: M) -> Result<(), SendError> {
+        match self.1 {
+            Some(e) => Err(e),
+            None => {
+                self.0.lock().unwrap().push(msg);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn sink<M: Send + 'static>(refuse: Option<SendError>) -> (Arc<Sink<M>>, Addr<M>) {
+    let sink = Arc::new(Sink(Mutex::new(Vec::new()), refuse));
+    let addr = Addr::new(Arc::clone(&sink) as Arc<dyn Mailbox<M>>);
+    (sink, addr)
+}
+
+fn record(data: &str) -> Record {
+    Record {
+        version: Version::new(5, [1; 16]),
+        origin: "n1".into(),
+        data: Some(data.as_bytes().to_vec()),
+    }
+}
+
+struct Fixture {
+    actor: SyncActor,
+    ctx: TestContext<SyncMsg>,
+    requests: Arc<Sink<PeerRequest>>,
+    storage: Arc<Sink<StorageMsg>>,
+    counters: SyncCounters,
+    /// Timers the actor set, by when they fire.
+    timers: Vec<(Duration, SyncMsg)>,
+}
+
+/// No anti-entropy round within these tests' hours.
+const NO_ROUNDS: Pace = Pace {
+    round_every: Duration::from_secs(3600 * 24),
+    catchup_every: Duration::from_secs(3600 * 24),
+    throttle: Duration::ZERO,
+    fetch_delay: Duration::ZERO,
+};
+
+fn fixture(storage_refuses: Option<SendError>) -> Fixture {
+    paced(NO_ROUNDS, storage_refuses, |actor| actor)
+}
+
+fn paced(
+    pace: Pace,
+    storage_refuses: Option<SendError>,
+    setup: impl FnOnce(SyncActor) -> SyncActor,
+) -> Fixture {
+    let (requests, requests_addr) = sink(None);
+    let (_, answers) = sink(None);
+    let transport = PeerLink {
+        requests: requests_addr,
+        answers,
+    };
+    let (storage, storage_addr) = sink(storage_refuses);
+    let counters = SyncCounters::default();
+    let (store, _) = crate::storage::Store::open(
+        redb::backends::InMemoryBackend::new(),
+        redb::backends::InMemoryBackend::new(),
+        0,
+    )
+    .unwrap();
+    let actor = SyncActor::new(
+        storage_addr,
+        store.reader(),
+        transport,
+        counters.clone(),
+        pace,
+    );
+    let mut f = Fixture {
+        actor: setup(actor),
+        ctx: TestContext::new(0, 1),
+        requests,
+        storage,
+        counters,
+        timers: Vec::new(),
+    };
+    f.actor.started(&mut f.ctx);
+    f.collect_timers();
+    f
+}
+
+fn peer(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 8080))
+}
+
+impl Fixture {
+    fn handle(&mut self, msg: SyncMsg) {
+        self.actor.handle(&mut self.ctx, msg);
+        self.collect_timers();
+    }
+
+    fn now(&self) -> Duration {
+        self.ctx.clock.monotonic()
+    }
+
+    fn collect_timers(&mut self) {
+        let now = self.now();
+        assert!(
+            self.timers.len() + self.ctx.scheduled.len() <= SyncActor::TIMERS_MAX,
+            "within the timer bound"
+        );
+        for (after, msg) in self.ctx.scheduled.drain(..) {
+            self.timers.push((now + after, msg));
+        }
+    }
+
+    fn sent(&self) -> Vec<PeerRequest> {
+        std::mem::take(&mut *self.requests.0.lock().unwrap())
+    }
+
+    /// Advances the clock by `by`, firing the actor's timers as they come due.
+    fn run(&mut self, by: Duration) {
+        let end = self.now() + by;
+        while let Some(i) = (0..self.timers.len())
+            .filter(|i| self.timers[*i].0 <= end)
+            .min_by_key(|i| self.timers[*i].0)
+        {
+            let (due, msg) = self.timers.remove(i);
+            self.ctx.clock.advance(due - self.now());
+            self.handle(msg);
+        }
+        self.ctx.clock.advance(end - self.now());
+    }
+
+    /// The one request sent since the last look.
+    fn one_sent(&self) -> PeerRequest {
+        let mut sent = self.sent();
+        assert_eq!(
+            sent.len(),
+            1,
+            "{:?}",
+            sent.iter().map(|r| &r.request).collect::<Vec<_>>()
+        );
+        sent.pop().unwrap()
+    }
+
+    fn answer(&mut self, request: &PeerRequest, response: SyncResponse) {
+        self.handle(SyncMsg::Answer(PeerAnswer {
+            id: request.id,
+            result: Ok(response),
+        }));
+    }
+}
+
+#[test]
+fn a_commit_is_pushed_to_every_peer_and_an_accepted_push_is_done() {
+    let mut f = fixture(None);
+    f.handle(SyncMsg::Peers(vec![peer(2), peer(3)]));
+    f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+    let sent = f.sent();
+    assert_eq!(
+        sent.iter().map(|r| r.to).collect::<Vec<_>>(),
+        [peer(2), peer(3)]
+    );
+    for r in &sent {
+        f.handle(SyncMsg::Answer(PeerAnswer {
+            id: r.id,
+            result: Ok(SyncResponse::Accepted),
+        }));
+    }
+    f.run(Duration::from_secs(60));
+    assert!(f.sent().is_empty(), "nothing sent again");
+    assert_eq!(f.counters.pushed_records.get(), 2);
+}
+
+#[test]
+fn a_failed_push_is_retried_with_backoff_then_left_to_anti_entropy() {
+    let mut f = fixture(None);
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+    let mut attempts_at = Vec::new();
+    let mut elapsed = Duration::ZERO;
+    let mut failures = [
+        Err(TransportError::Timeout),
+        Ok(SyncResponse::Busy),
+        Err(TransportError::QueueFull),
+    ]
+    .into_iter()
+    .cycle();
+    while elapsed < Duration::from_secs(120) {
+        for r in f.sent() {
+            attempts_at.push(elapsed);
+            let result = failures.next().unwrap();
+            f.handle(SyncMsg::Answer(PeerAnswer { id: r.id, result }));
+        }
+        f.run(TICK);
+        elapsed += TICK;
+    }
+    assert_eq!(attempts_at.len(), PUSH_ATTEMPTS as usize, "{attempts_at:?}");
+    let gaps: Vec<u128> = attempts_at
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= 2 * g[0] - 100),
+        "backoff doubles: {gaps:?}"
+    );
+    assert_eq!(f.counters.pushes_abandoned.get(), 1);
+}
+
+#[test]
+fn a_lost_answer_times_out_and_the_push_is_sent_again() {
+    let mut f = fixture(None);
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    f.handle(SyncMsg::Committed(vec![("k".into(), record("1"))]));
+    let first = f.sent();
+    assert_eq!(first.len(), 1);
+    f.run(IN_FLIGHT_TIMEOUT + RETRY_DELAY_MIN + TICK);
+    let again = f.sent();
+    assert_eq!(again.len(), 1, "sent again after the answer never came");
+    assert_ne!(again[0].id, first[0].id, "a new correlation id");
+}
+
+#[test]
+fn a_peers_records_are_validated_and_handed_to_storage() {
+    let mut f = fixture(None);
+    let mut long_origin = record("1");
+    long_origin.origin = "n".repeat(NODE_ID_BYTES_MAX + 1);
+    let records = vec![
+        ("ok".to_string(), record("{\"a\":1}")),
+        ("a//b".to_string(), record("1")),
+        ("x".to_string(), long_origin),
+        ("y".to_string(), record("not json")),
+        (
+            "gone".to_string(),
+            Record {
+                data: None,
+                ..record("")
+            },
+        ),
+    ];
+    let (reply, mut answer) = reply_channel();
+    f.handle(SyncMsg::Request {
+        from: peer(2),
+        request: SyncRequest::Push { records },
+        reply,
+    });
+    assert_eq!(answer.try_recv().unwrap(), Some(SyncResponse::Accepted));
+    let applied: Vec<String> = f
+        .storage
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            StorageMsg::Write(Write::Apply { path, .. }) => path.clone(),
+            _ => panic!("only applies"),
+        })
+        .collect();
+    assert_eq!(applied, ["ok", "gone"]);
+    assert_eq!(f.counters.malformed_records.get(), 3);
+    assert_eq!(f.counters.received_records.get(), 2);
+
+    let mut busy = fixture(Some(SendError::Full));
+    let (reply, mut answer) = reply_channel();
+    busy.handle(SyncMsg::Request {
+        from: peer(2),
+        request: SyncRequest::Push {
+            records: vec![("ok".into(), record("1"))],
+        },
+        reply,
+    });
+    assert_eq!(answer.try_recv().unwrap(), Some(SyncResponse::Busy));
+}
+
+#[test]
+fn a_record_stamped_far_in_the_future_is_refused_as_skewed() {
+    let mut f = fixture(None);
+    let mut future = record("1");
+    future.version.timestamp_ms = u64::MAX;
+    let mut near = record("1");
+    near.version.timestamp_ms = SKEW_MAX_MS;
+    let (reply, _answer) = reply_channel();
+    f.handle(SyncMsg::Request {
+        from: peer(2),
+        request: SyncRequest::Push {
+            records: vec![("far".into(), future), ("near".into(), near)],
+        },
+        reply,
+    });
+    assert_eq!(f.counters.skewed_records.get(), 1);
+    assert_eq!(
+        f.counters.received_records.get(),
+        1,
+        "within the bound: taken"
+    );
+}
+
+#[test]
+fn a_dead_peer_holds_up_nobody_and_its_pushes_go_when_it_leaves_the_list() {
+    let mut f = fixture(None);
+    f.handle(SyncMsg::Peers(vec![peer(2), peer(3)]));
+    // peer 3 never answers; peer 2 always does.
+    for i in 0..(OUTSTANDING_PER_PEER_MAX + 10) {
+        f.handle(SyncMsg::Committed(vec![(format!("k{i}"), record("1"))]));
+        for r in f.sent() {
+            if r.to == peer(2) {
+                f.handle(SyncMsg::Answer(PeerAnswer {
+                    id: r.id,
+                    result: Ok(SyncResponse::Accepted),
+                }));
+            }
+        }
+    }
+    assert_eq!(f.counters.pushes_dropped.get(), 10, "only peer 3's excess");
+    assert_eq!(f.actor.outstanding(peer(2)), 0);
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    assert_eq!(f.actor.outstanding(peer(3)), 0, "dropped with the peer");
+    assert_eq!(
+        f.counters.pushes_abandoned.get(),
+        OUTSTANDING_PER_PEER_MAX as u64
+    );
+}
+
+#[test]
+fn large_commits_are_split_into_bounded_pushes() {
+    let big = "x".repeat(PUSH_BYTES_MAX / 3);
+    let records: Vec<(String, Record)> = (0..7)
+        .map(|i| (format!("k{i}"), record(&format!("\"{big}\""))))
+        .collect();
+    let pushes = chunks(records);
+    assert_eq!(
+        pushes.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 2, 1]
+    );
+    let huge = vec![("h".to_string(), record(&"1".repeat(PUSH_BYTES_MAX * 2)))];
+    assert_eq!(
+        chunks(huge).len(),
+        1,
+        "a record larger than a push goes alone"
+    );
+}
+
+#[test]
+fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
+    let pace = Pace::new(
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        Duration::from_millis(300),
+        Duration::from_millis(500),
+    );
+    let mut f = paced(pace, None, |actor| actor);
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    f.run(Duration::from_secs(60) - TICK);
+    assert!(f.sent().is_empty(), "no round before sync_interval");
+    f.run(TICK);
+    let branches = f.one_sent();
+    assert_eq!(branches.request, SyncRequest::Branches);
+    f.answer(&branches, SyncResponse::Branches(vec![1; BRANCHES]));
+    // Each later request of the round waits throttle_delay_ms.
+    for expected in ["leaves", "segments"] {
+        f.run(pace.throttle - Duration::from_millis(1));
+        assert!(
+            f.sent().is_empty(),
+            "{expected}: not before the throttle delay"
+        );
+        f.run(Duration::from_millis(1));
+        let request = f.one_sent();
+        let response = match &request.request {
+            SyncRequest::Leaves { branches } => {
+                assert_eq!(expected, "leaves");
+                SyncResponse::Leaves(
+                    branches
+                        .iter()
+                        .map(|b| (*b, vec![1; LEAVES_PER_BRANCH]))
+                        .collect(),
+                )
+            }
+            SyncRequest::Segments { .. } => {
+                assert_eq!(expected, "segments");
+                let keys = (0..600)
+                    .map(|i| (format!("k{i:03}"), Version::new(5, [2; 16])))
+                    .collect();
+                SyncResponse::Segments(vec![(0, keys)])
+            }
+            other => panic!("{expected} expected, got {other:?}"),
+        };
+        f.answer(&request, response);
+    }
+    // The 600 keys this node lacks come in fetches of FETCH_KEYS_MAX, fetch_delay_ms apart.
+    let mut batches = Vec::new();
+    let mut delay = pace.throttle;
+    for _ in 0..3 {
+        f.run(delay - Duration::from_millis(1));
+        assert!(f.sent().is_empty(), "not before the pause");
+        f.run(Duration::from_millis(1));
+        let fetch = f.one_sent();
+        let SyncRequest::Fetch { keys } = &fetch.request else {
+            panic!("a fetch, got {:?}", fetch.request)
+        };
+        batches.push(keys.len());
+        f.answer(&fetch, SyncResponse::Records(Vec::new()));
+        delay = pace.fetch_delay;
+    }
+    assert_eq!(
+        batches,
+        [FETCH_KEYS_MAX, FETCH_KEYS_MAX, 600 - 2 * FETCH_KEYS_MAX]
+    );
+    assert_eq!(f.counters.rounds_repairing.get(), 1);
+    // Behind: the next round comes after catchup_interval, not sync_interval.
+    f.run(pace.catchup_every - TICK);
+    assert!(f.sent().is_empty(), "{:?}", f.sent().len());
+    f.run(TICK);
+    let again = f.one_sent();
+    assert_eq!(again.request, SyncRequest::Branches);
+    let ours = f.actor.reader.tree().branches().to_vec();
+    f.answer(&again, SyncResponse::Branches(ours));
+    assert_eq!(f.counters.rounds_in_agreement.get(), 1);
+    // Caught up: back to sync_interval.
+    f.run(pace.round_every - TICK);
+    assert!(f.sent().is_empty(), "no round before sync_interval again");
+    f.run(TICK);
+    assert_eq!(f.one_sent().request, SyncRequest::Branches);
+}
+
+#[test]
+fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
+    let pace = Pace {
+        fetch_delay: Duration::from_millis(700),
+        ..NO_ROUNDS
+    };
+    let mode = SharedMode::new(Mode::Normal);
+    let mut f = paced(pace, None, |actor| {
+        actor.bootstrapping(mode.clone(), Mode::Normal, 0)
+    });
+    assert_eq!(mode.get(), Mode::Syncing);
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    f.run(TICK);
+    let first = f.one_sent();
+    assert!(matches!(
+        first.request,
+        SyncRequest::Since { after_ms: 0, .. }
+    ));
+    f.answer(&first, SyncResponse::Page(vec![("a".into(), record("1"))]));
+    f.run(pace.fetch_delay - Duration::from_millis(1));
+    assert!(f.sent().is_empty(), "not before fetch_delay_ms");
+    f.run(Duration::from_millis(1));
+    let second = f.one_sent();
+    let SyncRequest::Since {
+        after_ms,
+        after_path,
+    } = &second.request
+    else {
+        panic!("a page, got {:?}", second.request)
+    };
+    assert_eq!(
+        (*after_ms, after_path.as_str()),
+        (5, "a"),
+        "from the last record"
+    );
+    f.answer(&second, SyncResponse::Page(Vec::new()));
+    assert_eq!(mode.get(), Mode::Normal, "an empty page ends it");
+}
