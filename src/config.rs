@@ -55,6 +55,8 @@ pub enum ConfigError {
 
 /// Longest accepted `sync_interval` and `catchup_interval` (s): a day.
 pub const INTERVAL_S_MAX: u64 = 24 * 3600;
+/// Longest accepted `tombstone_grace_hours`: ten years.
+pub const GRACE_HOURS_MAX: u64 = 10 * 365 * 24;
 /// Longest accepted `throttle_delay_ms` and `fetch_delay_ms`: a minute.
 pub const DELAY_MS_MAX: u64 = 60_000;
 
@@ -124,6 +126,8 @@ pub struct Config {
     pub catchup_interval: u64,
     /// Oldest data a bootstrapping node fetches (h).
     pub bootstrap_max_age_hours: u64,
+    /// kvs: how long a tombstone is kept before garbage collection (h).
+    pub tombstone_grace_hours: u64,
     /// Pause between sync requests (ms).
     pub throttle_delay_ms: u64,
     /// Pause between fetches of single values (ms).
@@ -163,6 +167,7 @@ impl Default for Config {
             sync_interval: 10,
             catchup_interval: 1,
             bootstrap_max_age_hours: 720,
+            tombstone_grace_hours: 168,
             throttle_delay_ms: 10,
             fetch_delay_ms: 5,
             log_format: LogFormat::Text,
@@ -207,6 +212,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
             ("sync_interval", "pause between anti-entropy rounds with a random peer, seconds (KVS: 300)"),
             ("catchup_interval", "pause between anti-entropy rounds while they still find differences, seconds (KVS: 120)"),
             ("bootstrap_max_age_hours", "oldest data a new node pulls from the cluster when it bootstraps, hours"),
+            ("tombstone_grace_hours", "how long a delete's tombstone is kept before garbage collection, hours; a node away longer must not bring deleted keys back (README, \"Deletes\")"),
             ("throttle_delay_ms", "pause before each request of an anti-entropy round after its first, milliseconds (KVS: 100)"),
             ("fetch_delay_ms", "pause between fetches of records: a round's batches of 256 keys, a bootstrap's pages, milliseconds (KVS: 50)"),
         ],
@@ -393,6 +399,11 @@ impl Config {
         )
     }
 
+    /// How long tombstones are kept (`tombstone_grace_hours`).
+    pub fn tombstone_grace(&self) -> Duration {
+        Duration::from_secs(self.tombstone_grace_hours * 3600)
+    }
+
     /// The address to bind, parsed.
     pub fn bind_ip(&self) -> Result<IpAddr, ConfigError> {
         self.bind_address.parse().map_err(|_| ConfigError::Invalid {
@@ -467,6 +478,7 @@ impl Config {
             ("shutdown_timeout_ms", self.shutdown_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("member_reap_after_s", self.member_reap_after_s),
+            ("tombstone_grace_hours", self.tombstone_grace_hours),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -477,6 +489,11 @@ impl Config {
             ("catchup_interval", self.catchup_interval, INTERVAL_S_MAX),
             ("throttle_delay_ms", self.throttle_delay_ms, DELAY_MS_MAX),
             ("fetch_delay_ms", self.fetch_delay_ms, DELAY_MS_MAX),
+            (
+                "tombstone_grace_hours",
+                self.tombstone_grace_hours,
+                GRACE_HOURS_MAX,
+            ),
         ] {
             if value > max {
                 return invalid(key, format!("must be at most {max}"));

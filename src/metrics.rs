@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{MemberStatus, NetCounters};
+use crate::storage::PurgeCounters;
 use crate::sync::conflict::ConflictCounters;
 use crate::sync::SyncCounters;
 
@@ -42,6 +43,8 @@ pub struct NodeMetrics {
     pub batch_writes: Histogram,
     /// Members by status, as this node sees them (set when scraped).
     pub members: Family<StatusLabel, Gauge>,
+    /// Garbage collection of tombstones.
+    pub purges: PurgeCounters,
 }
 
 /// Every member status, for the gauges (one series each, zero included).
@@ -82,11 +85,32 @@ impl NodeMetrics {
         net.register(&mut registry);
         sync.register(&mut registry);
         conflicts.register(&mut registry);
+        let purges = PurgeCounters::default();
+        for (name, help, counter) in [
+            (
+                "tombstones_purged",
+                "Tombstones garbage-collected after tombstone_grace_hours",
+                &purges.tombstones_purged,
+            ),
+            (
+                "records_forgotten",
+                "Records dropped because a peer lacks them and purged a newer delete",
+                &purges.records_forgotten,
+            ),
+            (
+                "replication_obsolete_records",
+                "Peers' records ignored as older than a purged delete, or as expired tombstones",
+                &purges.records_obsolete,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         NodeMetrics {
             registry,
             requests,
             batch_writes,
             members,
+            purges,
         }
     }
 

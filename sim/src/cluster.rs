@@ -56,6 +56,11 @@ pub struct ClusterScenario {
     pub swarm: Option<Swarm>,
     /// Simulated time allowed for convergence once everything is healed (ms).
     pub liveness_budget_ms: u64,
+    /// How long nodes keep tombstones (ms; default kvs's 7 days, which no run reaches). With
+    /// it set, a key acknowledged deleted may end absent (its tombstone collected), and a node
+    /// may hold nothing for a key whose newer delete was acknowledged anywhere.
+    #[serde(default)]
+    pub tombstone_grace_ms: Option<u64>,
 }
 
 /// The clients' work.
@@ -182,7 +187,7 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(nodes: Vec<Arc<SimNode>>, acked: AckLog) -> Monitor {
+    fn start(nodes: Vec<Arc<SimNode>>, acked: AckLog, collects: bool) -> Monitor {
         let nodes = Arc::new(Mutex::new(nodes));
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -197,7 +202,7 @@ impl Monitor {
                 tokio::time::sleep(MONITOR_EVERY).await;
                 let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let found = unsafe_states(&nodes, &acked);
+                let found = unsafe_states(&nodes, &acked, collects);
                 if !found.is_empty() {
                     let at = started.elapsed().as_millis();
                     let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,8 +237,15 @@ impl Monitor {
     }
 }
 
-/// Where a node holds less than it acknowledged (see [`Monitor`]).
-fn unsafe_states(nodes: &[Arc<SimNode>], acked: &BTreeMap<String, Vec<Acked>>) -> Vec<String> {
+/// Where a node holds less than it acknowledged (see [`Monitor`]). With `collects` (tombstones
+/// are garbage-collected in this scenario), holding nothing is also fine where a delete at least
+/// as new as the node's own acknowledgement was acknowledged by any node: the tombstone may be
+/// gone, and the node forgets what a purged delete superseded.
+fn unsafe_states(
+    nodes: &[Arc<SimNode>],
+    acked: &BTreeMap<String, Vec<Acked>>,
+    collects: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for node in nodes {
         for (key, ops) in acked {
@@ -244,7 +256,9 @@ fn unsafe_states(nodes: &[Arc<SimNode>], acked: &BTreeMap<String, Vec<Acked>>) -
             else {
                 continue;
             };
+            let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
             match node.record(key) {
+                None if collects && deleted_since => {}
                 None => out.push(format!(
                     "lost write: {} acknowledged {key} at {:?} and holds nothing",
                     node.name(),
@@ -364,6 +378,18 @@ pub fn load(name: &str) -> ClusterScenario {
 
 impl ClusterScenario {
     /// The nodes that start only when their `join` fault strikes.
+    /// A node's configuration in this scenario.
+    fn setup(&self, mode: kvs::api::Mode) -> crate::node::Setup {
+        let mut setup = crate::node::Setup {
+            mode,
+            ..Default::default()
+        };
+        if let Some(ms) = self.tombstone_grace_ms {
+            setup.tombstone_grace = Duration::from_millis(ms);
+        }
+        setup
+    }
+
     fn late(&self) -> Vec<u64> {
         self.faults
             .iter()
@@ -479,9 +505,10 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         } else {
             kvs::api::Mode::Normal
         };
-        let node = SimNode::start_with_mode(id, SimDisk::new(), seeds.clone(), mode)
-            .await
-            .expect("a fresh disk opens");
+        let node =
+            SimNode::start_configured(id, SimDisk::new(), seeds.clone(), scenario.setup(mode))
+                .await
+                .expect("a fresh disk opens");
         nodes.push(Arc::new(node));
         // Nodes join one after another, as in a real cluster: their join times (the conflict
         // tie-breaker) differ.
@@ -554,7 +581,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
-    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked));
+    let collects = scenario.tombstone_grace_ms.is_some();
+    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects);
     // Decisions listed by nodes before their power cuts, and what reading them found.
     let (mut archived, mut early) = (Vec::new(), Vec::new());
     for f in &faults {
@@ -562,7 +590,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         match f.fault {
             Fault::Join(n) => {
-                let node = SimNode::start_in_cluster(n, SimDisk::new(), seeds.clone())
+                let setup = scenario.setup(kvs::api::Mode::Normal);
+                let node = SimNode::start_configured(n, SimDisk::new(), seeds.clone(), setup)
                     .await
                     .expect("a fresh disk opens");
                 let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
@@ -638,9 +667,20 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         for (key, ops) in acked.iter() {
             let newest = ops.iter().max_by_key(|o| o.version).expect("at least one");
             match finals.get(key.as_str()) {
+                // A delete acknowledged, its tombstone collected: the key ends absent, and a
+                // write older than a collected tombstone that reached no peer within the grace
+                // period is forgotten (README, "Deletes").
+                None if collects && ops.iter().any(|o| o.delete) => {}
                 None => {
                     violations.push(format!("lost write: {key} acknowledged, absent everywhere"))
                 }
+                Some(record) if record.version < newest.version && newest.delete => violations
+                    .push(format!(
+                        "resurrection: {key} was deleted at {:?}, ends at the older {:?}{}",
+                        newest.version,
+                        record.version,
+                        if record.is_tombstone() { "" } else { " (live)" }
+                    )),
                 Some(record) if record.version < newest.version => violations.push(format!(
                     "lost write: {key} ends at {:?}, older than acknowledged {:?}",
                     record.version, newest.version

@@ -74,6 +74,24 @@ fn sim_secret(run_seed: u64) -> ClusterSecret {
 /// Largest accepted value on a simulated node (KVS's default, 1 MiB).
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
 
+/// The configuration keys a scenario may set on a node (the rest are kvs's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// Normal or read-only (`read_only`).
+    pub mode: Mode,
+    /// How long tombstones are kept (`tombstone_grace_hours`; scenarios use seconds).
+    pub tombstone_grace: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            mode: Mode::Normal,
+            tombstone_grace: kvs::config::Config::default().tombstone_grace(),
+        }
+    }
+}
+
 /// A simulated machine running one kvs node.
 pub struct SimNode {
     machine: Machine,
@@ -87,8 +105,8 @@ struct Machine {
     addr: SocketAddr,
     /// Gossip addresses it joins through.
     seeds: Vec<SocketAddr>,
-    /// Its configured mode (normal or read-only).
-    mode: Mode,
+    /// Its configuration keys that scenarios vary.
+    setup: Setup,
     madsim_node: NodeId,
     run_seed: u64,
     disk: SimDisk,
@@ -118,15 +136,15 @@ impl SimNode {
         disk: SimDisk,
         seeds: Vec<SocketAddr>,
     ) -> Result<SimNode, OpenError> {
-        SimNode::start_with_mode(id, disk, seeds, Mode::Normal).await
+        SimNode::start_configured(id, disk, seeds, Setup::default()).await
     }
 
-    /// Like [`SimNode::start_in_cluster`], configured `read_only` or not (`mode`).
-    pub async fn start_with_mode(
+    /// Like [`SimNode::start_in_cluster`], with the configuration keys scenarios vary.
+    pub async fn start_configured(
         id: u64,
         disk: SimDisk,
         seeds: Vec<SocketAddr>,
-        mode: Mode,
+        setup: Setup,
     ) -> Result<SimNode, OpenError> {
         let handle = Handle::current();
         let name = format!("node-{id}");
@@ -141,7 +159,7 @@ impl SimNode {
             name,
             addr,
             seeds,
-            mode,
+            setup,
             madsim_node,
             run_seed: handle.seed(),
             disk,
@@ -294,7 +312,7 @@ impl Machine {
         let sealer = Sealer::new(&secret, &[]);
         let frame_keys = FrameKeys::new(&secret, &[]);
         let node_id = self.name.clone();
-        let (spec_clock, run_seed, mode) = (Arc::clone(&clock), self.run_seed, self.mode);
+        let (spec_clock, run_seed, setup) = (Arc::clone(&clock), self.run_seed, self.setup);
         let spec = move |socket, frames| NodeSpec {
             node_id,
             cluster: ClusterSpec {
@@ -309,8 +327,9 @@ impl Machine {
                     ..kvs::config::Config::default().pace()
                 },
                 bootstrap_max_age: Duration::from_secs(720 * 3600),
+                tombstone_grace: setup.tombstone_grace,
             },
-            mode,
+            mode: setup.mode,
             value_bytes_max: VALUE_BYTES_MAX,
             checkpoint_batches: Some(CHECKPOINT_BATCHES),
             clock: spec_clock,

@@ -80,3 +80,8 @@ fn join_bootstrap() {
 fn swarm() {
     sweep_scenario("swarm");
 }
+
+#[test]
+fn tombstone_grace() {
+    sweep_scenario("tombstone_grace");
+}

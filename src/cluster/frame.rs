@@ -21,8 +21,9 @@ use crate::storage::{Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 
 /// The first bytes of a frame connection: what tells it apart from HTTP on the shared port.
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
-/// The frame format this build speaks (2: versions carry conflict decisions, votes).
-pub const VERSION: u8 = 2;
+/// The frame format this build speaks (2: versions carry conflict decisions, votes; 3: segment
+/// lists carry the purge watermark).
+pub const VERSION: u8 = 3;
 /// Bytes of the connection nonce.
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the hello: magic, version, nonce.
@@ -115,14 +116,27 @@ pub enum SyncResponse {
     Branches(Vec<u64>),
     /// For each branch asked, its segment hashes in order.
     Leaves(Vec<(u16, Vec<u64>)>),
-    /// For each segment answered (whole segments, as many as fit), its keys and versions.
-    Segments(Vec<(u16, Vec<(String, Version)>)>),
+    /// Keys and versions of the segments asked.
+    Segments(SegmentLists),
     /// The records of the keys asked that this node holds (as many as fit).
     Records(Vec<(String, Record)>),
     /// The next records in time order after the cursor asked (empty: none left).
     Page(Vec<(String, Record)>),
     /// For each key asked, in order, the version this node holds (`None`: none).
     Versions(Vec<Option<Version>>),
+}
+
+/// The answer to [`SyncRequest::Segments`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentLists {
+    /// For each segment answered (whole segments, as many as fit), its keys and versions.
+    pub lists: Vec<(u16, Vec<(String, Version)>)>,
+    /// Whether the one segment listed is cut short (too large to list whole): what it does not
+    /// list may still be held.
+    pub truncated: bool,
+    /// The newest timestamp of a tombstone the answering node garbage-collected: a key it lacks
+    /// that the asker holds no newer than this was deleted (`sync::repair::compare_segments`).
+    pub purged_through_ms: u64,
 }
 
 /// A request with its correlation id.

@@ -192,6 +192,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             seeds,
             reap_after: Duration::from_secs(config.member_reap_after_s),
             pace: config.pace(),
+            tombstone_grace: config.tombstone_grace(),
             bootstrap_max_age: Duration::from_secs(
                 config.bootstrap_max_age_hours.saturating_mul(3600),
             ),

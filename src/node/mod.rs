@@ -58,6 +58,8 @@ pub struct ClusterSpec {
     pub pace: Pace,
     /// How far back a new node's bootstrap fetches (`bootstrap_max_age_hours`).
     pub bootstrap_max_age: Duration,
+    /// How long tombstones are kept before garbage collection (`tombstone_grace_hours`).
+    pub tombstone_grace: Duration,
 }
 
 /// What a node is, beyond its storage: identity, limits and the sources of time and randomness.
@@ -112,6 +114,7 @@ impl<H: Host> Node<H> {
             reap_after,
             pace,
             bootstrap_max_age,
+            tombstone_grace,
         } = spec.cluster;
         let port = socket.local_addr().map_err(|e| SpawnError {
             name: MembershipActor::NAME,
@@ -140,7 +143,8 @@ impl<H: Host> Node<H> {
         let mut storage_actor = StorageActor::new(store.clone(), wal, spec.node_id.clone())
             .observe_batches(metrics.batch_writes.clone())
             .replicate_to(sync.clone())
-            .report_collisions_to(conflict.clone());
+            .report_collisions_to(conflict.clone())
+            .count_purges(metrics.purges.clone());
         let mode = SharedMode::new(spec.mode);
         let link = |answers| PeerLink {
             requests: transport.clone(),
@@ -152,7 +156,8 @@ impl<H: Host> Node<H> {
             link(sync.wrapping(SyncMsg::Answer)),
             sync_counters,
             pace,
-        );
+        )
+        .tombstone_grace(tombstone_grace);
         let decisions = DecisionLog::default();
         let conflict_actor = ConflictActor::new(ConflictSpec {
             me: address,

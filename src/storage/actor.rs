@@ -1,6 +1,7 @@
 //! The storage writer: group commit of every waiting write into one synced log frame.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,10 +9,13 @@ use bytes::Bytes;
 use rand_core::Rng;
 use redb::Durability;
 
-use super::tables::{apply_records, META, META_WAL_SEQ};
+use super::tables::{
+    apply_records, expired_tombstones, remove_records, META, META_PURGED_MS, META_WAL_SEQ,
+};
 use super::wal::Wal;
 use super::{CommitError, Record, Store, Version, WriteError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::limits::NODE_ID_BYTES_MAX;
@@ -64,6 +68,31 @@ pub enum StorageMsg {
         /// Which batch the timer was set for; a later batch ignores it.
         batch: u64,
     },
+    /// Garbage collection (the sync actor sends it after every anti-entropy round): remove the
+    /// tombstones stamped before `tombstones_before_ms` (now less `tombstone_grace`), at most
+    /// [`PURGE_KEYS_MAX`] of them, and the `forget` records (each only if still at that version).
+    Purge {
+        /// Tombstones stamped before this are removed; later peers' tombstones stamped before it
+        /// are ignored for keys this node does not hold.
+        tombstones_before_ms: u64,
+        /// Records a peer proved deleted: it purged a tombstone newer than them and lacks them.
+        forget: Vec<(String, Version)>,
+    },
+}
+
+/// Most tombstones one [`StorageMsg::Purge`] removes: the rest wait for the next, so that one
+/// purge's transaction (and the writes waiting behind it) stays short.
+pub const PURGE_KEYS_MAX: usize = 4096;
+
+/// What garbage collection did, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeCounters {
+    /// Tombstones removed after the grace period.
+    pub tombstones_purged: Counter,
+    /// Records removed because a peer proved them deleted.
+    pub records_forgotten: Counter,
+    /// Peers' records ignored as older than a purged delete, or as expired tombstones.
+    pub records_obsolete: Counter,
 }
 
 /// A write, from its arrival until the commit that answers it.
@@ -118,6 +147,10 @@ pub enum Applied {
     Same,
     /// This node holds a newer version: ignored.
     Stale,
+    /// This node does not hold the key, and the record is no newer than a tombstone this node
+    /// garbage-collected (a purged delete may have superseded it), or is itself an expired
+    /// tombstone: ignored, so that no purge lets a deleted key come back.
+    Obsolete,
 }
 
 /// What a peer's version `theirs` does to this node's `ours` (see [`Applied`]).
@@ -230,6 +263,10 @@ pub struct StorageActor {
     /// Set once the writer failed (`Context::fail`): later writes are refused with this error,
     /// never committed by a writer that declared its store unusable.
     failure: Option<WriteError>,
+    /// Tombstones stamped before this are expired (from the last `Purge`; 0 before any).
+    tombstones_before_ms: u64,
+    /// Garbage collection's counters.
+    purges: PurgeCounters,
 }
 
 impl StorageActor {
@@ -254,7 +291,15 @@ impl StorageActor {
             expected_batch_len: 0,
             lingering: false,
             failure: None,
+            tombstones_before_ms: 0,
+            purges: PurgeCounters::default(),
         }
+    }
+
+    /// Counts garbage collection in `counters`.
+    pub fn count_purges(mut self, counters: PurgeCounters) -> Self {
+        self.purges = counters;
+        self
     }
 
     /// Checkpoints after every `batches` logged batches instead of [`CHECKPOINT_BATCHES`]. The
@@ -406,6 +451,87 @@ impl StorageActor {
         }
     }
 
+    /// Removes the expired tombstones (up to [`PURGE_KEYS_MAX`]) and the `forget` records, in one
+    /// durable transaction after a checkpoint (so that redb alone holds every key), and takes
+    /// them out of the hash tree. Raises the purge watermark (`META_PURGED_MS`) to the newest
+    /// tombstone removed.
+    fn purge(&mut self, ctx: &mut dyn Context<StorageMsg>, forget: Vec<(String, Version)>) {
+        if self.failure.is_some() {
+            return;
+        }
+        let before_ms = self.tombstones_before_ms;
+        let expired = match expired_tombstones(self.store.db(), before_ms, 1) {
+            Ok(expired) => expired,
+            Err(e) => return tracing::warn!(error = %e, "garbage collection: reading tombstones"),
+        };
+        let expired_unsynced = self
+            .store
+            .memtable()
+            .any(|r| r.is_tombstone() && r.version.timestamp_ms < before_ms);
+        if expired.is_empty() && !expired_unsynced && forget.is_empty() {
+            return;
+        }
+        self.flush(ctx);
+        self.checkpoint(ctx);
+        if self.failure.is_some() {
+            return;
+        }
+        let mut result = None;
+        ctx.blocking(&mut || result = Some(self.purge_durably(before_ms, &forget)));
+        match result.expect("the host ran the purge") {
+            Ok((purged, forgotten)) => {
+                let mut tree = self.store.tree().lock().unwrap_or_else(|e| e.into_inner());
+                for (path, record) in purged.iter().chain(&forgotten) {
+                    tree.remove(path, &record.version);
+                }
+                drop(tree);
+                self.purges.tombstones_purged.inc_by(purged.len() as u64);
+                self.purges.records_forgotten.inc_by(forgotten.len() as u64);
+                if !purged.is_empty() || !forgotten.is_empty() {
+                    tracing::debug!(
+                        tombstones = purged.len(),
+                        forgotten = forgotten.len(),
+                        through_ms = self.store.purged_through().load(Ordering::Acquire),
+                        "garbage collection"
+                    );
+                }
+            }
+            Err(e) => {
+                self.store.set_commit_failure(Some(e.to_string()));
+                ctx.fail(format!("garbage collection failed: {e}"));
+                self.failure = Some(WriteError::from(Arc::new(e)));
+            }
+        }
+    }
+
+    /// The purge's transaction: returns the tombstones purged and the records forgotten.
+    #[allow(clippy::type_complexity)]
+    fn purge_durably(
+        &self,
+        before_ms: u64,
+        forget: &[(String, Version)],
+    ) -> Result<(Vec<(String, Record)>, Vec<(String, Record)>), CommitError> {
+        assert!(
+            self.store.memtable().is_empty(),
+            "purging after a checkpoint"
+        );
+        let expired = expired_tombstones(self.store.db(), before_ms, PURGE_KEYS_MAX)?;
+        let mut txn = self.store.db().begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let purged = remove_records(&txn, expired.iter().map(|(p, v)| (p.as_str(), v)))?;
+        let forgotten = remove_records(&txn, forget.iter().map(|(p, v)| (p.as_str(), v)))?;
+        let newest = purged.iter().map(|(_, r)| r.version.timestamp_ms).max();
+        let through = self.store.purged_through();
+        if let Some(newest) = newest.filter(|n| *n > through.load(Ordering::Acquire)) {
+            txn.open_table(META)?.insert(META_PURGED_MS, newest)?;
+            txn.commit()?;
+            through.store(newest, Ordering::Release);
+        } else {
+            txn.commit()?;
+        }
+        Ok((purged, forgotten))
+    }
+
     /// Writes the memtable into redb in one durable transaction, sorted by key, noting that the
     /// log is applied up to `seq`.
     fn sync_database(&self, seq: u64) -> Result<(), CommitError> {
@@ -448,9 +574,19 @@ impl StorageActor {
                     record.origin.len() <= NODE_ID_BYTES_MAX,
                     "a validated origin"
                 );
-                let applied = current
-                    .as_ref()
-                    .map_or(Applied::Stored, |c| applying(&c.version, &record.version));
+                let purged_through = self.store.purged_through().load(Ordering::Acquire);
+                let stamped = record.version.timestamp_ms;
+                let applied = match &current {
+                    Some(c) => applying(&c.version, &record.version),
+                    None if stamped <= purged_through => Applied::Obsolete,
+                    None if record.is_tombstone() && stamped < self.tombstones_before_ms => {
+                        Applied::Obsolete
+                    }
+                    None => Applied::Stored,
+                };
+                if applied == Applied::Obsolete {
+                    self.purges.records_obsolete.inc();
+                }
                 outcomes.push(Outcome::Apply(applied));
                 if applied == Applied::Collision {
                     self.collisions.push(Collision {
@@ -554,6 +690,13 @@ impl Actor for StorageActor {
                 // A timer for a batch already committed: nothing of its own to do, but it may be
                 // the last message in the mailbox, so the pending batch still needs a decision.
                 return self.decide(ctx);
+            }
+            StorageMsg::Purge {
+                tombstones_before_ms,
+                forget,
+            } => {
+                self.tombstones_before_ms = self.tombstones_before_ms.max(tombstones_before_ms);
+                return self.purge(ctx, forget);
             }
         };
         if let Some(failure) = &self.failure {

@@ -62,6 +62,16 @@ impl Memtable {
 
     // A panic while holding the lock cannot leave the map half-updated (each operation is one
     // BTreeMap call), so a poisoned lock is still consistent.
+    /// Whether any record satisfies `test`.
+    pub fn any(&self, test: impl Fn(&Record) -> bool) -> bool {
+        self.read().values().any(test)
+    }
+
+    /// Whether it holds nothing (right after a checkpoint).
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Record>> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -24,8 +24,8 @@ mod tables;
 mod wal;
 
 pub use actor::{
-    applying, Applied, Collision, DeleteOutcome, StorageActor, StorageMsg, Write, WriteResult,
-    BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_BYTES_MAX,
+    applying, Applied, Collision, DeleteOutcome, PurgeCounters, StorageActor, StorageMsg, Write,
+    WriteResult, BATCH_BYTES_MAX, BATCH_WRITES_MAX, PURGE_KEYS_MAX, WRITE_BYTES_MAX,
 };
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use reader::StorageReader;

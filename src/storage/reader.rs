@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::memtable::Memtable;
-use super::store::{CommitFailure, SharedTree};
+use super::store::{CommitFailure, PurgedThrough, SharedTree};
 use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, META};
 use super::{HealthError, ReadError, Record, Version};
 use crate::sync::HashTree;
@@ -20,6 +20,7 @@ pub struct StorageReader {
     memtable: Memtable,
     commit_failure: CommitFailure,
     tree: SharedTree,
+    purged_through: PurgedThrough,
 }
 
 impl StorageReader {
@@ -28,13 +29,23 @@ impl StorageReader {
         memtable: Memtable,
         commit_failure: CommitFailure,
         tree: SharedTree,
+        purged_through: PurgedThrough,
     ) -> Self {
         StorageReader {
             db,
             memtable,
             commit_failure,
             tree,
+            purged_through,
         }
+    }
+
+    /// The newest timestamp of a tombstone this node garbage-collected (0: none yet). This node
+    /// refuses a peer's record stamped at or before it for a key it does not hold, and tells
+    /// peers, which then forget such records of their own that it lacks (`sync::repair`).
+    pub fn purged_through_ms(&self) -> u64 {
+        self.purged_through
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A copy of the keyspace's hash tree as of the last commit (every acknowledged write is in

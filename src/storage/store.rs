@@ -1,6 +1,7 @@
 //! Opening the store on host-chosen backends: the database, its write-ahead log, and the replay
 //! that brings the database up to date with the log after a crash.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -9,8 +10,8 @@ use redb::{
 
 use super::memtable::Memtable;
 use super::tables::{
-    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, KV, META, META_FORMAT, META_GENERATION,
-    META_JOINED_MS, META_WAL_SEQ,
+    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, FORMAT_MIN, KV, META, META_FORMAT,
+    META_GENERATION, META_JOINED_MS, META_PURGED_MS, META_WAL_SEQ, TOMBSTONES,
 };
 use super::wal::{Wal, WalBatch};
 use super::{CommitError, OpenError, ReadError, StorageReader};
@@ -28,7 +29,12 @@ pub struct Store {
     keys_at_open: u64,
     generation: u64,
     tree: SharedTree,
+    purged_through: PurgedThrough,
 }
+
+/// The newest timestamp of a tombstone this node garbage-collected (`META_PURGED_MS`): the writer
+/// raises it, readers (anti-entropy) tell peers.
+pub(super) type PurgedThrough = Arc<AtomicU64>;
 
 /// The keyspace's hash tree: the writer updates it with every commit, readers copy it.
 pub(super) type SharedTree = Arc<Mutex<HashTree>>;
@@ -60,6 +66,7 @@ impl Store {
             batches: replayed_batches,
             keys,
             generation,
+            purged_ms,
         } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
         let tree = build_tree(&db)?;
@@ -78,6 +85,7 @@ impl Store {
             keys_at_open: keys,
             generation,
             tree: Arc::new(Mutex::new(tree)),
+            purged_through: Arc::new(AtomicU64::new(purged_ms)),
         };
         Ok((store, wal))
     }
@@ -89,6 +97,7 @@ impl Store {
             self.memtable.clone(),
             Arc::clone(&self.commit_failure),
             Arc::clone(&self.tree),
+            Arc::clone(&self.purged_through),
         )
     }
 
@@ -119,6 +128,10 @@ impl Store {
 
     pub(super) fn tree(&self) -> &SharedTree {
         &self.tree
+    }
+
+    pub(super) fn purged_through(&self) -> &PurgedThrough {
+        &self.purged_through
     }
 
     pub(super) fn memtable(&self) -> &Memtable {
@@ -155,7 +168,7 @@ fn check_format(db: &Database) -> Result<(), OpenError> {
         (None, Some(_)) => 1,
         (None, None) => return Ok(()),
     };
-    if found != FORMAT {
+    if !(FORMAT_MIN..=FORMAT).contains(&found) {
         return Err(OpenError::Format {
             found,
             expected: FORMAT,
@@ -189,6 +202,8 @@ struct Replayed {
     keys: u64,
     /// This open's generation (bumped and durable).
     generation: u64,
+    /// The newest tombstone timestamp garbage-collected so far (`META_PURGED_MS`).
+    purged_ms: u64,
 }
 
 /// In one durable transaction: records the join time if this is the database's first open, bumps
@@ -198,6 +213,7 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
     txn.set_durability(Durability::Immediate)?;
     // Opening a table creates it: readers find every table from the first open on.
     txn.open_table(BY_TIME)?;
+    txn.open_table(TOMBSTONES)?;
     {
         // A database from before the segment index: index every key once.
         let kv = txn.open_table(KV)?;
@@ -214,8 +230,20 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
             "every key is indexed by segment"
         );
     }
-    let (joined_ms, applied, generation) = {
+    let (joined_ms, applied, generation, purged_ms) = {
         let mut meta = txn.open_table(META)?;
+        if meta.get(META_FORMAT)?.is_some_and(|f| f.value() < 3) {
+            // A database from before the tombstone index: index its tombstones once.
+            let kv = txn.open_table(KV)?;
+            let mut tombstones = txn.open_table(TOMBSTONES)?;
+            for entry in kv.iter()? {
+                let (path, record) = entry?;
+                let record = record.value();
+                if record.is_tombstone() {
+                    tombstones.insert((record.version.timestamp_ms, path.value()), ())?;
+                }
+            }
+        }
         let stored_ms = meta.get(META_JOINED_MS)?.map(|v| v.value());
         let joined_ms = match stored_ms {
             Some(joined_ms) => joined_ms,
@@ -228,7 +256,8 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         let generation = meta.get(META_GENERATION)?.map_or(0, |v| v.value()) + 1;
         meta.insert(META_GENERATION, generation)?;
         meta.insert(META_FORMAT, FORMAT)?;
-        (joined_ms, applied, generation)
+        let purged_ms = meta.get(META_PURGED_MS)?.map_or(0, |v| v.value());
+        (joined_ms, applied, generation, purged_ms)
     };
     let fresh: Vec<&WalBatch> = logged.iter().filter(|b| b.seq > applied).collect();
     for batch in &fresh {
@@ -248,5 +277,6 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         batches: fresh.len(),
         keys,
         generation,
+        purged_ms,
     })
 }

@@ -1,8 +1,8 @@
 //! The keyspaces, declared once as typed redb tables, and the one way records are written to them.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{CommitError, Record};
+use super::{CommitError, ReadError, Record, Version};
 use crate::sync::HashTree;
 
 /// `key`'s segment, as the index stores it.
@@ -21,6 +21,10 @@ pub const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_t
 /// (`sync::HashTree::segment_of`), so that a segment's keys are listed without a scan.
 pub const BY_SEGMENT: TableDefinition<(u16, &str), ()> = TableDefinition::new("by_segment");
 
+/// (tombstone timestamp ms, key path) → (): every key whose current record is a tombstone, oldest
+/// first, so that garbage collection finds the expired ones without scanning live keys.
+pub const TOMBSTONES: TableDefinition<(u64, &str), ()> = TableDefinition::new("tombstones");
+
 /// Node facts that must survive restarts.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -34,9 +38,18 @@ pub const META_JOINED_MS: &str = "joined_timestamp_ms";
 /// `META` key: the storage format the database and its log are written in ([`FORMAT`]).
 pub const META_FORMAT: &str = "format";
 
-/// The storage format this build reads and writes. 2: versions carry conflict decisions. A
-/// database without the key is format 1 if it was ever opened (it has a generation).
-pub const FORMAT: u64 = 2;
+/// The storage format this build writes. 2: versions carry conflict decisions; 3: the
+/// `TOMBSTONES` index (built once when a format-2 database is opened). A database without the
+/// key is format 1 if it was ever opened (it has a generation).
+pub const FORMAT: u64 = 3;
+
+/// The oldest format this build opens (upgrading it to [`FORMAT`]).
+pub const FORMAT_MIN: u64 = 2;
+
+/// `META` key: the newest timestamp of a tombstone this node garbage-collected. A peer's record
+/// older than it, for a key this node does not hold, may be a version that purged delete
+/// superseded: it is refused, so a purge can never let a deleted key come back.
+pub const META_PURGED_MS: &str = "purged_through_ms";
 
 /// `META` key: how many times this database was opened: the node's generation, bumped durably on
 /// every start, so that a restarted node's identity beats its previous boot's in the membership
@@ -56,6 +69,7 @@ pub fn apply_records<'r>(
     let mut kv = txn.open_table(KV)?;
     let mut index = txn.open_table(BY_TIME)?;
     let mut segments = txn.open_table(BY_SEGMENT)?;
+    let mut tombstones = txn.open_table(TOMBSTONES)?;
     for (path, record) in records {
         let previous = kv.get(path)?.map(|stored| stored.value());
         if previous.is_none() {
@@ -69,9 +83,75 @@ pub fn apply_records<'r>(
                 record.version
             );
             index.remove((previous.version.timestamp_ms, path))?;
+            if previous.is_tombstone() {
+                tombstones.remove((previous.version.timestamp_ms, path))?;
+            }
         }
         index.insert((record.version.timestamp_ms, path), ())?;
+        if record.is_tombstone() {
+            tombstones.insert((record.version.timestamp_ms, path), ())?;
+        }
         kv.insert(path, record)?;
     }
     Ok(())
+}
+
+/// Removes each key of `records` whose record is still at the given version, from every table;
+/// returns the records removed. Garbage collection of tombstones and forgetting records a peer
+/// proved deleted both go through here, after a checkpoint (so redb alone holds the keys).
+pub fn remove_records<'r>(
+    txn: &WriteTransaction,
+    records: impl IntoIterator<Item = (&'r str, &'r Version)>,
+) -> Result<Vec<(String, Record)>, CommitError> {
+    let mut kv = txn.open_table(KV)?;
+    let mut index = txn.open_table(BY_TIME)?;
+    let mut segments = txn.open_table(BY_SEGMENT)?;
+    let mut tombstones = txn.open_table(TOMBSTONES)?;
+    let mut removed = Vec::new();
+    for (path, version) in records {
+        let Some(current) = kv.get(path)?.map(|stored| stored.value()) else {
+            continue;
+        };
+        if current.version != *version {
+            continue;
+        }
+        kv.remove(path)?;
+        index.remove((version.timestamp_ms, path))?;
+        segments.remove((segment_of(path), path))?;
+        if current.is_tombstone() {
+            tombstones.remove((version.timestamp_ms, path))?;
+        }
+        removed.push((path.to_owned(), current));
+    }
+    Ok(removed)
+}
+
+/// The keys whose tombstones are stamped before `before_ms`, with their versions, oldest first,
+/// at most `limit`.
+pub fn expired_tombstones(
+    db: &Database,
+    before_ms: u64,
+    limit: usize,
+) -> Result<Vec<(String, Version)>, ReadError> {
+    let txn = db.begin_read()?;
+    let tombstones = match txn.open_table(TOMBSTONES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let kv = txn.open_table(KV)?;
+    let mut out = Vec::new();
+    for entry in tombstones.range(..(before_ms, ""))?.take(limit) {
+        let (key, _) = entry?;
+        let (_, path) = key.value();
+        let record = kv
+            .get(path)?
+            .map(|stored| stored.value())
+            .filter(Record::is_tombstone)
+            .ok_or_else(|| ReadError::Unindexed {
+                path: path.to_owned(),
+            })?;
+        out.push((path.to_owned(), record.version));
+    }
+    Ok(out)
 }

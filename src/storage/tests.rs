@@ -795,7 +795,8 @@ fn a_data_dir_in_another_storage_format_is_refused_before_anything_is_read() {
     let (store, _) = Store::open(db.clone(), log.clone(), T0).unwrap();
     drop(store);
     // A database from before the format key (it has a generation): format 1. Then a later one.
-    for (set, found) in [(None, 1), (Some(3), 3)] {
+    let later = super::tables::FORMAT + 1;
+    for (set, found) in [(None, 1), (Some(later), later)] {
         {
             let raw = redb::Database::builder()
                 .create_with_backend(db.clone())
@@ -817,4 +818,135 @@ fn a_data_dir_in_another_storage_format_is_refused_before_anything_is_read() {
             other => panic!("expected a format error, got {:?}", other.map(|_| ())),
         }
     }
+}
+
+fn purge(before_ms: u64, forget: Vec<(String, Version)>) -> StorageMsg {
+    StorageMsg::Purge {
+        tombstones_before_ms: before_ms,
+        forget,
+    }
+}
+
+#[test]
+fn tombstones_older_than_the_cutoff_are_collected_and_stay_collected_after_a_reopen() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let counters = PurgeCounters::default();
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a").count_purges(counters.clone());
+    let mut ctx = TestContext::new(T0, 42);
+    for key in ["old", "young", "live"] {
+        handle_settled(&mut actor, &mut ctx, put(key, "1").0);
+    }
+    ctx.clock.set_wall_ms(T0 + 1000);
+    handle_settled(&mut actor, &mut ctx, delete("old").0);
+    ctx.clock.set_wall_ms(T0 + 5000);
+    handle_settled(&mut actor, &mut ctx, delete("young").0);
+    // Nothing expired yet: nothing done, not even a checkpoint.
+    actor.handle(&mut ctx, purge(T0 + 1000, Vec::new()));
+    assert_eq!(counters.tombstones_purged.get(), 0);
+    assert!(store.replayed_batches() == 0 && !store.memtable().is_empty());
+
+    // The tombstone of "old" (stamped T0+1000) is older than the cutoff; "young"'s is not.
+    actor.handle(&mut ctx, purge(T0 + 2000, Vec::new()));
+    assert_eq!(counters.tombstones_purged.get(), 1);
+    assert_eq!(store.reader().get("old").unwrap(), None);
+    assert!(store.reader().get("young").unwrap().unwrap().is_tombstone());
+    assert!(store.reader().get("live").unwrap().unwrap().data.is_some());
+    assert_eq!(store.reader().purged_through_ms(), T0 + 1000);
+    let tree = store.reader().tree();
+    assert_eq!(tree.keys(), 2);
+    assert_eq!(tree, rebuilt_tree(&store));
+    assert!(store
+        .reader()
+        .segment(super::tables::segment_of("old"))
+        .unwrap()
+        .iter()
+        .all(|(k, _)| k != "old"));
+
+    // A peer's copy of "old" from before the delete is refused now, as is an expired tombstone
+    // of a key never seen; a newer write of it is taken.
+    let (msg, rx) = apply("old", remote(T0 + 500, 9, Some("1")));
+    handle_settled(&mut actor, &mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), Applied::Obsolete);
+    let (msg, rx) = apply("unknown", remote(T0 + 1500, 9, None));
+    handle_settled(&mut actor, &mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), Applied::Obsolete);
+    assert_eq!(counters.records_obsolete.get(), 2);
+    let (msg, rx) = apply("old", remote(T0 + 6000, 9, Some("2")));
+    handle_settled(&mut actor, &mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), Applied::Stored);
+
+    // The watermark and the collection survive a crash and a reopen.
+    drop(actor);
+    drop(store);
+    let (store, _) = Store::open(db, log, T0 + 7000).unwrap();
+    assert_eq!(store.reader().purged_through_ms(), T0 + 1000);
+    assert!(store.reader().get("old").unwrap().unwrap().data.is_some());
+    assert_eq!(store.reader().tree(), rebuilt_tree(&store));
+}
+
+#[test]
+fn a_record_is_forgotten_only_at_the_version_named() {
+    let (store, mut actor, mut ctx) = setup();
+    let counters = PurgeCounters::default();
+    actor = actor.count_purges(counters.clone());
+    let a = answered(handle_put(&mut actor, &mut ctx, "a")).unwrap();
+    let b_old = answered(handle_put(&mut actor, &mut ctx, "b")).unwrap();
+    ctx.clock.set_wall_ms(T0 + 10);
+    answered(handle_put(&mut actor, &mut ctx, "b")).unwrap();
+    actor.handle(
+        &mut ctx,
+        purge(0, vec![("a".into(), a), ("b".into(), b_old)]),
+    );
+    assert_eq!(counters.records_forgotten.get(), 1);
+    assert_eq!(store.reader().get("a").unwrap(), None);
+    assert!(
+        store.reader().get("b").unwrap().is_some(),
+        "b moved on: kept"
+    );
+    assert_eq!(store.reader().tree(), rebuilt_tree(&store));
+    assert_eq!(
+        store.reader().purged_through_ms(),
+        0,
+        "forgetting collects no tombstone"
+    );
+}
+
+fn handle_put(
+    actor: &mut StorageActor,
+    ctx: &mut TestContext<StorageMsg>,
+    key: &str,
+) -> Receiver<WriteResult<Version>> {
+    let (msg, rx) = put(key, "1");
+    handle_settled(actor, ctx, msg);
+    rx
+}
+
+#[test]
+fn a_format_2_database_gets_its_tombstone_index_when_opened() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+    let mut ctx = TestContext::new(T0, 42);
+    handle_settled(&mut actor, &mut ctx, put("k", "1").0);
+    handle_settled(&mut actor, &mut ctx, delete("k").0);
+    actor.stopped(&mut ctx);
+    drop(actor);
+    drop(store);
+    {
+        // As format 2 left it: no tombstone index.
+        let raw = redb::Database::builder()
+            .create_with_backend(db.clone())
+            .unwrap();
+        let txn = raw.begin_write().unwrap();
+        txn.delete_table(super::tables::TOMBSTONES).unwrap();
+        let mut meta = txn.open_table(super::tables::META).unwrap();
+        meta.insert(super::tables::META_FORMAT, 2).unwrap();
+        drop(meta);
+        txn.commit().unwrap();
+    }
+    let (store, _) = Store::open(db, log, T0).unwrap();
+    let expired = super::tables::expired_tombstones(store.db(), T0 + 10, 10).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].0, "k");
 }

@@ -29,7 +29,7 @@ use crate::api::{KeyPath, Mode, SharedMode};
 use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
-use crate::storage::{Record, StorageMsg, StorageReader, Write};
+use crate::storage::{Record, StorageMsg, StorageReader, Version, Write};
 
 use super::repair::{self, FETCH_KEYS_MAX};
 
@@ -48,6 +48,13 @@ pub const OUTSTANDING_PER_PEER_MAX: usize = 64;
 /// refused as skewed (a clock gone wrong, or a record stamped near the end of time that would
 /// leave no room for later versions).
 pub const SKEW_MAX_MS: u64 = 10 * 60 * 1000;
+
+/// How long a tombstone is kept by default (`tombstone_grace_hours`: 7 days): a node away for
+/// longer may have missed a delete whose tombstone is gone (README, "Deletes").
+pub const TOMBSTONE_GRACE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Far longer than any accepted clock skew: a tombstone is never purged while a peer whose clock
+/// runs behind could still be writing older versions.
+const _: () = assert!(TOMBSTONE_GRACE_DEFAULT.as_millis() > 10 * SKEW_MAX_MS as u128);
 
 /// A request for the host glue to deliver to a peer; the answer comes back to `answer_to` with
 /// the same id.
@@ -370,6 +377,10 @@ pub struct SyncActor {
     in_flight: BTreeMap<u64, Push>,
     /// Pushes waiting to be sent again, by (when, id).
     retries: BTreeMap<(Duration, u64), Push>,
+    /// How long tombstones are kept (`tombstone_grace_hours`).
+    grace: Duration,
+    /// When storage is next asked to garbage-collect (every `sync_interval`).
+    next_purge_at: Duration,
 }
 
 impl SyncActor {
@@ -396,7 +407,16 @@ impl SyncActor {
             next_id: 0,
             in_flight: BTreeMap::new(),
             retries: BTreeMap::new(),
+            grace: TOMBSTONE_GRACE_DEFAULT,
+            next_purge_at: pace.round_every,
         }
+    }
+
+    /// Keeps tombstones for `grace` (instead of [`TOMBSTONE_GRACE_DEFAULT`]) before storage
+    /// garbage-collects them.
+    pub fn tombstone_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// Starts as a new node that pulls the cluster's data first: records stamped after `since_ms`
@@ -715,8 +735,20 @@ impl SyncActor {
                 match repair::compare_segments(&self.reader, &theirs) {
                     Ok(diff) => {
                         self.push_newer(now, peer, &diff.push);
+                        if !diff.forget.is_empty() {
+                            tracing::info!(
+                                %peer,
+                                records = diff.forget.len(),
+                                purged_through_ms = theirs.purged_through_ms,
+                                "forgetting records the peer lacks and that are older than a \
+                                 delete it garbage-collected"
+                            );
+                            self.purge(ctx.clock().wall_ms(), diff.forget.clone());
+                        }
                         let round = self.round.as_mut().expect("a round in progress");
-                        round.repaired = !diff.fetch.is_empty() || !diff.push.is_empty();
+                        round.repaired = !diff.fetch.is_empty()
+                            || !diff.push.is_empty()
+                            || !diff.forget.is_empty();
                         round.fetch = diff.fetch;
                         self.next_fetch(throttle)
                     }
@@ -805,6 +837,18 @@ impl SyncActor {
             tracing::warn!(error = %e, "anti-entropy: answering a peer");
             SyncResponse::Busy
         })
+    }
+
+    /// Asks storage to garbage-collect the tombstones older than the grace period, and to forget
+    /// `forget`.
+    fn purge(&mut self, wall_ms: u64, forget: Vec<(String, Version)>) {
+        let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
+        let purge = StorageMsg::Purge {
+            tombstones_before_ms: wall_ms.saturating_sub(grace_ms),
+            forget,
+        };
+        // A full mailbox loses this purge, not the garbage: the next one collects it.
+        let _ = self.storage.send(purge);
     }
 
     fn tick(&mut self, now: Duration) {
@@ -941,6 +985,10 @@ impl Actor for SyncActor {
             SyncMsg::Answer(PeerAnswer { id, result }) => self.answered(ctx, id, result),
             SyncMsg::Tick => {
                 self.tick(now);
+                if now >= self.next_purge_at {
+                    self.next_purge_at = now + self.pace.round_every;
+                    self.purge(ctx.clock().wall_ms(), Vec::new());
+                }
                 self.bootstrap_step(now);
                 self.send_due(now);
                 self.maybe_start_round(ctx);

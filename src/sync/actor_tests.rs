@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::cluster::frame::SegmentLists;
 use crate::seam::testing::TestContext;
 use crate::seam::{Clock, Mailbox};
 use crate::storage::Version;
@@ -390,7 +391,11 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
                 let keys = (0..600)
                     .map(|i| (format!("k{i:03}"), Version::new(5, [2; 16])))
                     .collect();
-                SyncResponse::Segments(vec![(0, keys)])
+                SyncResponse::Segments(SegmentLists {
+                    lists: vec![(0, keys)],
+                    truncated: false,
+                    purged_through_ms: 0,
+                })
             }
             other => panic!("{expected} expected, got {other:?}"),
         };
@@ -469,4 +474,39 @@ fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
     );
     f.answer(&second, SyncResponse::Page(Vec::new()));
     assert_eq!(mode.get(), Mode::Normal, "an empty page ends it");
+}
+
+#[test]
+fn storage_is_asked_every_sync_interval_to_collect_tombstones_older_than_the_grace() {
+    let pace = Pace {
+        round_every: Duration::from_secs(2),
+        ..NO_ROUNDS
+    };
+    let grace = Duration::from_secs(60);
+    let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace));
+    let wall0 = f.ctx.clock.wall_ms();
+    f.ctx.clock.set_wall_ms(wall0 + 100_000);
+    f.run(Duration::from_millis(5_050));
+    let purges: Vec<u64> = f
+        .storage
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            StorageMsg::Purge {
+                tombstones_before_ms,
+                forget,
+            } if forget.is_empty() => Some(*tombstones_before_ms),
+            _ => None,
+        })
+        .collect();
+    // At 2 s and 4 s of the actor's life, each time `grace` before the wall clock.
+    assert_eq!(
+        purges,
+        [
+            wall0 + 100_000 + 2_000 - 60_000,
+            wall0 + 100_000 + 4_000 - 60_000
+        ]
+    );
 }

@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use super::tree::{differing, HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};
-use crate::cluster::frame::{SyncResponse, BODY_BYTES_MAX, PUSH_BYTES_MAX};
+use crate::cluster::frame::{SegmentLists, SyncResponse, BODY_BYTES_MAX, PUSH_BYTES_MAX};
 
 const _: () = assert!(SEGMENT_KEY_BYTES_MAX + 1024 < BODY_BYTES_MAX);
-use crate::storage::{ReadError, Record, StorageReader, Version};
+use crate::storage::{ReadError, Record, StorageReader, Version, PURGE_KEYS_MAX};
 
 /// Most segments compared in one round.
 pub const SEGMENTS_PER_ROUND_MAX: usize = 64;
@@ -61,6 +61,7 @@ pub fn answer_segments(
         return Ok(SyncResponse::Busy);
     }
     let mut out = Vec::new();
+    let mut truncated = false;
     let (mut entries, mut bytes) = (0, 0);
     for &segment in segments {
         let mut keys = reader.segment(segment)?;
@@ -88,6 +89,7 @@ pub fn answer_segments(
                 })
                 .count();
             keys.truncate(keep);
+            truncated = true;
         }
         entries += keys.len();
         bytes += keys
@@ -96,7 +98,11 @@ pub fn answer_segments(
             .sum::<usize>();
         out.push((segment, keys));
     }
-    Ok(SyncResponse::Segments(out))
+    Ok(SyncResponse::Segments(SegmentLists {
+        lists: out,
+        truncated,
+        purged_through_ms: reader.purged_through_ms(),
+    }))
 }
 
 /// The records of the `keys` asked that this node holds, up to `PUSH_BYTES_MAX` of them (or one
@@ -191,43 +197,55 @@ pub fn differing_segments(tree: &HashTree, theirs: &[(u16, Vec<u64>)]) -> Vec<u1
 }
 
 /// What a comparison of segments found: keys to fetch from the peer (it is newer, or only it
-/// has them) and keys to push to it (this node is newer, or only this node has them).
+/// has them), keys to push to it (this node is newer, or only this node has them), and keys to
+/// forget (only this node has them, and they are older than a delete the peer purged).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Difference {
     /// Keys the peer holds newer.
     pub fetch: Vec<String>,
     /// Keys this node holds newer.
     pub push: Vec<String>,
+    /// Records of this node the peer lacks, stamped no later than the newest tombstone it
+    /// garbage-collected. The peer would refuse them (`storage::Applied::Obsolete`): it may have
+    /// deleted them, and a node that missed a delete for longer than the grace period must not
+    /// bring the key back. This node forgets them instead.
+    pub forget: Vec<(String, Version)>,
 }
 
 /// Compares the peer's (key, version) lists of some segments with this node's.
 pub fn compare_segments(
     reader: &StorageReader,
-    theirs: &[(u16, Vec<(String, Version)>)],
+    theirs: &SegmentLists,
 ) -> Result<Difference, ReadError> {
     let mut diff = Difference::default();
-    for (segment, their_keys) in theirs {
+    for (segment, their_keys) in &theirs.lists {
         if usize::from(*segment) >= SEGMENTS {
             continue;
         }
         let ours: BTreeMap<String, Version> = reader.segment(*segment)?.into_iter().collect();
-        let theirs: BTreeMap<&str, &Version> =
+        let their: BTreeMap<&str, &Version> =
             their_keys.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        for (key, their_version) in &theirs {
+        for (key, their_version) in &their {
             match ours.get(*key) {
                 Some(our_version) if our_version >= *their_version => {}
                 _ => diff.fetch.push((*key).to_owned()),
             }
         }
         for (key, our_version) in &ours {
-            match theirs.get(key.as_str()) {
+            match their.get(key.as_str()) {
                 Some(their_version) if *their_version >= our_version => {}
+                None if !theirs.truncated
+                    && our_version.timestamp_ms <= theirs.purged_through_ms =>
+                {
+                    diff.forget.push((key.clone(), *our_version));
+                }
                 _ => diff.push.push(key.clone()),
             }
         }
     }
     diff.fetch.truncate(ROUND_FETCH_KEYS_MAX);
     diff.push.truncate(FETCH_KEYS_MAX);
+    diff.forget.truncate(PURGE_KEYS_MAX);
     Ok(diff)
 }
 
@@ -316,5 +334,39 @@ mod tests {
             answer_leaves(&theirs.reader(), &[BRANCHES as u16]),
             SyncResponse::Busy
         );
+    }
+
+    #[test]
+    fn records_a_peer_lacks_are_forgotten_only_if_older_than_its_purges_and_its_list_is_whole() {
+        let ours = store(&[("old", 5), ("new", 9)]);
+        let segment = |k: &str| HashTree::segment_of(k) as u16;
+        let mut segments = vec![segment("old"), segment("new")];
+        segments.dedup();
+        let versions: BTreeMap<String, Version> = ["old", "new"]
+            .iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    ours.reader().get(k).unwrap().unwrap().version,
+                )
+            })
+            .collect();
+        for (truncated, purged_through_ms) in [(false, 5), (true, 5), (false, 4)] {
+            let theirs = SegmentLists {
+                lists: segments.iter().map(|s| (*s, Vec::new())).collect(),
+                truncated,
+                purged_through_ms,
+            };
+            let mut diff = compare_segments(&ours.reader(), &theirs).unwrap();
+            diff.push.sort();
+            if !truncated && purged_through_ms == 5 {
+                assert_eq!(diff.forget, [("old".to_string(), versions["old"])]);
+                assert_eq!(diff.push, ["new"]);
+            } else {
+                // A list cut short, or purges older than the record: pushed, never forgotten.
+                assert!(diff.forget.is_empty());
+                assert_eq!(diff.push, ["new", "old"]);
+            }
+        }
     }
 }

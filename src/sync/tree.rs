@@ -74,6 +74,17 @@ impl HashTree {
         self.root ^= delta;
     }
 
+    /// Records that `key`, at `version`, left the keyspace (garbage collection).
+    pub fn remove(&mut self, key: &str, version: &Version) {
+        assert!(self.keys > 0, "removing a key from an empty tree");
+        self.keys -= 1;
+        let delta = pair_hash(key, version);
+        let segment = Self::segment_of(key);
+        self.leaves[segment] ^= delta;
+        self.branches[segment / LEAVES_PER_BRANCH] ^= delta;
+        self.root ^= delta;
+    }
+
     /// The hash of the whole keyspace: equal on two nodes holding the same (key, version) pairs.
     pub fn root(&self) -> u64 {
         self.root
