@@ -20,6 +20,12 @@ replay SCENARIO SEED:
     if [ "{{SCENARIO}}" = crash_sweep ]; then test=(--test sweep --); else test=(--test cluster_scenarios {{SCENARIO}} -- --exact); fi
     KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim "${test[@]}" --nocapture
 
+# N more seeds (default 20) of one scenario of scenarios/ (default: all of them), from a random
+# start, on every core: a progress bar, every failure with its replay command, a summary table
+# with simulation speed. Failing seeds are added to scenarios/regressions.yaml (cargo test replays them).
+sweep SCENARIO="all" N="20":
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo run -q -p kvs-sim --bin sweep -- {{SCENARIO}} {{N}}
+
 # Formatting and lints, in the normal build and in the simulator build.
 lint:
     cargo fmt --all -- --check

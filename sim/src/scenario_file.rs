@@ -60,20 +60,117 @@ pub fn load(name: &str) -> ScenarioFile {
     file
 }
 
+/// Every scenario file's name (`scenarios/<name>.yaml`), sorted; the regression list is not one.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder())
+        .expect("scenarios/ exists")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".yaml")?.to_owned())
+        })
+        .filter(|name| name != REGRESSIONS)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The regression list's file name in `scenarios/` (without `.yaml`).
+pub const REGRESSIONS: &str = "regressions";
+
+/// A seed that once broke an invariant: `cargo test` replays it forever after.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Regression {
+    /// The scenario file's name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// What it broke, and what fixed it.
+    pub found: String,
+}
+
+/// The regression list (`scenarios/regressions.yaml`).
+///
+/// # Panics
+/// If the file is malformed, naming it and the reason.
+pub fn regressions() -> Vec<Regression> {
+    let path = folder().join(format!("{REGRESSIONS}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let list: Option<Vec<Regression>> =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let list = list.unwrap_or_default();
+    let known = names();
+    for r in &list {
+        assert!(
+            known.contains(&r.scenario),
+            "{}: no scenario file named {:?}",
+            path.display(),
+            r.scenario
+        );
+    }
+    list
+}
+
+/// Adds `new` to the regression list (those not on it yet), keeping the file's comments.
+///
+/// # Panics
+/// If the file cannot be read or written.
+pub fn record_regressions(new: &[Regression]) {
+    let known = regressions();
+    let path = folder().join(format!("{REGRESSIONS}.yaml"));
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    if text.trim_end().ends_with("[]") {
+        text = text.trim_end().trim_end_matches("[]").to_owned();
+    }
+    for r in new.iter().filter(|r| {
+        !known
+            .iter()
+            .any(|k| k.scenario == r.scenario && k.seed == r.seed)
+    }) {
+        let line = serde_json::to_string(r).expect("a regression serializes");
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("- {line}\n"));
+    }
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Runs scenario file `name` under `seed` in a fresh runtime: its outcome, and the simulated
+/// time it took.
+///
+/// # Panics
+/// If the file is missing or malformed, or the run panics.
+pub fn run_named(name: &str, seed: u64) -> (crate::Outcome, std::time::Duration) {
+    let path = folder().join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let timed = |outcome: std::pin::Pin<Box<dyn std::future::Future<Output = crate::Outcome>>>| {
+        crate::sweep::run(seed, async move {
+            let began = tokio::time::Instant::now();
+            let outcome = outcome.await;
+            (outcome, began.elapsed())
+        })
+    };
+    match value["scenario"].as_str() {
+        Some("cluster") => timed(Box::pin(crate::cluster::run(crate::cluster::load(name)))),
+        Some("crash_durability") => timed(Box::pin(crate::crash_durability(load(name).workload))),
+        other => panic!("{}: unknown scenario {other:?}", path.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_scenario_file_loads() {
-        let mut names: Vec<String> = std::fs::read_dir(folder())
-            .expect("scenarios/ exists")
-            .filter_map(|entry| {
-                let name = entry.ok()?.file_name().into_string().ok()?;
-                Some(name.strip_suffix(".yaml")?.to_owned())
-            })
-            .collect();
-        names.sort();
+        let names = names();
+        regressions();
         assert!(names.len() >= 2, "{names:?}");
         for name in names {
             let path = folder().join(format!("{name}.yaml"));

@@ -85,3 +85,24 @@ fn swarm() {
 fn tombstone_grace() {
     sweep_scenario("tombstone_grace");
 }
+
+/// Every seed of `scenarios/regressions.yaml`: each once broke an invariant.
+#[test]
+fn regressions() {
+    let mut failures = Vec::new();
+    for r in kvs_sim::scenario_file::regressions() {
+        let (outcome, _) = kvs_sim::scenario_file::run_named(&r.scenario, r.seed);
+        if !outcome.violations.is_empty() {
+            failures.push(format!(
+                "{} seed {} (once: {}): {}\n  replay: just replay {} {}",
+                r.scenario,
+                r.seed,
+                r.found,
+                outcome.violations.join("; "),
+                r.scenario,
+                r.seed
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
