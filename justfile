@@ -26,6 +26,11 @@ replay SCENARIO SEED:
 sweep SCENARIO="all" N="20":
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo run -q -p kvs-sim --bin sweep -- {{SCENARIO}} {{N}}
 
+# Proof that the tests catch bugs: each broken variant of sim/mutants/*.patch applied to a
+# scratch worktree and its check run; prints a table (all variants take several minutes).
+mutants *NAMES:
+    sim/mutants/run.sh {{NAMES}}
+
 # Formatting and lints, in the normal build and in the simulator build.
 lint:
     cargo fmt --all -- --check
