@@ -27,7 +27,7 @@ for name in "${names[@]}"; do
     what=$(grep -oE '[0-9]+ of [0-9]+ seeds of [a-z_]+' <<<"$out" | sort -u | paste -sd ';' | sed 's/;/; /g')
     [ -z "$what" ] && what=$(grep -E '^test .* FAILED$' <<<"$out" | sed 's/^test //; s/ \.\.\. FAILED//' | paste -sd ',' | sed 's/,/, /g')
   else
-    out=$(cd "$scratch" && CARGO_TARGET_DIR="$repo/target/mutants" $check 2>&1); rc=$?
+    out=$(cd "$scratch" && CARGO_TARGET_DIR="$repo/target" $check 2>&1); rc=$?
     what=$(grep -E '^test .* FAILED$' <<<"$out" | sed 's/^test //; s/ \.\.\. FAILED//' | paste -sd ',' | sed 's/,/, /g')
   fi
   if [ $rc -ne 0 ]; then caught=yes; else caught=NO; missed=1; fi
