@@ -3,11 +3,14 @@
 # (sim/mutants/*.patch) to a scratch worktree of HEAD, runs the check its header names
 # (`# check: sim` = the whole simulator, `cargo test -p kvs-sim`; else the command given), and
 # prints a table: caught or not, and what failed (for the simulator, how many of each scenario's
-# pinned seeds). Usage: sim/mutants/run.sh [NAME...]   (`just mutants`)
+# pinned seeds). Usage: sim/mutants/run.sh [NAME...]   (`just mutants`). The first run builds
+# everything once into target/mutants and target/mutants-madsim.
 set -uo pipefail
 repo=$(git rev-parse --show-toplevel)
 scratch=${KVS_MUTANTS_DIR:-/tmp/kvs-mutants}
-target="$repo/target/madsim"
+# Targets of their own: binaries (kvs, sweep) are copied to a fixed path in a target directory
+# whatever the source tree, so sharing target/ would leave a broken binary where tests run it.
+target="$repo/target/mutants-madsim"
 rm -rf "$scratch"; git -C "$repo" worktree prune
 git -C "$repo" worktree add -q --detach "$scratch" HEAD
 trap 'git -C "$repo" worktree remove --force "$scratch"' EXIT
@@ -27,7 +30,7 @@ for name in "${names[@]}"; do
     what=$(grep -oE '[0-9]+ of [0-9]+ seeds of [a-z_]+' <<<"$out" | sort -u | paste -sd ';' | sed 's/;/; /g')
     [ -z "$what" ] && what=$(grep -E '^test .* FAILED$' <<<"$out" | sed 's/^test //; s/ \.\.\. FAILED//' | paste -sd ',' | sed 's/,/, /g')
   else
-    out=$(cd "$scratch" && CARGO_TARGET_DIR="$repo/target" $check 2>&1); rc=$?
+    out=$(cd "$scratch" && CARGO_TARGET_DIR="$repo/target/mutants" $check 2>&1); rc=$?
     what=$(grep -E '^test .* FAILED$' <<<"$out" | sed 's/^test //; s/ \.\.\. FAILED//' | paste -sd ',' | sed 's/,/, /g')
   fi
   if [ $rc -ne 0 ]; then caught=yes; else caught=NO; missed=1; fi
