@@ -404,6 +404,11 @@ impl Config {
         Duration::from_secs(self.tombstone_grace_hours * 3600)
     }
 
+    /// How far back a new node's bootstrap pulls (`bootstrap_max_age_hours`).
+    pub fn bootstrap_max_age(&self) -> Duration {
+        Duration::from_secs(self.bootstrap_max_age_hours.saturating_mul(3600))
+    }
+
     /// The address to bind, parsed.
     pub fn bind_ip(&self) -> Result<IpAddr, ConfigError> {
         self.bind_address.parse().map_err(|_| ConfigError::Invalid {

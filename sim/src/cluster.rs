@@ -14,7 +14,7 @@
 //!   over its own ballots, each member counted once (rules written again here, independently);
 //!   every node ended on the strongest decision made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +61,10 @@ pub struct ClusterScenario {
     /// may hold nothing for a key whose newer delete was acknowledged anywhere.
     #[serde(default)]
     pub tombstone_grace_ms: Option<u64>,
+    /// How far back a joining node's bootstrap pulls (ms; default kvs's 30 days): anything
+    /// older reaches it through anti-entropy only.
+    #[serde(default)]
+    pub bootstrap_max_age_ms: Option<u64>,
 }
 
 /// The clients' work.
@@ -187,7 +191,7 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(nodes: Vec<Arc<SimNode>>, acked: AckLog, collects: bool) -> Monitor {
+    fn start(nodes: Vec<Arc<SimNode>>, acked: AckLog, collects: Option<Collects>) -> Monitor {
         let nodes = Arc::new(Mutex::new(nodes));
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -202,7 +206,7 @@ impl Monitor {
                 tokio::time::sleep(MONITOR_EVERY).await;
                 let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let found = unsafe_states(&nodes, &acked, collects);
+                let found = unsafe_states(&nodes, &acked, collects.as_ref());
                 if !found.is_empty() {
                     let at = started.elapsed().as_millis();
                     let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,14 +241,42 @@ impl Monitor {
     }
 }
 
-/// Where a node holds less than it acknowledged (see [`Monitor`]). With `collects` (tombstones
-/// are garbage-collected in this scenario), holding nothing is also fine where a delete at least
-/// as new as the node's own acknowledgement was acknowledged by any node: the tombstone may be
-/// gone, and the node forgets what a purged delete superseded.
+/// What garbage collection may take, in a scenario that collects tombstones (README,
+/// "Deletes"): a key whose newest acknowledged operation is a delete may end absent (its
+/// tombstone collected), and so may a write acknowledged by a node the scenario cuts off (by a
+/// partition, a crash or a leave) if a peer collected a newer tombstone before the write could
+/// reach it. Nothing else.
+#[derive(Debug, Clone)]
+struct Collects {
+    /// The nodes some fault cuts off, by name.
+    cut_off: BTreeSet<String>,
+}
+
+impl Collects {
+    fn of(scenario: &ClusterScenario) -> Option<Collects> {
+        scenario.tombstone_grace_ms?;
+        let cut_off = scenario
+            .faults
+            .iter()
+            .flat_map(|f| match &f.fault {
+                Fault::Isolate(n) => n.clone(),
+                Fault::OneWay { from, to } => vec![*from, *to],
+                Fault::Crash(n) | Fault::Leave(n) => vec![*n],
+                _ => vec![],
+            })
+            .map(|n| format!("node-{n}"))
+            .collect();
+        Some(Collects { cut_off })
+    }
+}
+
+/// Where a node holds less than it acknowledged (see [`Monitor`]). With tombstones collected,
+/// holding nothing is also fine where a delete at least as new as the node's acknowledgement was
+/// acknowledged anywhere, or where the node is one a fault cuts off ([`Collects`]).
 fn unsafe_states(
     nodes: &[Arc<SimNode>],
     acked: &BTreeMap<String, Vec<Acked>>,
-    collects: bool,
+    collects: Option<&Collects>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for node in nodes {
@@ -257,8 +289,10 @@ fn unsafe_states(
                 continue;
             };
             let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
+            let forgivable =
+                collects.is_some_and(|c| deleted_since || c.cut_off.contains(node.name()));
             match node.record(key) {
-                None if collects && deleted_since => {}
+                None if forgivable => {}
                 None => out.push(format!(
                     "lost write: {} acknowledged {key} at {:?} and holds nothing",
                     node.name(),
@@ -377,7 +411,6 @@ pub fn load(name: &str) -> ClusterScenario {
 }
 
 impl ClusterScenario {
-    /// The nodes that start only when their `join` fault strikes.
     /// A node's configuration in this scenario.
     fn setup(&self, mode: kvs::api::Mode) -> crate::node::Setup {
         let mut setup = crate::node::Setup {
@@ -387,9 +420,13 @@ impl ClusterScenario {
         if let Some(ms) = self.tombstone_grace_ms {
             setup.tombstone_grace = Duration::from_millis(ms);
         }
+        if let Some(ms) = self.bootstrap_max_age_ms {
+            setup.bootstrap_max_age = Duration::from_millis(ms);
+        }
         setup
     }
 
+    /// The nodes that start only when their `join` fault strikes.
     fn late(&self) -> Vec<u64> {
         self.faults
             .iter()
@@ -548,9 +585,12 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                         node.put(&key, format!("{{\"by\":\"{}/{c}\"}}", node.name()))
                             .await
                     };
-                    let version = if delete && status == StatusCode::NO_CONTENT {
-                        // DELETE's 204 names no version: the tombstone just written does, unless
-                        // a newer write already replaced it (then that one counts anyway).
+                    let deleted = [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];
+                    let version = if delete && deleted.contains(&status) {
+                        // DELETE names no version: the tombstone just written does, unless a
+                        // newer write already replaced it (then that one counts anyway). A 404
+                        // writes a tombstone too (it beats an older write still on its way),
+                        // or finds one: either way the node holds a durable delete.
                         node.record(&key)
                             .filter(|r| r.is_tombstone())
                             .map(|r| r.version)
@@ -581,8 +621,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
-    let collects = scenario.tombstone_grace_ms.is_some();
-    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects);
+    let collects = Collects::of(&scenario);
+    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects.clone());
     // Decisions listed by nodes before their power cuts, and what reading them found.
     let (mut archived, mut early) = (Vec::new(), Vec::new());
     for f in &faults {
@@ -667,13 +707,15 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         for (key, ops) in acked.iter() {
             let newest = ops.iter().max_by_key(|o| o.version).expect("at least one");
             match finals.get(key.as_str()) {
-                // A delete acknowledged, its tombstone collected: the key ends absent, and a
-                // write older than a collected tombstone that reached no peer within the grace
-                // period is forgotten (README, "Deletes").
-                None if collects && ops.iter().any(|o| o.delete) => {}
-                None => {
-                    violations.push(format!("lost write: {key} acknowledged, absent everywhere"))
-                }
+                // The newest operation a delete, its tombstone collected; or the newest a write
+                // a cut-off node took, forgotten (README, "Deletes"; `Collects`).
+                None if collects
+                    .as_ref()
+                    .is_some_and(|c| newest.delete || c.cut_off.contains(&newest.by)) => {}
+                None => violations.push(format!(
+                    "lost write: {key} acknowledged by {} at {:?}, absent everywhere",
+                    newest.by, newest.version
+                )),
                 Some(record) if record.version < newest.version && newest.delete => violations
                     .push(format!(
                         "resurrection: {key} was deleted at {:?}, ends at the older {:?}{}",

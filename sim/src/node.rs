@@ -81,6 +81,8 @@ pub struct Setup {
     pub mode: Mode,
     /// How long tombstones are kept (`tombstone_grace_hours`; scenarios use seconds).
     pub tombstone_grace: Duration,
+    /// How far back a new node's bootstrap pulls (`bootstrap_max_age_hours`).
+    pub bootstrap_max_age: Duration,
 }
 
 impl Default for Setup {
@@ -88,6 +90,7 @@ impl Default for Setup {
         Setup {
             mode: Mode::Normal,
             tombstone_grace: kvs::config::Config::default().tombstone_grace(),
+            bootstrap_max_age: kvs::config::Config::default().bootstrap_max_age(),
         }
     }
 }
@@ -326,7 +329,7 @@ impl Machine {
                     round_every: SYNC_EVERY,
                     ..kvs::config::Config::default().pace()
                 },
-                bootstrap_max_age: Duration::from_secs(720 * 3600),
+                bootstrap_max_age: setup.bootstrap_max_age,
                 tombstone_grace: setup.tombstone_grace,
             },
             mode: setup.mode,

@@ -86,6 +86,11 @@ fn tombstone_grace() {
     sweep_scenario("tombstone_grace");
 }
 
+#[test]
+fn bootstrap_past_grace() {
+    sweep_scenario("bootstrap_past_grace");
+}
+
 /// Every seed of `scenarios/regressions.yaml`: each once broke an invariant.
 #[test]
 fn regressions() {

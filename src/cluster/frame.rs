@@ -17,13 +17,13 @@ use super::envelope::Rejected;
 use super::secret::{ClusterSecret, PurposeKeys};
 use crate::api::KEY_BYTES_MAX;
 use crate::limits::VALUE_BYTES_MAX;
-use crate::storage::{Record, Version, RECORD_OVERHEAD_BYTES_MAX};
+use crate::storage::{Horizon, Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 
 /// The first bytes of a frame connection: what tells it apart from HTTP on the shared port.
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
 /// The frame format this build speaks (2: versions carry conflict decisions, votes; 3: segment
-/// lists carry the purge watermark).
-pub const VERSION: u8 = 3;
+/// lists carry the purge watermark; 4: branches and segment lists carry the whole horizon).
+pub const VERSION: u8 = 4;
 /// Bytes of the connection nonce.
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the hello: magic, version, nonce.
@@ -112,8 +112,14 @@ pub enum SyncResponse {
     Accepted,
     /// This node's storage is behind, or the request was not valid: send again later.
     Busy,
-    /// Every branch hash, in order.
-    Branches(Vec<u64>),
+    /// Every branch hash, in order, and what the answering node vouches for: an asker that
+    /// finds the same hashes holds the same keys, and may vouch for the same.
+    Branches {
+        /// The branch hashes.
+        hashes: Vec<u64>,
+        /// The answering node's horizon, read before its hashes.
+        horizon: Horizon,
+    },
     /// For each branch asked, its segment hashes in order.
     Leaves(Vec<(u16, Vec<u64>)>),
     /// Keys and versions of the segments asked.
@@ -131,12 +137,13 @@ pub enum SyncResponse {
 pub struct SegmentLists {
     /// For each segment answered (whole segments, as many as fit), its keys and versions.
     pub lists: Vec<(u16, Vec<(String, Version)>)>,
-    /// Whether the one segment listed is cut short (too large to list whole): what it does not
-    /// list may still be held.
+    /// Whether the last segment listed is cut short (too large to list whole): its list is a
+    /// prefix in key order, and a key after its last may still be held.
     pub truncated: bool,
-    /// The newest timestamp of a tombstone the answering node garbage-collected: a key it lacks
-    /// that the asker holds no newer than this was deleted (`sync::repair::compare_segments`).
-    pub purged_through_ms: u64,
+    /// What the answering node vouches for, read before its lists: a key it lacks that the
+    /// asker holds at a version the horizon says was deleted is forgotten
+    /// (`sync::repair::compare_segments`).
+    pub horizon: Horizon,
 }
 
 /// A request with its correlation id.

@@ -332,12 +332,70 @@ impl MembershipActor {
                     | OwnedNotification::Idle
             )
         });
+        let rejoined = notifications
+            .iter()
+            .any(|n| matches!(n, OwnedNotification::Rejoin(_)));
         for notification in notifications {
             self.notified(ctx, notification);
+        }
+        if rejoined {
+            self.forget_stale_suspicions(ctx);
         }
         if membership_changed {
             self.publish_peers();
         }
+    }
+
+    /// After this node rejoined under a new generation, starts foca over from what it knows,
+    /// suspects taken as alive (at the incarnation they had).
+    ///
+    /// foca keeps a suspicion until its timer declares the member down or the member refutes
+    /// it. A change of identity discards every timer set before (foca trusts nothing found
+    /// while declared down), but not the suspicions: one formed while this node was cut off
+    /// stayed forever, since the member never heard of it (the update's transmissions were spent
+    /// while nobody could hear them). Such a suspicion says more about this node than about the
+    /// member; a member that really fails is suspected again by the next probe.
+    fn forget_stale_suspicions(&mut self, ctx: &mut dyn Context<MembershipMsg>) {
+        let swim = self.swim();
+        let suspects = swim
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .count();
+        if suspects == 0 {
+            return;
+        }
+        let me = swim.identity().clone();
+        let members: Vec<foca::Member<NodeIdentity>> = swim
+            .iter_membership_state()
+            .map(|m| {
+                let state = match m.state() {
+                    State::Suspect => State::Alive,
+                    other => other,
+                };
+                foca::Member::new(m.id().clone(), m.incarnation(), state)
+            })
+            .collect();
+        let mut fresh = Foca::new(
+            me,
+            swim_config(self.cluster_size),
+            ChaCha12Rng::from_rng(ctx.rng()),
+            PostcardCodec,
+        );
+        // The old instance's timers are meaningless to the new one.
+        self.timers.clear();
+        if let Err(e) = fresh.apply_many(members.into_iter(), false, &mut self.effects) {
+            tracing::warn!(error = %e, "restarting SWIM after a rejoin");
+        }
+        // Nobody came up: every member was known already.
+        self.effects
+            .notifications
+            .retain(|n| !matches!(n, OwnedNotification::MemberUp(_)));
+        self.swim = Some(fresh);
+        tracing::info!(
+            suspects,
+            "rejoined: dropped the suspicions formed while cut off"
+        );
+        self.apply(ctx);
     }
 
     fn send(&self, to: SocketAddr, payload: Vec<u8>) {
@@ -855,6 +913,29 @@ mod tests {
                 all(MemberStatus::Alive, &["n0", "n1", "n2"]),
                 "node {i}"
             );
+        }
+    }
+
+    #[test]
+    fn suspicions_a_node_formed_while_cut_off_do_not_outlive_its_return() {
+        // However long the cut: a member the isolated node suspected while it could hear nobody
+        // must not stay suspect once it is back (its suspicion timers die with its old identity).
+        for cut_ms in (1_500..=6_000).step_by(250) {
+            let mut lan = Lan::new(4);
+            lan.run(Duration::from_secs(5));
+            lan.isolate(3);
+            lan.run(Duration::from_millis(cut_ms));
+            lan.cut.clear();
+            lan.run(Duration::from_secs(20));
+            for i in 0..4 {
+                let mut status = lan.statuses(i);
+                status.sort();
+                assert_eq!(
+                    status,
+                    all(MemberStatus::Alive, &["n0", "n1", "n2", "n3"]),
+                    "node {i}, cut off for {cut_ms} ms"
+                );
+            }
         }
     }
 

@@ -193,9 +193,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
             reap_after: Duration::from_secs(config.member_reap_after_s),
             pace: config.pace(),
             tombstone_grace: config.tombstone_grace(),
-            bootstrap_max_age: Duration::from_secs(
-                config.bootstrap_max_age_hours.saturating_mul(3600),
-            ),
+            bootstrap_max_age: config.bootstrap_max_age(),
         },
         mode,
         value_bytes_max: config.max_value_bytes,

@@ -169,8 +169,17 @@ impl<H: Host> Node<H> {
             counters: conflict_counters,
             decisions: std::sync::Arc::clone(&decisions),
         });
-        // A new (or empty) node joining a cluster pulls its data before taking writes.
-        if store.keys_at_open() == 0 && seeds.iter().any(|s| *s != address) {
+        if seeds.iter().any(|s| *s != address) {
+            sync_actor = sync_actor.clustered();
+        }
+        // A new (or empty) node joining a cluster pulls its data before taking writes; so does
+        // one whose bootstrap a crash interrupted (its horizon says it never completed).
+        let new_node = store.keys_at_open() == 0 || store.horizon().bootstrapping();
+        if new_node && seeds.iter().any(|s| *s != address) {
+            store.mark_bootstrapping().map_err(|e| SpawnError {
+                name: StorageActor::NAME,
+                reason: format!("recording that the node bootstraps: {e}"),
+            })?;
             let age_ms = u64::try_from(bootstrap_max_age.as_millis()).unwrap_or(u64::MAX);
             let since_ms = spec.clock.wall_ms().saturating_sub(age_ms);
             sync_actor = sync_actor.bootstrapping(mode.clone(), spec.mode, since_ms);

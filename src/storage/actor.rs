@@ -1,7 +1,6 @@
 //! The storage writer: group commit of every waiting write into one synced log frame.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use super::tables::{
     apply_records, expired_tombstones, remove_records, META, META_PURGED_MS, META_WAL_SEQ,
 };
 use super::wal::Wal;
+use super::Horizon;
 use super::{CommitError, Record, Store, Version, WriteError};
 use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use prometheus_client::metrics::counter::Counter;
@@ -78,10 +78,25 @@ pub enum StorageMsg {
         /// Records a peer proved deleted: it purged a tombstone newer than them and lacks them.
         forget: Vec<(String, Version)>,
     },
+    /// What this node vouches for about keys it lacks changed (the sync actor learnt it).
+    Horizon(HorizonChange),
 }
 
-/// Most tombstones one [`StorageMsg::Purge`] removes: the rest wait for the next, so that one
-/// purge's transaction (and the writes waiting behind it) stays short.
+/// A change of the node's [`Horizon`], persisted before it takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HorizonChange {
+    /// The bootstrap, which pulled the records stamped after `since_ms`, completed (or found no
+    /// peer to pull from).
+    Bootstrapped {
+        /// Where the bootstrap started.
+        since_ms: u64,
+    },
+    /// Anti-entropy found this node's keyspace identical to a peer's, whose horizon this is.
+    AgreedWith(Horizon),
+}
+
+/// Most tombstones one purge transaction removes: the rest go in the next, queued behind the
+/// writes waiting meanwhile, so that no transaction (and no write waiting behind it) is long.
 pub const PURGE_KEYS_MAX: usize = 4096;
 
 /// What garbage collection did, for `/metrics`.
@@ -267,6 +282,8 @@ pub struct StorageActor {
     tombstones_before_ms: u64,
     /// Garbage collection's counters.
     purges: PurgeCounters,
+    /// Whether a purge continuing a full one is queued (its timer counts in `TIMERS_MAX`).
+    purge_queued: bool,
 }
 
 impl StorageActor {
@@ -293,6 +310,7 @@ impl StorageActor {
             failure: None,
             tombstones_before_ms: 0,
             purges: PurgeCounters::default(),
+            purge_queued: false,
         }
     }
 
@@ -480,6 +498,17 @@ impl StorageActor {
         ctx.blocking(&mut || result = Some(self.purge_durably(before_ms, &forget)));
         match result.expect("the host ran the purge") {
             Ok((purged, forgotten)) => {
+                if purged.len() == PURGE_KEYS_MAX && !self.purge_queued {
+                    // More may be expired: the next batch goes behind the writes queued now.
+                    self.purge_queued = true;
+                    ctx.schedule(
+                        Duration::ZERO,
+                        StorageMsg::Purge {
+                            tombstones_before_ms: before_ms,
+                            forget: Vec::new(),
+                        },
+                    );
+                }
                 let mut tree = self.store.tree().lock().unwrap_or_else(|e| e.into_inner());
                 for (path, record) in purged.iter().chain(&forgotten) {
                     tree.remove(path, &record.version);
@@ -487,11 +516,14 @@ impl StorageActor {
                 drop(tree);
                 self.purges.tombstones_purged.inc_by(purged.len() as u64);
                 self.purges.records_forgotten.inc_by(forgotten.len() as u64);
+                for (path, record) in &forgotten {
+                    tracing::trace!(path, version = ?record.version, "forgotten");
+                }
                 if !purged.is_empty() || !forgotten.is_empty() {
                     tracing::debug!(
                         tombstones = purged.len(),
                         forgotten = forgotten.len(),
-                        through_ms = self.store.purged_through().load(Ordering::Acquire),
+                        through_ms = self.store.horizon().purged_through_ms,
                         "garbage collection"
                     );
                 }
@@ -499,6 +531,43 @@ impl StorageActor {
             Err(e) => {
                 self.store.set_commit_failure(Some(e.to_string()));
                 ctx.fail(format!("garbage collection failed: {e}"));
+                self.failure = Some(WriteError::from(Arc::new(e)));
+            }
+        }
+    }
+
+    /// Persists and publishes the node's new [`Horizon`]. A failure fails the actor, as a failed
+    /// commit does.
+    fn change_horizon(&mut self, ctx: &mut dyn Context<StorageMsg>, change: HorizonChange) {
+        if self.failure.is_some() {
+            return;
+        }
+        let old = self.store.horizon();
+        let new = match change {
+            HorizonChange::Bootstrapped { since_ms } => old.bootstrapped(since_ms),
+            HorizonChange::AgreedWith(peer) => old.agreed_with(peer),
+        };
+        if new == old {
+            return;
+        }
+        // The writes queued before it were judged under the old horizon by whoever sent this
+        // (the records a round fetched, then its agreement): commit them first.
+        self.flush(ctx);
+        if self.failure.is_some() {
+            return;
+        }
+        let mut result = None;
+        ctx.blocking(&mut || result = Some(self.store.set_horizon(new)));
+        match result.expect("the host ran the commit") {
+            Ok(()) => tracing::debug!(
+                complete_since_ms = new.complete_since_ms,
+                purged_through_ms = new.purged_through_ms,
+                ?change,
+                "horizon"
+            ),
+            Err(e) => {
+                self.store.set_commit_failure(Some(e.to_string()));
+                ctx.fail(format!("recording the horizon failed: {e}"));
                 self.failure = Some(WriteError::from(Arc::new(e)));
             }
         }
@@ -521,11 +590,14 @@ impl StorageActor {
         let purged = remove_records(&txn, expired.iter().map(|(p, v)| (p.as_str(), v)))?;
         let forgotten = remove_records(&txn, forget.iter().map(|(p, v)| (p.as_str(), v)))?;
         let newest = purged.iter().map(|(_, r)| r.version.timestamp_ms).max();
-        let through = self.store.purged_through();
-        if let Some(newest) = newest.filter(|n| *n > through.load(Ordering::Acquire)) {
+        let horizon = self.store.horizon();
+        if let Some(newest) = newest.filter(|n| *n > horizon.purged_through_ms) {
             txn.open_table(META)?.insert(META_PURGED_MS, newest)?;
             txn.commit()?;
-            through.store(newest, Ordering::Release);
+            self.store.publish_horizon(Horizon {
+                purged_through_ms: newest,
+                ..horizon
+            });
         } else {
             txn.commit()?;
         }
@@ -556,6 +628,7 @@ impl StorageActor {
         self.collisions.clear();
         let reader = self.store.reader();
         let memtable = self.store.memtable();
+        let horizon = self.store.horizon();
         let mut outcomes = Vec::with_capacity(batch.len());
         // Records of this batch so far: later writes of the same key must see them.
         let mut logged: Vec<(String, Record)> = Vec::with_capacity(batch.len());
@@ -574,17 +647,17 @@ impl StorageActor {
                     record.origin.len() <= NODE_ID_BYTES_MAX,
                     "a validated origin"
                 );
-                let purged_through = self.store.purged_through().load(Ordering::Acquire);
                 let stamped = record.version.timestamp_ms;
                 let applied = match &current {
                     Some(c) => applying(&c.version, &record.version),
-                    None if stamped <= purged_through => Applied::Obsolete,
+                    None if horizon.vouches_deleted(stamped) => Applied::Obsolete,
                     None if record.is_tombstone() && stamped < self.tombstones_before_ms => {
                         Applied::Obsolete
                     }
                     None => Applied::Stored,
                 };
                 if applied == Applied::Obsolete {
+                    tracing::trace!(path, version = ?record.version, "obsolete");
                     self.purges.records_obsolete.inc();
                 }
                 outcomes.push(Outcome::Apply(applied));
@@ -676,8 +749,8 @@ enum Outcome {
 impl Actor for StorageActor {
     type Msg = StorageMsg;
     const NAME: &'static str = "storage";
-    /// One `Linger` in flight at most (see `lingering`).
-    const TIMERS_MAX: usize = 1;
+    /// One `Linger` in flight at most (see `lingering`), and one purge continuing a full one.
+    const TIMERS_MAX: usize = 2;
 
     fn handle(&mut self, ctx: &mut dyn Context<StorageMsg>, msg: StorageMsg) {
         let write = match msg {
@@ -695,9 +768,11 @@ impl Actor for StorageActor {
                 tombstones_before_ms,
                 forget,
             } => {
+                self.purge_queued = false;
                 self.tombstones_before_ms = self.tombstones_before_ms.max(tombstones_before_ms);
                 return self.purge(ctx, forget);
             }
+            StorageMsg::Horizon(change) => return self.change_horizon(ctx, change),
         };
         if let Some(failure) = &self.failure {
             return write.fail(failure.clone());

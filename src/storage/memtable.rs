@@ -60,8 +60,6 @@ impl Memtable {
         self.write().clear();
     }
 
-    // A panic while holding the lock cannot leave the map half-updated (each operation is one
-    // BTreeMap call), so a poisoned lock is still consistent.
     /// Whether any record satisfies `test`.
     pub fn any(&self, test: impl Fn(&Record) -> bool) -> bool {
         self.read().values().any(test)
@@ -72,6 +70,8 @@ impl Memtable {
         self.read().is_empty()
     }
 
+    // A panic while holding the lock cannot leave the map half-updated (each operation is one
+    // BTreeMap call), so a poisoned lock is still consistent.
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Record>> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }

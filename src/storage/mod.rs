@@ -16,6 +16,7 @@
 
 mod actor;
 mod error;
+mod horizon;
 mod memtable;
 mod reader;
 mod record;
@@ -24,10 +25,12 @@ mod tables;
 mod wal;
 
 pub use actor::{
-    applying, Applied, Collision, DeleteOutcome, PurgeCounters, StorageActor, StorageMsg, Write,
-    WriteResult, BATCH_BYTES_MAX, BATCH_WRITES_MAX, PURGE_KEYS_MAX, WRITE_BYTES_MAX,
+    applying, Applied, Collision, DeleteOutcome, HorizonChange, PurgeCounters, StorageActor,
+    StorageMsg, Write, WriteResult, BATCH_BYTES_MAX, BATCH_WRITES_MAX, PURGE_KEYS_MAX,
+    WRITE_BYTES_MAX,
 };
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
+pub use horizon::Horizon;
 pub use reader::StorageReader;
 pub use record::{Record, Resolution, Version};
 pub use store::Store;

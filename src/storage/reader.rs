@@ -7,9 +7,9 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::memtable::Memtable;
-use super::store::{CommitFailure, PurgedThrough, SharedTree};
+use super::store::{CommitFailure, SharedHorizon, SharedTree};
 use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, META};
-use super::{HealthError, ReadError, Record, Version};
+use super::{HealthError, Horizon, ReadError, Record, Version};
 use crate::sync::HashTree;
 
 /// A read handle on the store. Each call opens a read transaction: a consistent snapshot of the
@@ -20,7 +20,7 @@ pub struct StorageReader {
     memtable: Memtable,
     commit_failure: CommitFailure,
     tree: SharedTree,
-    purged_through: PurgedThrough,
+    horizon: SharedHorizon,
 }
 
 impl StorageReader {
@@ -29,23 +29,22 @@ impl StorageReader {
         memtable: Memtable,
         commit_failure: CommitFailure,
         tree: SharedTree,
-        purged_through: PurgedThrough,
+        horizon: SharedHorizon,
     ) -> Self {
         StorageReader {
             db,
             memtable,
             commit_failure,
             tree,
-            purged_through,
+            horizon,
         }
     }
 
-    /// The newest timestamp of a tombstone this node garbage-collected (0: none yet). This node
-    /// refuses a peer's record stamped at or before it for a key it does not hold, and tells
-    /// peers, which then forget such records of their own that it lacks (`sync::repair`).
-    pub fn purged_through_ms(&self) -> u64 {
-        self.purged_through
-            .load(std::sync::atomic::Ordering::Acquire)
+    /// What this node vouches for about keys it lacks ([`Horizon`]). It refuses a peer's record
+    /// of a key it lacks that the horizon says was deleted, and tells peers, which then forget
+    /// such records of their own (`sync::repair`).
+    pub fn horizon(&self) -> Horizon {
+        *self.horizon.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A copy of the keyspace's hash tree as of the last commit (every acknowledged write is in
@@ -115,6 +114,9 @@ impl StorageReader {
     /// in key order: what anti-entropy compares once the segment's hashes differ. Reads the
     /// segment index, not the whole keyspace.
     pub fn segment(&self, segment: u16) -> Result<Vec<(String, Version)>, ReadError> {
+        // The memtable first, as in `since`: a checkpoint between the two reads then shows a
+        // record twice (the newer version kept), never hides it.
+        let fresh = self.memtable.matching(|p| segment_of(p) == segment);
         let mut out: BTreeMap<String, Version> = BTreeMap::new();
         let txn = self.db.begin_read()?;
         let index = txn.open_table(BY_SEGMENT)?;
@@ -131,8 +133,9 @@ impl StorageReader {
             out.insert(path.to_owned(), record.value().version);
         }
         // Logged writes not checkpointed yet: newer than redb's, and keys redb may not have.
-        for (path, record) in self.memtable.matching(|p| segment_of(p) == segment) {
-            out.insert(path, record.version);
+        for (path, record) in fresh {
+            let version = out.entry(path).or_insert(record.version);
+            *version = (*version).max(record.version);
         }
         Ok(out.into_iter().collect())
     }

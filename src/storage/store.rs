@@ -1,7 +1,6 @@
 //! Opening the store on host-chosen backends: the database, its write-ahead log, and the replay
 //! that brings the database up to date with the log after a crash.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -10,11 +9,12 @@ use redb::{
 
 use super::memtable::Memtable;
 use super::tables::{
-    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, FORMAT_MIN, KV, META, META_FORMAT,
-    META_GENERATION, META_JOINED_MS, META_PURGED_MS, META_WAL_SEQ, TOMBSTONES,
+    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, FORMAT_MIN, KV, META,
+    META_COMPLETE_SINCE_MS, META_FORMAT, META_GENERATION, META_JOINED_MS, META_PURGED_MS,
+    META_WAL_SEQ, TOMBSTONES,
 };
 use super::wal::{Wal, WalBatch};
-use super::{CommitError, OpenError, ReadError, StorageReader};
+use super::{CommitError, Horizon, OpenError, ReadError, StorageReader};
 use crate::sync::HashTree;
 
 /// An open database shared by the writer actor and the readers. The database closes cleanly when
@@ -29,12 +29,12 @@ pub struct Store {
     keys_at_open: u64,
     generation: u64,
     tree: SharedTree,
-    purged_through: PurgedThrough,
+    horizon: SharedHorizon,
 }
 
-/// The newest timestamp of a tombstone this node garbage-collected (`META_PURGED_MS`): the writer
-/// raises it, readers (anti-entropy) tell peers.
-pub(super) type PurgedThrough = Arc<AtomicU64>;
+/// What this node vouches for about keys it lacks (`META_COMPLETE_SINCE_MS`, `META_PURGED_MS`):
+/// the writer moves it, readers (anti-entropy) tell peers.
+pub(super) type SharedHorizon = Arc<Mutex<Horizon>>;
 
 /// The keyspace's hash tree: the writer updates it with every commit, readers copy it.
 pub(super) type SharedTree = Arc<Mutex<HashTree>>;
@@ -66,7 +66,7 @@ impl Store {
             batches: replayed_batches,
             keys,
             generation,
-            purged_ms,
+            horizon,
         } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
         let tree = build_tree(&db)?;
@@ -85,7 +85,7 @@ impl Store {
             keys_at_open: keys,
             generation,
             tree: Arc::new(Mutex::new(tree)),
-            purged_through: Arc::new(AtomicU64::new(purged_ms)),
+            horizon: Arc::new(Mutex::new(horizon)),
         };
         Ok((store, wal))
     }
@@ -97,7 +97,7 @@ impl Store {
             self.memtable.clone(),
             Arc::clone(&self.commit_failure),
             Arc::clone(&self.tree),
-            Arc::clone(&self.purged_through),
+            Arc::clone(&self.horizon),
         )
     }
 
@@ -130,8 +130,39 @@ impl Store {
         &self.tree
     }
 
-    pub(super) fn purged_through(&self) -> &PurgedThrough {
-        &self.purged_through
+    /// What this node vouches for about keys it lacks (see [`Horizon`]).
+    pub fn horizon(&self) -> Horizon {
+        *self.horizon.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the store as a new node's that has not pulled the cluster's data yet: until its
+    /// bootstrap completes it vouches for nothing, and a restart bootstraps again. Called by the
+    /// node's assembly before the writer starts (durable before any record arrives).
+    pub fn mark_bootstrapping(&self) -> Result<(), CommitError> {
+        self.set_horizon(Horizon::BOOTSTRAPPING)
+    }
+
+    /// Publishes a horizon already made durable (by the purge's transaction).
+    pub(super) fn publish_horizon(&self, horizon: Horizon) {
+        *self.horizon.lock().unwrap_or_else(|e| e.into_inner()) = horizon;
+    }
+
+    /// Durably replaces the horizon (if it changed) and publishes it.
+    pub(super) fn set_horizon(&self, horizon: Horizon) -> Result<(), CommitError> {
+        let mut shared = self.horizon.lock().unwrap_or_else(|e| e.into_inner());
+        if *shared == horizon {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_COMPLETE_SINCE_MS, horizon.complete_since_ms)?;
+            meta.insert(META_PURGED_MS, horizon.purged_through_ms)?;
+        }
+        txn.commit()?;
+        *shared = horizon;
+        Ok(())
     }
 
     pub(super) fn memtable(&self) -> &Memtable {
@@ -202,8 +233,8 @@ struct Replayed {
     keys: u64,
     /// This open's generation (bumped and durable).
     generation: u64,
-    /// The newest tombstone timestamp garbage-collected so far (`META_PURGED_MS`).
-    purged_ms: u64,
+    /// What the node vouches for (`META_COMPLETE_SINCE_MS`, `META_PURGED_MS`).
+    horizon: Horizon,
 }
 
 /// In one durable transaction: records the join time if this is the database's first open, bumps
@@ -230,7 +261,7 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
             "every key is indexed by segment"
         );
     }
-    let (joined_ms, applied, generation, purged_ms) = {
+    let (joined_ms, applied, generation, horizon) = {
         let mut meta = txn.open_table(META)?;
         if meta.get(META_FORMAT)?.is_some_and(|f| f.value() < 3) {
             // A database from before the tombstone index: index its tombstones once.
@@ -256,8 +287,11 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         let generation = meta.get(META_GENERATION)?.map_or(0, |v| v.value()) + 1;
         meta.insert(META_GENERATION, generation)?;
         meta.insert(META_FORMAT, FORMAT)?;
-        let purged_ms = meta.get(META_PURGED_MS)?.map_or(0, |v| v.value());
-        (joined_ms, applied, generation, purged_ms)
+        let horizon = Horizon {
+            complete_since_ms: meta.get(META_COMPLETE_SINCE_MS)?.map_or(0, |v| v.value()),
+            purged_through_ms: meta.get(META_PURGED_MS)?.map_or(0, |v| v.value()),
+        };
+        (joined_ms, applied, generation, horizon)
     };
     let fresh: Vec<&WalBatch> = logged.iter().filter(|b| b.seq > applied).collect();
     for batch in &fresh {
@@ -277,6 +311,6 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         batches: fresh.len(),
         keys,
         generation,
-        purged_ms,
+        horizon,
     })
 }

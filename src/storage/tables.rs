@@ -46,10 +46,13 @@ pub const FORMAT: u64 = 3;
 /// The oldest format this build opens (upgrading it to [`FORMAT`]).
 pub const FORMAT_MIN: u64 = 2;
 
-/// `META` key: the newest timestamp of a tombstone this node garbage-collected. A peer's record
-/// older than it, for a key this node does not hold, may be a version that purged delete
-/// superseded: it is refused, so a purge can never let a deleted key come back.
+/// `META` key: the newest timestamp of a tombstone this node garbage-collected
+/// ([`super::Horizon::purged_through_ms`]).
 pub const META_PURGED_MS: &str = "purged_through_ms";
+
+/// `META` key: since when this node holds the cluster's data ([`super::Horizon::complete_since_ms`];
+/// absent: 0, a founding node's).
+pub const META_COMPLETE_SINCE_MS: &str = "complete_since_ms";
 
 /// `META` key: how many times this database was opened: the node's generation, bumped durably on
 /// every start, so that a restarted node's identity beats its previous boot's in the membership

@@ -29,9 +29,9 @@ use crate::api::{KeyPath, Mode, SharedMode};
 use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
-use crate::storage::{Record, StorageMsg, StorageReader, Version, Write};
+use crate::storage::{Horizon, HorizonChange, Record, StorageMsg, StorageReader, Version, Write};
 
-use super::repair::{self, FETCH_KEYS_MAX};
+use super::repair::{self, FETCH_KEYS_MAX, SEGMENTS_PER_ROUND_MAX};
 
 /// How often due retries are sent.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -323,6 +323,17 @@ enum Stage {
     Fetch,
 }
 
+/// What a round does after an answer.
+enum Step {
+    /// Sends this request (for this stage) after this pause; it asks for this many segments or
+    /// keys.
+    Next(Stage, SyncRequest, Duration, usize),
+    /// Ends: nothing is left to compare or fetch.
+    Done,
+    /// Ends early (no answer, a busy peer, a failed read): the next round starts over.
+    Abort,
+}
+
 /// The anti-entropy round in progress: with whom, and which request it waits on or sends next.
 struct Round {
     peer: SocketAddr,
@@ -335,6 +346,16 @@ struct Round {
     fetch: Vec<String>,
     /// Whether the round found a difference (the next round then comes at the catch-up pace).
     repaired: bool,
+    /// The wall clock when it began: if it ends whole, this node held by then everything the
+    /// peer held.
+    began_ms: u64,
+    /// The peer's horizon (from its branches answer).
+    horizon: Option<Horizon>,
+    /// Whether nothing was left for a later round so far (no list cut short, every key found
+    /// fetched and pushed).
+    whole: bool,
+    /// How many segments or keys the request in flight asks for.
+    asking: usize,
 }
 
 /// How long a bootstrapping node waits for a live peer before it gives up and starts empty.
@@ -346,6 +367,8 @@ struct Bootstrap {
     mode: SharedMode,
     /// The mode to take when it ends (the configured one).
     then: Mode,
+    /// Where the first page started: the node holds the records stamped after it once done.
+    since_ms: u64,
     /// Where the next page starts.
     cursor: (u64, String),
     /// The page request waiting for its answer: (id, peer, sent at).
@@ -381,6 +404,15 @@ pub struct SyncActor {
     grace: Duration,
     /// When storage is next asked to garbage-collect (every `sync_interval`).
     next_purge_at: Duration,
+    /// When the last whole anti-entropy round began (wall clock, ms): this node held everything
+    /// a peer held then, and it has told that peer what it held newer. It collects only
+    /// tombstones older than that, so a node cut off for longer than the grace period keeps the
+    /// deletes it made meanwhile until it can pass them on, and vouches for no record it may
+    /// have missed while away (`storage::Horizon`).
+    synced_ms: Option<u64>,
+    /// Whether this node is part of a cluster: it has seed nodes, or has had a live peer since it
+    /// started. A node alone needs no round before it collects tombstones.
+    clustered: bool,
 }
 
 impl SyncActor {
@@ -409,6 +441,8 @@ impl SyncActor {
             retries: BTreeMap::new(),
             grace: TOMBSTONE_GRACE_DEFAULT,
             next_purge_at: pace.round_every,
+            synced_ms: None,
+            clustered: false,
         }
     }
 
@@ -416,6 +450,13 @@ impl SyncActor {
     /// garbage-collects them.
     pub fn tombstone_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Marks the node as a cluster member from the start (it has seed nodes): it collects
+    /// tombstones only after whole anti-entropy rounds.
+    pub fn clustered(mut self) -> Self {
+        self.clustered = true;
         self
     }
 
@@ -427,6 +468,7 @@ impl SyncActor {
         self.bootstrap = Some(Bootstrap {
             mode,
             then,
+            since_ms,
             cursor: (since_ms, String::new()),
             waiting: None,
             next_at: Duration::ZERO,
@@ -439,6 +481,14 @@ impl SyncActor {
     /// Ends the bootstrap, leaving `Syncing`.
     fn finish_bootstrap(&mut self, now: Duration, why: &str) {
         if let Some(b) = self.bootstrap.take() {
+            // Storage records it before any record that arrives from now on: the node vouches
+            // for what it lacks only once it holds the cluster's data (`storage::Horizon`).
+            let change = HorizonChange::Bootstrapped {
+                since_ms: b.since_ms,
+            };
+            if self.storage.send(StorageMsg::Horizon(change)).is_err() {
+                tracing::debug!("storage queue full: the horizon waits for the next agreement");
+            }
             b.mode.set(b.then);
             tracing::info!(
                 records = b.records,
@@ -537,6 +587,7 @@ impl SyncActor {
         self.retries.retain(|_, p| !gone(p));
         let dropped = before - self.in_flight.len() - self.retries.len();
         self.counters.pushes_abandoned.inc_by(dropped as u64);
+        self.clustered |= !peers.is_empty();
         self.peers = peers;
     }
 
@@ -641,6 +692,10 @@ impl SyncActor {
             next: Some((now, SyncRequest::Branches)),
             fetch: Vec::new(),
             repaired: false,
+            began_ms: ctx.clock().wall_ms(),
+            horizon: None,
+            whole: true,
+            asking: 0,
         });
         self.send_due(now);
     }
@@ -711,41 +766,59 @@ impl SyncActor {
             return;
         };
         round.asked = None;
-        let (peer, stage) = (round.peer, round.stage);
+        let (peer, stage, asking) = (round.peer, round.stage, round.asking);
         let (throttle, fetch_delay) = (self.pace.throttle, self.pace.fetch_delay);
         let step = match (stage, result) {
-            (Stage::Branches, Ok(SyncResponse::Branches(theirs))) => {
-                let branches = repair::differing_branches(&self.reader.tree(), &theirs);
+            (Stage::Branches, Ok(SyncResponse::Branches { hashes, horizon })) => {
+                round.horizon = Some(horizon);
+                let branches = repair::differing_branches(&self.reader.tree(), &hashes);
                 if branches.is_empty() {
                     self.counters.rounds_in_agreement.inc();
-                    None
+                    Step::Done
                 } else {
-                    Some((Stage::Leaves, SyncRequest::Leaves { branches }, throttle))
+                    let asking = branches.len();
+                    Step::Next(
+                        Stage::Leaves,
+                        SyncRequest::Leaves { branches },
+                        throttle,
+                        asking,
+                    )
                 }
             }
             (Stage::Leaves, Ok(SyncResponse::Leaves(theirs))) => {
                 let segments = repair::differing_segments(&self.reader.tree(), &theirs);
-                (!segments.is_empty()).then_some((
-                    Stage::Segments,
-                    SyncRequest::Segments { segments },
-                    throttle,
-                ))
+                round.whole &= segments.len() < SEGMENTS_PER_ROUND_MAX && theirs.len() == asking;
+                if segments.is_empty() {
+                    // The trees moved between the two answers: nothing proven either way.
+                    Step::Abort
+                } else {
+                    let asking = segments.len();
+                    Step::Next(
+                        Stage::Segments,
+                        SyncRequest::Segments { segments },
+                        throttle,
+                        asking,
+                    )
+                }
             }
             (Stage::Segments, Ok(SyncResponse::Segments(theirs))) => {
+                round.whole &= theirs.lists.len() == asking;
                 match repair::compare_segments(&self.reader, &theirs) {
                     Ok(diff) => {
-                        self.push_newer(now, peer, &diff.push);
+                        let pushed = self.push_newer(now, peer, &diff.push);
                         if !diff.forget.is_empty() {
                             tracing::info!(
                                 %peer,
                                 records = diff.forget.len(),
-                                purged_through_ms = theirs.purged_through_ms,
+                                complete_since_ms = theirs.horizon.complete_since_ms,
+                                purged_through_ms = theirs.horizon.purged_through_ms,
                                 "forgetting records the peer lacks and that are older than a \
                                  delete it garbage-collected"
                             );
                             self.purge(ctx.clock().wall_ms(), diff.forget.clone());
                         }
                         let round = self.round.as_mut().expect("a round in progress");
+                        round.whole &= pushed && !diff.partial;
                         round.repaired = !diff.fetch.is_empty()
                             || !diff.push.is_empty()
                             || !diff.forget.is_empty();
@@ -754,11 +827,12 @@ impl SyncActor {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "anti-entropy: reading segments");
-                        None
+                        Step::Abort
                     }
                 }
             }
             (Stage::Fetch, Ok(SyncResponse::Records(records))) => {
+                round.whole &= records.len() == asking;
                 let count = records.len() as u64;
                 let wall_ms = ctx.clock().wall_ms();
                 if self.receive(wall_ms, peer, records, Via::AntiEntropy) == SyncResponse::Accepted
@@ -766,17 +840,23 @@ impl SyncActor {
                     self.counters.repaired_fetched.inc_by(count);
                     self.next_fetch(fetch_delay)
                 } else {
-                    None
+                    Step::Abort
                 }
             }
             // Busy, an answer to another question, or no answer: try again next round.
-            _ => None,
+            _ => Step::Abort,
         };
-        let Some((stage, request, delay)) = step else {
-            return self.end_round(now);
+        let (stage, request, delay, asking) = match step {
+            Step::Next(stage, request, delay, asking) => (stage, request, delay, asking),
+            Step::Done => {
+                self.round_whole();
+                return self.end_round(now);
+            }
+            Step::Abort => return self.end_round(now),
         };
         let round = self.round.as_mut().expect("a round in progress");
         round.stage = stage;
+        round.asking = asking;
         round.next = Some((now + delay, request));
         if delay.is_zero() {
             self.send_due(now);
@@ -785,24 +865,49 @@ impl SyncActor {
         }
     }
 
-    /// The round's next `Fetch` (the next `FETCH_KEYS_MAX` keys it found), after `delay`.
-    fn next_fetch(&mut self, delay: Duration) -> Option<(Stage, SyncRequest, Duration)> {
-        let round = self.round.as_mut()?;
+    /// The round ended with nothing left over: this node holds what the peer held when the round
+    /// began, so it may vouch for what the peer vouches for, and collect tombstones older than
+    /// that moment.
+    fn round_whole(&mut self) {
+        let Some(round) = &self.round else {
+            return;
+        };
+        if !round.whole {
+            return;
+        }
+        self.synced_ms = Some(self.synced_ms.unwrap_or(0).max(round.began_ms));
+        if let Some(theirs) = round.horizon {
+            self.agreed_with(theirs);
+        }
+    }
+
+    /// The round's next `Fetch` (the next `FETCH_KEYS_MAX` keys it found), after `delay`, or
+    /// its end.
+    fn next_fetch(&mut self, delay: Duration) -> Step {
+        let Some(round) = self.round.as_mut() else {
+            return Step::Abort;
+        };
         if round.fetch.is_empty() {
-            return None;
+            return Step::Done;
         }
         let rest = round.fetch.split_off(round.fetch.len().min(FETCH_KEYS_MAX));
         let keys = std::mem::replace(&mut round.fetch, rest);
-        Some((Stage::Fetch, SyncRequest::Fetch { keys }, delay))
+        let asking = keys.len();
+        Step::Next(Stage::Fetch, SyncRequest::Fetch { keys }, delay, asking)
     }
 
-    /// Pushes this node's records of `keys` to `peer` (anti-entropy found it holds them older).
-    fn push_newer(&mut self, now: Duration, peer: SocketAddr, keys: &[String]) {
-        if keys.is_empty() || self.outstanding(peer) >= OUTSTANDING_PER_PEER_MAX {
-            return;
+    /// Pushes this node's records of `keys` to `peer` (anti-entropy found it holds them older);
+    /// whether all of them went.
+    fn push_newer(&mut self, now: Duration, peer: SocketAddr, keys: &[String]) -> bool {
+        if keys.is_empty() {
+            return true;
+        }
+        if self.outstanding(peer) >= OUTSTANDING_PER_PEER_MAX {
+            return false;
         }
         match repair::records(&self.reader, keys) {
             Ok(records) if !records.is_empty() => {
+                let all = records.len() == keys.len();
                 self.counters.repaired_pushed.inc_by(records.len() as u64);
                 let push = Push {
                     to: peer,
@@ -811,9 +916,13 @@ impl SyncActor {
                     sent_at: now,
                 };
                 self.send(now, push);
+                all
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "anti-entropy: reading records to push"),
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "anti-entropy: reading records to push");
+                false
+            }
         }
     }
 
@@ -839,12 +948,30 @@ impl SyncActor {
         })
     }
 
-    /// Asks storage to garbage-collect the tombstones older than the grace period, and to forget
-    /// `forget`.
+    /// This node holds the same keys as a peer whose horizon is `theirs`: it may vouch for what
+    /// the peer vouches for (`storage::Horizon::agreed_with`).
+    fn agreed_with(&mut self, theirs: Horizon) {
+        let ours = self.reader.horizon();
+        if ours.agreed_with(theirs) == ours {
+            return;
+        }
+        let change = HorizonChange::AgreedWith(theirs);
+        // A full mailbox loses this, not the agreement: the next round finds it again.
+        let _ = self.storage.send(StorageMsg::Horizon(change));
+    }
+
+    /// Asks storage to garbage-collect the tombstones older than the grace period (and than the
+    /// last whole round, in a cluster), and to forget `forget`.
     fn purge(&mut self, wall_ms: u64, forget: Vec<(String, Version)>) {
         let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
+        let expired = wall_ms.saturating_sub(grace_ms);
+        let synced = if self.clustered {
+            self.synced_ms.unwrap_or(0)
+        } else {
+            u64::MAX
+        };
         let purge = StorageMsg::Purge {
-            tombstones_before_ms: wall_ms.saturating_sub(grace_ms),
+            tombstones_before_ms: expired.min(synced),
             forget,
         };
         // A full mailbox loses this purge, not the garbage: the next one collects it.

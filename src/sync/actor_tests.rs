@@ -6,7 +6,7 @@ use super::*;
 use crate::cluster::frame::SegmentLists;
 use crate::seam::testing::TestContext;
 use crate::seam::{Clock, Mailbox};
-use crate::storage::Version;
+use crate::storage::{Horizon, HorizonChange, Version};
 use crate::sync::{BRANCHES, LEAVES_PER_BRANCH};
 
 /// Collects what is sent to it, or refuses everything.
@@ -366,7 +366,13 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
     f.run(TICK);
     let branches = f.one_sent();
     assert_eq!(branches.request, SyncRequest::Branches);
-    f.answer(&branches, SyncResponse::Branches(vec![1; BRANCHES]));
+    f.answer(
+        &branches,
+        SyncResponse::Branches {
+            hashes: vec![1; BRANCHES],
+            horizon: Horizon::FOUNDER,
+        },
+    );
     // Each later request of the round waits throttle_delay_ms.
     for expected in ["leaves", "segments"] {
         f.run(pace.throttle - Duration::from_millis(1));
@@ -394,7 +400,7 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
                 SyncResponse::Segments(SegmentLists {
                     lists: vec![(0, keys)],
                     truncated: false,
-                    purged_through_ms: 0,
+                    horizon: Horizon::FOUNDER,
                 })
             }
             other => panic!("{expected} expected, got {other:?}"),
@@ -428,8 +434,27 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
     let again = f.one_sent();
     assert_eq!(again.request, SyncRequest::Branches);
     let ours = f.actor.reader.tree().branches().to_vec();
-    f.answer(&again, SyncResponse::Branches(ours));
+    let theirs = Horizon {
+        complete_since_ms: 0,
+        purged_through_ms: 777,
+    };
+    f.storage.0.lock().unwrap().clear();
+    f.answer(
+        &again,
+        SyncResponse::Branches {
+            hashes: ours,
+            horizon: theirs,
+        },
+    );
     assert_eq!(f.counters.rounds_in_agreement.get(), 1);
+    // Holding the same keys, this node may vouch for what the peer vouches for.
+    assert!(
+        f.storage.0.lock().unwrap().iter().any(|m| matches!(
+            m,
+            StorageMsg::Horizon(HorizonChange::AgreedWith(h)) if *h == theirs
+        )),
+        "storage is told of the agreement"
+    );
     // Caught up: back to sync_interval.
     f.run(pace.round_every - TICK);
     assert!(f.sent().is_empty(), "no round before sync_interval again");
@@ -445,7 +470,7 @@ fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
     };
     let mode = SharedMode::new(Mode::Normal);
     let mut f = paced(pace, None, |actor| {
-        actor.bootstrapping(mode.clone(), Mode::Normal, 0)
+        actor.bootstrapping(mode.clone(), Mode::Normal, 3)
     });
     assert_eq!(mode.get(), Mode::Syncing);
     f.handle(SyncMsg::Peers(vec![peer(2)]));
@@ -453,7 +478,7 @@ fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
     let first = f.one_sent();
     assert!(matches!(
         first.request,
-        SyncRequest::Since { after_ms: 0, .. }
+        SyncRequest::Since { after_ms: 3, .. }
     ));
     f.answer(&first, SyncResponse::Page(vec![("a".into(), record("1"))]));
     f.run(pace.fetch_delay - Duration::from_millis(1));
@@ -472,8 +497,21 @@ fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
         (5, "a"),
         "from the last record"
     );
+    let bootstrapped = |f: &Fixture| {
+        f.storage.0.lock().unwrap().iter().any(|m| {
+            matches!(
+                m,
+                StorageMsg::Horizon(HorizonChange::Bootstrapped { since_ms: 3 })
+            )
+        })
+    };
+    assert!(!bootstrapped(&f), "vouching for nothing before the end");
     f.answer(&second, SyncResponse::Page(Vec::new()));
     assert_eq!(mode.get(), Mode::Normal, "an empty page ends it");
+    assert!(
+        bootstrapped(&f),
+        "storage learns where the node's data starts"
+    );
 }
 
 #[test]
@@ -508,5 +546,57 @@ fn storage_is_asked_every_sync_interval_to_collect_tombstones_older_than_the_gra
             wall0 + 100_000 + 2_000 - 60_000,
             wall0 + 100_000 + 4_000 - 60_000
         ]
+    );
+}
+
+#[test]
+fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
+    let pace = Pace {
+        round_every: Duration::from_secs(2),
+        ..NO_ROUNDS
+    };
+    let grace = Duration::from_secs(60);
+    let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace).clustered());
+    let cutoffs = |f: &Fixture| -> Vec<u64> {
+        std::mem::take(&mut *f.storage.0.lock().unwrap())
+            .into_iter()
+            .filter_map(|m| match m {
+                StorageMsg::Purge {
+                    tombstones_before_ms,
+                    ..
+                } => Some(tombstones_before_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    let wall0 = f.ctx.clock.wall_ms();
+    f.ctx.clock.set_wall_ms(wall0 + 100_000);
+    // Cut off from the start: nothing is collected, however old.
+    f.run(Duration::from_millis(2_050));
+    assert_eq!(cutoffs(&f), [0]);
+    // A round that ends in agreement.
+    f.handle(SyncMsg::Peers(vec![peer(2)]));
+    let before = f.ctx.clock.wall_ms();
+    f.run(pace.round_every);
+    let round = f.one_sent();
+    let after = f.ctx.clock.wall_ms();
+    let hashes = f.actor.reader.tree().branches().to_vec();
+    f.ctx.clock.set_wall_ms(after + 200_000);
+    f.answer(
+        &round,
+        SyncResponse::Branches {
+            hashes,
+            horizon: Horizon::FOUNDER,
+        },
+    );
+    cutoffs(&f);
+    f.run(pace.round_every);
+    // 200 s after the round, tombstones older than 60 s would do, but only those older than the
+    // round's beginning go.
+    let cutoffs = cutoffs(&f);
+    assert_eq!(cutoffs.len(), 1);
+    assert!(
+        (before..=after).contains(&cutoffs[0]),
+        "{cutoffs:?} {before} {after}"
     );
 }

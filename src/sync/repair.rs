@@ -33,7 +33,13 @@ pub const ROUND_FETCH_KEYS_MAX: usize = 16 * FETCH_KEYS_MAX;
 
 /// This node's answer to a peer's anti-entropy question (`Busy` for a malformed one).
 pub fn answer_branches(reader: &StorageReader) -> SyncResponse {
-    SyncResponse::Branches(reader.tree().branches().to_vec())
+    // The horizon first: a purge between the two reads then makes the claim older than the
+    // hashes (harmless), never newer.
+    let horizon = reader.horizon();
+    SyncResponse::Branches {
+        hashes: reader.tree().branches().to_vec(),
+        horizon,
+    }
 }
 
 /// The segment hashes of the `branches` asked.
@@ -60,6 +66,8 @@ pub fn answer_segments(
     {
         return Ok(SyncResponse::Busy);
     }
+    // The horizon first, as in `answer_branches`.
+    let horizon = reader.horizon();
     let mut out = Vec::new();
     let mut truncated = false;
     let (mut entries, mut bytes) = (0, 0);
@@ -89,19 +97,18 @@ pub fn answer_segments(
                 })
                 .count();
             keys.truncate(keep);
+            out.push((segment, keys));
             truncated = true;
+            break;
         }
         entries += keys.len();
-        bytes += keys
-            .iter()
-            .map(|(k, _)| k.len() + ENTRY_OVERHEAD_BYTES)
-            .sum::<usize>();
+        bytes += size;
         out.push((segment, keys));
     }
     Ok(SyncResponse::Segments(SegmentLists {
         lists: out,
         truncated,
-        purged_through_ms: reader.purged_through_ms(),
+        horizon,
     }))
 }
 
@@ -210,6 +217,9 @@ pub struct Difference {
     /// deleted them, and a node that missed a delete for longer than the grace period must not
     /// bring the key back. This node forgets them instead.
     pub forget: Vec<(String, Version)>,
+    /// Whether some of it was left for a later round (the peer's list was cut short, or a list
+    /// above was over its bound): a round that repairs all of it has not seen everything.
+    pub partial: bool,
 }
 
 /// Compares the peer's (key, version) lists of some segments with this node's.
@@ -218,13 +228,22 @@ pub fn compare_segments(
     theirs: &SegmentLists,
 ) -> Result<Difference, ReadError> {
     let mut diff = Difference::default();
-    for (segment, their_keys) in &theirs.lists {
+    let last = theirs.lists.len().saturating_sub(1);
+    for (i, (segment, their_keys)) in theirs.lists.iter().enumerate() {
         if usize::from(*segment) >= SEGMENTS {
             continue;
         }
         let ours: BTreeMap<String, Version> = reader.segment(*segment)?.into_iter().collect();
         let their: BTreeMap<&str, &Version> =
             their_keys.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        // Up to which key the peer's list is whole (a truncated list is a prefix in key order).
+        let listed_through: Option<&str> = if theirs.truncated && i == last {
+            their.keys().next_back().copied()
+        } else {
+            None
+        };
+        let known_absent =
+            |key: &str| !theirs.truncated || i != last || listed_through.is_some_and(|l| key < l);
         for (key, their_version) in &their {
             match ours.get(*key) {
                 Some(our_version) if our_version >= *their_version => {}
@@ -234,8 +253,8 @@ pub fn compare_segments(
         for (key, our_version) in &ours {
             match their.get(key.as_str()) {
                 Some(their_version) if *their_version >= our_version => {}
-                None if !theirs.truncated
-                    && our_version.timestamp_ms <= theirs.purged_through_ms =>
+                None if known_absent(key)
+                    && theirs.horizon.vouches_deleted(our_version.timestamp_ms) =>
                 {
                     diff.forget.push((key.clone(), *our_version));
                 }
@@ -243,6 +262,10 @@ pub fn compare_segments(
             }
         }
     }
+    diff.partial = theirs.truncated
+        || diff.fetch.len() > ROUND_FETCH_KEYS_MAX
+        || diff.push.len() > FETCH_KEYS_MAX
+        || diff.forget.len() > PURGE_KEYS_MAX;
     diff.fetch.truncate(ROUND_FETCH_KEYS_MAX);
     diff.push.truncate(FETCH_KEYS_MAX);
     diff.forget.truncate(PURGE_KEYS_MAX);
@@ -257,7 +280,7 @@ mod tests {
     use crate::seam::reply_channel;
     use crate::seam::testing::TestContext;
     use crate::storage::testing::handle_settled;
-    use crate::storage::{StorageActor, StorageMsg, Store, Write};
+    use crate::storage::{Horizon, StorageActor, StorageMsg, Store, Write};
 
     fn record(ts: u64) -> Record {
         Record {
@@ -299,7 +322,10 @@ mod tests {
             ("only-theirs", 1),
         ]);
         let (our_tree, their_tree) = (ours.reader().tree(), theirs.reader().tree());
-        let SyncResponse::Branches(branches) = answer_branches(&theirs.reader()) else {
+        let SyncResponse::Branches {
+            hashes: branches, ..
+        } = answer_branches(&theirs.reader())
+        else {
             panic!("branches")
         };
         let branches = differing_branches(&our_tree, &branches);
@@ -336,37 +362,65 @@ mod tests {
         );
     }
 
+    fn horizon(complete_since_ms: u64, purged_through_ms: u64) -> Horizon {
+        Horizon {
+            complete_since_ms,
+            purged_through_ms,
+        }
+    }
+
     #[test]
-    fn records_a_peer_lacks_are_forgotten_only_if_older_than_its_purges_and_its_list_is_whole() {
+    fn records_a_peer_lacks_are_forgotten_only_where_its_horizon_vouches_and_its_list_is_whole() {
         let ours = store(&[("old", 5), ("new", 9)]);
         let segment = |k: &str| HashTree::segment_of(k) as u16;
         let mut segments = vec![segment("old"), segment("new")];
         segments.dedup();
-        let versions: BTreeMap<String, Version> = ["old", "new"]
-            .iter()
-            .map(|k| {
-                (
-                    k.to_string(),
-                    ours.reader().get(k).unwrap().unwrap().version,
-                )
-            })
-            .collect();
-        for (truncated, purged_through_ms) in [(false, 5), (true, 5), (false, 4)] {
+        let version = |k: &str| ours.reader().get(k).unwrap().unwrap().version;
+        let cases = [
+            (false, horizon(0, 5), vec!["old"]),
+            (false, horizon(0, 9), vec!["new", "old"]),
+            // Purges older than the record: it may be on its way to the peer.
+            (false, horizon(0, 4), vec![]),
+            // Complete only since 5 (a bootstrapped peer): it may never have pulled "old".
+            (false, horizon(5, 9), vec!["new"]),
+            (false, Horizon::BOOTSTRAPPING, vec![]),
+        ];
+        for (truncated, horizon, forgotten) in cases {
             let theirs = SegmentLists {
                 lists: segments.iter().map(|s| (*s, Vec::new())).collect(),
                 truncated,
-                purged_through_ms,
+                horizon,
             };
             let mut diff = compare_segments(&ours.reader(), &theirs).unwrap();
-            diff.push.sort();
-            if !truncated && purged_through_ms == 5 {
-                assert_eq!(diff.forget, [("old".to_string(), versions["old"])]);
-                assert_eq!(diff.push, ["new"]);
-            } else {
-                // A list cut short, or purges older than the record: pushed, never forgotten.
-                assert!(diff.forget.is_empty());
-                assert_eq!(diff.push, ["new", "old"]);
-            }
+            diff.forget.sort();
+            let expected: Vec<(String, Version)> = forgotten
+                .iter()
+                .map(|k| (k.to_string(), version(k)))
+                .collect();
+            assert_eq!(diff.forget, expected, "{truncated} {horizon:?}");
+            assert_eq!(diff.push.len() + diff.forget.len(), 2, "the rest is pushed");
+        }
+    }
+
+    #[test]
+    fn a_list_cut_short_proves_absent_only_the_keys_before_its_last() {
+        let ours = store(&[("m", 5)]);
+        let segment = HashTree::segment_of("m") as u16;
+        for (listed, forgotten) in [(None, false), (Some("a"), false), (Some("z"), true)] {
+            let theirs = SegmentLists {
+                lists: vec![(
+                    segment,
+                    listed
+                        .iter()
+                        .map(|k| (k.to_string(), Version::new(1, [3; 16])))
+                        .collect(),
+                )],
+                truncated: true,
+                horizon: horizon(0, 9),
+            };
+            let diff = compare_segments(&ours.reader(), &theirs).unwrap();
+            assert_eq!(!diff.forget.is_empty(), forgotten, "listed {listed:?}");
+            assert_eq!(diff.push.is_empty(), forgotten);
         }
     }
 }
