@@ -8,7 +8,7 @@ run *ARGS:
 test:
     cargo test
 
-# The madsim simulator alone: unit tests, scenarios, the seed sweep, the trace snapshot.
+# The madsim simulator alone: unit tests, scenarios, the seed sweep, the trace snapshots.
 sim *ARGS:
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim {{ARGS}}
 
@@ -19,6 +19,12 @@ replay SCENARIO SEED:
     set -euo pipefail
     if [ "{{SCENARIO}}" = crash_sweep ]; then test=(--test sweep --); else test=(--test cluster_scenarios {{SCENARIO}} -- --exact); fi
     KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim "${test[@]}" --nocapture
+
+# Review the simulator's changed timelines (snapshots/*.snap.new, written by a run that found a
+# difference outside CI) with cargo-insta, accepting or rejecting each.
+review:
+    cargo insta --version >/dev/null 2>&1 || cargo install cargo-insta --locked
+    cargo insta review --workspace-root .
 
 # N more seeds (default 20) of one scenario of scenarios/ (default: all of them), from a random
 # start, on every core: a progress bar, every failure with its replay command, a summary table

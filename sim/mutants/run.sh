@@ -28,6 +28,8 @@ for name in "${names[@]}"; do
   if [ "$check" = sim ]; then
     out=$(cd "$scratch" && RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$target" cargo test -q -p kvs-sim --no-fail-fast 2>&1); rc=$?
     what=$(grep -oE '[0-9]+ of [0-9]+ seeds of [a-z_]+' <<<"$out" | sort -u | paste -sd ';' | sed 's/;/; /g')
+    regressions=$(grep -oE '^[a-z_]+ seed [0-9]+ \(once:' <<<"$out" | sed 's/ (once://; s/^/regression /' | paste -sd ';' | sed 's/;/; /g')
+    [ -n "$regressions" ] && what="${what:+$what; }$regressions"
     [ -z "$what" ] && what=$(grep -E '^test .* FAILED$' <<<"$out" | sed 's/^test //; s/ \.\.\. FAILED//' | paste -sd ',' | sed 's/,/, /g')
   else
     out=$(cd "$scratch" && CARGO_TARGET_DIR="$repo/target/mutants" $check 2>&1); rc=$?

@@ -138,6 +138,21 @@ pub fn record_regressions(new: &[Regression]) {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// The first pinned seed of scenario file `name` (`seeds.first`).
+///
+/// # Panics
+/// If the file is missing or has no `seeds.first`.
+pub fn first_seed(name: &str) -> u64 {
+    let path = folder().join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    value["seeds"]["first"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: seeds.first: a number expected", path.display()))
+}
+
 /// Runs scenario file `name` under `seed` in a fresh runtime: its outcome, and the simulated
 /// time it took.
 ///
