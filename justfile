@@ -53,6 +53,11 @@ ci:
 bench:
     cargo bench --bench http
 
+# Simulator speed: N seeds (default 8) of scenarios/sim_speed.yaml (5 nodes, 50 writes/s) in a
+# release build, one process per core; prints simulated seconds per wall second, per core.
+bench-sim N="8":
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo run -q --release -p kvs-sim --bin sweep -- sim_speed {{N}}
+
 # Cluster figures on real processes (throughput with peers vs alone, replication lag, failure
 # detection, bootstrap, anti-entropy bytes), each next to a same-run reference. KVS_BENCH_SECS
 # sets the seconds per throughput phase (default 5), KVS_BENCH_KEYS the keys (default 100000).

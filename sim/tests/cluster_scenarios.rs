@@ -91,6 +91,11 @@ fn bootstrap_past_grace() {
     sweep_scenario("bootstrap_past_grace");
 }
 
+#[test]
+fn sim_speed() {
+    sweep_scenario("sim_speed");
+}
+
 /// Every seed of `scenarios/regressions.yaml`: each once broke an invariant.
 #[test]
 fn regressions() {
