@@ -922,6 +922,19 @@ fn handle_put(
     rx
 }
 
+/// Turns the (closed) database on `db` into what format 2 left: no tombstone index.
+fn as_format_2(db: &FlakyBackend) {
+    let raw = redb::Database::builder()
+        .create_with_backend(db.clone())
+        .unwrap();
+    let txn = raw.begin_write().unwrap();
+    txn.delete_table(super::tables::TOMBSTONES).unwrap();
+    let mut meta = txn.open_table(super::tables::META).unwrap();
+    meta.insert(super::tables::META_FORMAT, 2).unwrap();
+    drop(meta);
+    txn.commit().unwrap();
+}
+
 #[test]
 fn a_format_2_database_gets_its_tombstone_index_when_opened() {
     let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
@@ -933,18 +946,7 @@ fn a_format_2_database_gets_its_tombstone_index_when_opened() {
     actor.stopped(&mut ctx);
     drop(actor);
     drop(store);
-    {
-        // As format 2 left it: no tombstone index.
-        let raw = redb::Database::builder()
-            .create_with_backend(db.clone())
-            .unwrap();
-        let txn = raw.begin_write().unwrap();
-        txn.delete_table(super::tables::TOMBSTONES).unwrap();
-        let mut meta = txn.open_table(super::tables::META).unwrap();
-        meta.insert(super::tables::META_FORMAT, 2).unwrap();
-        drop(meta);
-        txn.commit().unwrap();
-    }
+    as_format_2(&db);
     let (store, _) = Store::open(db, log, T0).unwrap();
     let expired = super::tables::expired_tombstones(store.db(), T0 + 10, 10).unwrap();
     assert_eq!(expired.len(), 1);
@@ -969,18 +971,8 @@ fn a_format_2_log_replayed_during_the_upgrade_indexes_its_tombstones_too() {
     handle_settled(&mut actor, &mut ctx, delete("logged").0);
     drop(actor);
     drop(store);
-    {
-        // ...in format 2, which has no tombstone index.
-        let raw = redb::Database::builder()
-            .create_with_backend(db.clone())
-            .unwrap();
-        let txn = raw.begin_write().unwrap();
-        txn.delete_table(super::tables::TOMBSTONES).unwrap();
-        let mut meta = txn.open_table(super::tables::META).unwrap();
-        meta.insert(super::tables::META_FORMAT, 2).unwrap();
-        drop(meta);
-        txn.commit().unwrap();
-    }
+    // ...in format 2.
+    as_format_2(&db);
     let (store, _) = Store::open(db, log, T0).unwrap();
     assert_eq!(store.replayed_batches(), 2);
     let mut expired: Vec<String> = super::tables::expired_tombstones(store.db(), T0 + 10, 10)
