@@ -1,0 +1,436 @@
+//! Cluster scenarios: N nodes (the production assembly), clients writing and deleting through
+//! every node, a fault schedule from the scenario file, then healing and the invariants.
+//!
+//! Invariants, checked after the faults stop and the cluster is healed:
+//! * **convergence** within the scenario's liveness budget (simulated time): every node shows
+//!   the same hash-tree root (`keyspace_hash`) *and* the same full dump of (key, record);
+//! * **no acknowledged write lost**: for every key, the final version is not older than any
+//!   acknowledged write or delete of it, and is one of the versions written;
+//! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
+//!   (Only when no unacknowledged write to the key could be newer.)
+//! * **membership agreement**: every node lists every node `alive`, within the same budget;
+//! * **collisions** (`workload.collisions`, `check_collisions`): every timestamp collision still
+//!   standing at the end was decided by vote; every decision any node made follows KVS's rules
+//!   over its own ballots, each member counted once (rules written again here, independently);
+//!   every node ended on the strongest decision made.
+
+//!
+//! The parts: [`scenario`] (the file's types, its loader and the swarm's draw), [`safety`] (the
+//! acknowledged operations and the checks that run during the faults too), [`collisions`]
+//! (KVS's rules written again, and the decisions checked against them); this module runs it all.
+
+mod collisions;
+mod safety;
+mod scenario;
+
+pub use scenario::{
+    load, ClusterScenario, ClusterWorkload, CollisionStorm, Fault, Swarm, TimedFault,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use kvs::storage::Version;
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+
+use crate::node::SimNode;
+use crate::scenario::Outcome;
+use crate::trace::Trace;
+use crate::SimDisk;
+use collisions::{check_collisions, listed_decisions};
+use safety::{final_losses, AckLog, Acked, Collects, Monitor};
+use scenario::draw_swarm;
+
+/// Runs `scenario` (inside a madsim runtime: `sweep::run`).
+pub async fn run(scenario: ClusterScenario) -> Outcome {
+    let trace = Trace::new();
+    // Every node lists every other as a seed, as a production cluster lists several: a node
+    // that restarts rejoins through whichever answers.
+    let seeds: Vec<_> = (1..=scenario.nodes).map(SimNode::addr_of).collect();
+    let late = scenario.late();
+    let mut nodes = Vec::new();
+    for id in (1..=scenario.nodes).filter(|n| !late.contains(n)) {
+        let mode = if scenario.read_only.contains(&id) {
+            kvs::api::Mode::ReadOnly
+        } else {
+            kvs::api::Mode::Normal
+        };
+        let node =
+            SimNode::start_configured(id, SimDisk::new(), seeds.clone(), scenario.setup(mode))
+                .await
+                .expect("a fresh disk opens");
+        nodes.push(Arc::new(node));
+        // Nodes join one after another, as in a real cluster: their join times (the conflict
+        // tie-breaker) differ.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    trace.record(format_args!(
+        "{} nodes started: {}",
+        nodes.len(),
+        scenario.about
+    ));
+    let mut faults = scenario.faults.clone();
+    if let Some(swarm) = scenario.swarm {
+        let drawn = draw_swarm(swarm, nodes.len() as u64);
+        for f in &drawn {
+            trace.record(format_args!("swarm: at {} ms {:?}", f.at_ms, f.fault));
+        }
+        faults.extend(drawn);
+        faults.sort_by_key(|f| f.at_ms);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let acked: AckLog = Arc::default();
+    let w = scenario.workload;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        for c in 0..w.clients_per_node {
+            let (node, trace, acked) = (Arc::clone(node), trace.clone(), Arc::clone(&acked));
+            clients.push(tokio::spawn(async move {
+                for _ in 0..w.ops_per_client {
+                    let think = thread_rng().gen_range(0..=w.think_ms_max);
+                    tokio::time::sleep(Duration::from_millis(think)).await;
+                    let key = format!("k{}", thread_rng().gen_range(0..w.keys));
+                    let delete = thread_rng().gen_bool(w.delete_ratio);
+                    let (status, body) = if delete {
+                        node.delete(&key).await
+                    } else {
+                        node.put(&key, format!("{{\"by\":\"{}/{c}\"}}", node.name()))
+                            .await
+                    };
+                    let deleted = [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];
+                    let version = if delete && deleted.contains(&status) {
+                        // DELETE names no version: the tombstone just written does, unless a
+                        // newer write already replaced it (then that one counts anyway). A 404
+                        // writes a tombstone too (it beats an older write still on its way),
+                        // or finds one: either way the node holds a durable delete.
+                        node.record(&key)
+                            .filter(|r| r.is_tombstone())
+                            .map(|r| r.version)
+                    } else {
+                        ack_version(status, &body, delete)
+                    };
+                    trace.record(format_args!(
+                        "{} {} {key} -> {}",
+                        node.name(),
+                        if delete { "DELETE" } else { "PUT" },
+                        status.as_u16()
+                    ));
+                    if let Some(version) = version {
+                        let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                        acked.entry(key).or_default().push(Acked {
+                            version,
+                            delete,
+                            by: node.name().to_owned(),
+                        });
+                    }
+                }
+            }));
+        }
+    }
+    if let Some(storm) = w.collisions {
+        let (nodes, trace, acked) = (nodes.clone(), trace.clone(), Arc::clone(&acked));
+        clients.push(tokio::spawn(collide(storm, nodes, trace, acked)));
+    }
+    let net = NetSim::current();
+    let started = tokio::time::Instant::now();
+    let collects = Collects::of(&scenario);
+    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects.clone());
+    // Decisions listed by nodes before their power cuts, and what reading them found.
+    let (mut archived, mut early) = (Vec::new(), Vec::new());
+    for f in &faults {
+        let at = Duration::from_millis(f.at_ms);
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        match f.fault {
+            Fault::Join(n) => {
+                let setup = scenario.setup(kvs::api::Mode::Normal);
+                let node = SimNode::start_configured(n, SimDisk::new(), seeds.clone(), setup)
+                    .await
+                    .expect("a fresh disk opens");
+                let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
+                let health: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                trace.record(format_args!(
+                    "{} joins in mode {}",
+                    node.name(),
+                    health["mode"]
+                ));
+                nodes.push(Arc::new(node));
+                monitor.watch(&nodes);
+            }
+            Fault::Crash(n) | Fault::Reboot(n) => {
+                let node = &nodes[(n - 1) as usize];
+                archived.extend(listed_decisions(node, &mut early).await);
+                node.crash_and_restart()
+                    .await
+                    .expect("a crashed disk opens again")
+            }
+            Fault::Leave(n) => {
+                let node = &nodes[(n - 1) as usize];
+                let (status, _) = node
+                    .request(axum::http::Method::POST, "/members/leave", "")
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{} leaves", node.name());
+            }
+            Fault::Skew { node, offset_ms } => {
+                nodes[(node - 1) as usize].clock().set_offset_ms(offset_ms)
+            }
+            _ => apply(&net, &nodes, &f.fault),
+        }
+        trace.record(format_args!("fault {:?}", f.fault));
+    }
+    for client in clients {
+        client.await.expect("a client finished");
+    }
+    let mut violations = monitor.stop().await;
+    violations.append(&mut early);
+    apply(&net, &nodes, &Fault::Heal);
+    trace.record("healed; checking convergence");
+
+    let budget = Duration::from_millis(scenario.liveness_budget_ms);
+    let mut waited = Duration::ZERO;
+    let step = Duration::from_millis(100);
+    let dumps = loop {
+        let dumps: Vec<_> = nodes.iter().map(|n| n.dump()).collect();
+        if dumps.iter().all(|d| *d == dumps[0]) {
+            trace.record(format_args!("converged after {} ms", waited.as_millis()));
+            break Some(dumps);
+        }
+        if waited >= budget {
+            let sizes: Vec<usize> = dumps.iter().map(Vec::len).collect();
+            violations.push(format!(
+                "convergence: nodes still differ {} ms after healing (keys per node {sizes:?}); first difference: {}",
+                budget.as_millis(),
+                first_difference(&nodes, &dumps)
+            ));
+            break None;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    };
+    if let Some(dumps) = &dumps {
+        let hashes: Vec<String> = keyspace_hashes(&nodes).await;
+        if hashes.iter().any(|h| *h != hashes[0]) {
+            violations.push(format!(
+                "convergence: equal dumps but hash-tree roots {hashes:?}"
+            ));
+        }
+        let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+        violations.extend(final_losses(&dumps[0], &acked, collects.as_ref()));
+    }
+    if let Some(dumps) = &dumps {
+        let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        check_collisions(
+            &nodes,
+            &archived,
+            &dumps[0],
+            &acked,
+            &trace,
+            &mut violations,
+        )
+        .await;
+    }
+    membership_agreement(&nodes, budget, &trace, &mut violations).await;
+    Outcome { trace, violations }
+}
+
+/// The first key on which the nodes' dumps differ, with each node's version of it.
+fn first_difference(
+    nodes: &[Arc<SimNode>],
+    dumps: &[Vec<(String, kvs::storage::Record)>],
+) -> String {
+    let maps: Vec<BTreeMap<&str, &kvs::storage::Record>> = dumps
+        .iter()
+        .map(|d| d.iter().map(|(k, r)| (k.as_str(), r)).collect())
+        .collect();
+    let keys: std::collections::BTreeSet<&str> =
+        maps.iter().flat_map(|m| m.keys().copied()).collect();
+    for key in keys {
+        let versions: Vec<Option<&kvs::storage::Record>> =
+            maps.iter().map(|m| m.get(key).copied()).collect();
+        if versions.iter().any(|v| *v != versions[0]) {
+            let each: Vec<String> = nodes
+                .iter()
+                .zip(&versions)
+                .map(|(n, r)| match r {
+                    None => format!("{} none", n.name()),
+                    Some(r) => format!(
+                        "{} {:?}{}",
+                        n.name(),
+                        r.version,
+                        if r.is_tombstone() { " deleted" } else { "" }
+                    ),
+                })
+                .collect();
+            return format!("{key}: {}", each.join("; "));
+        }
+    }
+    "none".into()
+}
+
+/// The collision storm: each round, `storm.writers` nodes drawn anew take a PUT of one key at the
+/// same instant.
+async fn collide(storm: CollisionStorm, nodes: Vec<Arc<SimNode>>, trace: Trace, acked: AckLog) {
+    for round in 0..storm.rounds {
+        tokio::time::sleep(Duration::from_millis(storm.every_ms)).await;
+        let key = format!("c{}", thread_rng().gen_range(0..storm.keys));
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, thread_rng().gen_range(0..=i));
+        }
+        let writers: Vec<Arc<SimNode>> = order[..storm.writers as usize]
+            .iter()
+            .map(|&i| Arc::clone(&nodes[i]))
+            .collect();
+        let names: Vec<&str> = writers.iter().map(|n| n.name()).collect();
+        trace.record(format_args!(
+            "collision round {round}: {key} on {}",
+            names.join(", ")
+        ));
+        let puts: Vec<_> = writers
+            .iter()
+            .map(|node| {
+                let (node, key) = (Arc::clone(node), key.clone());
+                tokio::spawn(async move {
+                    let value = format!("{{\"round\":{round},\"by\":\"{}\"}}", node.name());
+                    let (status, body) = node.put(&key, value).await;
+                    (node, status, body)
+                })
+            })
+            .collect();
+        for put in puts {
+            let (node, status, body) = put.await.expect("a collision PUT finished");
+            trace.record(format_args!(
+                "{} PUT {key} -> {}",
+                node.name(),
+                status.as_u16()
+            ));
+            if let Some(version) = ack_version(status, &body, false) {
+                let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                acked.entry(key.clone()).or_default().push(Acked {
+                    version,
+                    delete: false,
+                    by: node.name().to_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// Every node lists every node `alive` (they are all up once healed), within `budget`.
+async fn membership_agreement(
+    nodes: &[Arc<SimNode>],
+    budget: Duration,
+    trace: &Trace,
+    violations: &mut Vec<String>,
+) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut disagreeing = Vec::new();
+        for node in nodes {
+            let (_, body) = node.request(axum::http::Method::GET, "/members/", "").await;
+            let members: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let list = members.as_array().cloned().unwrap_or_default();
+            let alive = list.iter().filter(|m| m["status"] == "alive").count();
+            if alive != nodes.len() {
+                let others: Vec<String> = list
+                    .iter()
+                    .filter(|m| m["status"] != "alive")
+                    .map(|m| format!("{} {}", m["id"], m["status"]))
+                    .collect();
+                disagreeing.push(format!(
+                    "{} sees {alive} alive ({})",
+                    node.name(),
+                    others.join(", ")
+                ));
+            }
+        }
+        if disagreeing.is_empty() {
+            trace.record(format_args!(
+                "membership agreed after {} ms",
+                waited.as_millis()
+            ));
+            return;
+        }
+        if waited >= budget {
+            violations.push(format!(
+                "membership: {} ms after healing, {}",
+                budget.as_millis(),
+                disagreeing.join(", ")
+            ));
+            return;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+/// The version a PUT's acknowledgement names (`None`: not acknowledged).
+fn ack_version(status: StatusCode, body: &[u8], delete: bool) -> Option<Version> {
+    if delete || status != StatusCode::OK {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let uuid = uuid_bytes(json["uuid"].as_str()?)?;
+    Some(Version::new(json["timestamp"].as_u64()?, uuid))
+}
+
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+async fn keyspace_hashes(nodes: &[Arc<SimNode>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        out.push(json["keyspace_hash"].as_str().unwrap_or("?").to_owned());
+    }
+    out
+}
+
+fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
+    let id = |n: u64| nodes[(n - 1) as usize].madsim_id();
+    match fault {
+        Fault::Isolate(isolated) => {
+            for a in isolated {
+                for b in 1..=nodes.len() as u64 {
+                    if !isolated.contains(&b) {
+                        net.clog_link(id(*a), id(b));
+                        net.clog_link(id(b), id(*a));
+                    }
+                }
+            }
+        }
+        Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
+        Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
+        Fault::Crash(_)
+        | Fault::Skew { .. }
+        | Fault::Leave(_)
+        | Fault::Reboot(_)
+        | Fault::Join(_) => {
+            unreachable!("crashes, clocks and leaving are the machines', not the network's")
+        }
+        Fault::Heal => {
+            for a in 1..=nodes.len() as u64 {
+                for b in 1..=nodes.len() as u64 {
+                    if a != b {
+                        net.unclog_link(id(a), id(b));
+                    }
+                }
+            }
+            net.update_config(|c| c.packet_loss_rate = 0.0);
+        }
+    }
+}

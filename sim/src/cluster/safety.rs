@@ -1,0 +1,214 @@
+//! The safety invariants, checked during the faults as well as after: no acknowledged write
+//! lost, no resurrected delete; and what tombstone collection may excuse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvs::storage::Version;
+
+use super::{ClusterScenario, Fault};
+use crate::node::SimNode;
+
+/// An acknowledged operation on a key.
+#[derive(Debug, Clone)]
+pub(super) struct Acked {
+    pub(super) version: Version,
+    pub(super) delete: bool,
+    /// The node that acknowledged it.
+    pub(super) by: String,
+}
+
+/// Every key's acknowledged operations.
+pub(super) type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
+
+/// How often the fault phase's safety check runs (simulated time).
+const MONITOR_EVERY: Duration = Duration::from_millis(250);
+
+/// The safety invariants, checked during the fault phase as well: every `MONITOR_EVERY`, each
+/// node holds, for every key acknowledged through it, a version at least as new as the newest
+/// it acknowledged (an acknowledgement is durable on its node, through partitions, crashes and
+/// clock jumps). A node that holds nothing, or an older version, lost a write; one that holds a
+/// live value where it acknowledged a delete at least as new resurrected it.
+pub(super) struct Monitor {
+    nodes: Arc<Mutex<Vec<Arc<SimNode>>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    pub(super) fn start(
+        nodes: Vec<Arc<SimNode>>,
+        acked: AckLog,
+        collects: Option<Collects>,
+    ) -> Monitor {
+        let nodes = Arc::new(Mutex::new(nodes));
+        let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (n, v, halt) = (
+            Arc::clone(&nodes),
+            Arc::clone(&violations),
+            Arc::clone(&stop),
+        );
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(MONITOR_EVERY).await;
+                let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let found = unsafe_states(&nodes, &acked, collects.as_ref());
+                if !found.is_empty() {
+                    let at = started.elapsed().as_millis();
+                    let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
+                    all.extend(
+                        found
+                            .into_iter()
+                            .map(|f| format!("{f} (during faults, t={at} ms)")),
+                    );
+                    return;
+                }
+            }
+        });
+        Monitor {
+            nodes,
+            violations,
+            stop,
+            task,
+        }
+    }
+
+    /// Watches `nodes` from now on (a node joined).
+    pub(super) fn watch(&self, nodes: &[Arc<SimNode>]) {
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes.to_vec();
+    }
+
+    /// Stops watching; what it found.
+    pub(super) async fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the monitor ran");
+        let found = self.violations.lock().unwrap_or_else(|e| e.into_inner());
+        found.clone()
+    }
+}
+
+/// What garbage collection may take, in a scenario that collects tombstones (README,
+/// "Deletes"): a key whose newest acknowledged operation is a delete may end absent (its
+/// tombstone collected), and so may a write acknowledged by a node the scenario cuts off (by a
+/// partition, a crash or a leave) if a peer collected a newer tombstone before the write could
+/// reach it. Nothing else.
+#[derive(Debug, Clone)]
+pub(super) struct Collects {
+    /// The nodes some fault cuts off, by name.
+    cut_off: BTreeSet<String>,
+}
+
+impl Collects {
+    pub(super) fn of(scenario: &ClusterScenario) -> Option<Collects> {
+        scenario.tombstone_grace_ms?;
+        let cut_off = scenario
+            .faults
+            .iter()
+            .flat_map(|f| match &f.fault {
+                Fault::Isolate(n) => n.clone(),
+                Fault::OneWay { from, to } => vec![*from, *to],
+                Fault::Crash(n) | Fault::Leave(n) => vec![*n],
+                _ => vec![],
+            })
+            .map(|n| format!("node-{n}"))
+            .collect();
+        Some(Collects { cut_off })
+    }
+}
+
+/// Where a node holds less than it acknowledged (see [`Monitor`]). With tombstones collected,
+/// holding nothing is also fine where a delete at least as new as the node's acknowledgement was
+/// acknowledged anywhere, or where the node is one a fault cuts off ([`Collects`]).
+pub(super) fn unsafe_states(
+    nodes: &[Arc<SimNode>],
+    acked: &BTreeMap<String, Vec<Acked>>,
+    collects: Option<&Collects>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes {
+        for (key, ops) in acked {
+            let Some(newest) = ops
+                .iter()
+                .filter(|o| o.by == node.name())
+                .max_by_key(|o| o.version)
+            else {
+                continue;
+            };
+            let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
+            let forgivable =
+                collects.is_some_and(|c| deleted_since || c.cut_off.contains(node.name()));
+            match node.record(key) {
+                None if forgivable => {}
+                None => out.push(format!(
+                    "lost write: {} acknowledged {key} at {:?} and holds nothing",
+                    node.name(),
+                    newest.version
+                )),
+                Some(r) if r.version < newest.version => out.push(format!(
+                    "lost write: {} acknowledged {key} at {:?} and holds the older {:?}",
+                    node.name(),
+                    newest.version,
+                    r.version
+                )),
+                Some(r) if r.version == newest.version && newest.delete && !r.is_tombstone() => out
+                    .push(format!(
+                        "resurrection: {} acknowledged the delete of {key} and holds it live",
+                        node.name()
+                    )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// The safety invariants on the converged keyspace `finals`: for every key, the final version is
+/// not older than any acknowledged write or delete of it, and a key deleted last ends deleted;
+/// a key may end absent only where tombstone collection excuses it ([`Collects`]).
+pub(super) fn final_losses(
+    finals: &[(String, kvs::storage::Record)],
+    acked: &BTreeMap<String, Vec<Acked>>,
+    collects: Option<&Collects>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let finals: BTreeMap<&str, &kvs::storage::Record> =
+        finals.iter().map(|(k, r)| (k.as_str(), r)).collect();
+    for (key, ops) in acked.iter() {
+        let newest = ops.iter().max_by_key(|o| o.version).expect("at least one");
+        match finals.get(key.as_str()) {
+            // The newest operation a delete, its tombstone collected; or the newest a write
+            // a cut-off node took, forgotten (README, "Deletes"; `Collects`).
+            None if collects
+                .as_ref()
+                .is_some_and(|c| newest.delete || c.cut_off.contains(&newest.by)) => {}
+            None => violations.push(format!(
+                "lost write: {key} acknowledged by {} at {:?}, absent everywhere",
+                newest.by, newest.version
+            )),
+            Some(record) if record.version < newest.version && newest.delete => {
+                violations.push(format!(
+                    "resurrection: {key} was deleted at {:?}, ends at the older {:?}{}",
+                    newest.version,
+                    record.version,
+                    if record.is_tombstone() { "" } else { " (live)" }
+                ))
+            }
+            Some(record) if record.version < newest.version => violations.push(format!(
+                "lost write: {key} ends at {:?}, older than acknowledged {:?}",
+                record.version, newest.version
+            )),
+            Some(record)
+                if record.version == newest.version && newest.delete && !record.is_tombstone() =>
+            {
+                violations.push(format!("resurrection: {key} was deleted last, ends live"))
+            }
+            Some(_) => {}
+        }
+    }
+    violations
+}
