@@ -529,7 +529,7 @@ fn three_nodes_from_kvs_configs_replicate_and_shrug_off_random_bytes() {
 /// its restart.
 #[test]
 fn a_read_only_node_replicates_a_new_node_bootstraps_and_a_killed_node_catches_up() {
-    let first = Node::start(&[("sync_interval", "1")]);
+    let mut first = Node::start(&[("sync_interval", "1")]);
     let seeds = format!("[\"{}\"]", first.addr());
     let secret = secret_of(&first);
     let joining = [
@@ -582,4 +582,37 @@ fn a_read_only_node_replicates_a_new_node_bootstraps_and_a_killed_node_catches_u
         404,
         "a missed delete applied"
     );
+
+    // The founding node has no seed nodes: killed, declared dead and restarted (on its port),
+    // it rejoins through the members it remembered, at once rather than when a member next
+    // announces itself to the dead (foca's period: 65 s).
+    let port = first.addr().port().to_string();
+    first.kill9();
+    assert_eq!(third.put("after/founder", b"3").status, 200);
+    // Declared dead first: a member still believed alive would be probed, and so found, anyway.
+    let dead = (first.node_id().to_owned(), "dead".to_owned());
+    wait_for(CONVERGE, "the founder to be declared dead", || {
+        statuses(&second).contains(&dead).then_some(())
+    });
+    first.restart_with(&[("sync_interval", "1"), ("port", port.as_str())]);
+    assert!(
+        first
+            .log()
+            .contains("rejoining through the members known before the restart"),
+        "{}",
+        first.log()
+    );
+    for (viewer, seen) in [(&first, &second), (&first, &third), (&second, &first)] {
+        let wanted = (seen.node_id().to_owned(), "alive".to_owned());
+        wait_for(
+            CONVERGE,
+            &format!("{} to list {} alive", viewer.node_id(), seen.node_id()),
+            || statuses(viewer).contains(&wanted).then_some(()),
+        );
+    }
+    wait_converged(
+        &[&first, &second, &third],
+        "the restarted founder to catch up",
+    );
+    assert_eq!(first.get("after/founder").status, 200);
 }

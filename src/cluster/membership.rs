@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use foca::{Foca, Notification, OwnedNotification, PostcardCodec, Runtime, State, Timer};
 use rand_chacha::ChaCha12Rng;
-use rand_core::SeedableRng;
+use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::counters::NetCounters;
 use super::envelope::{Rejected, PAYLOAD_BYTES_MAX};
 use super::identity::{NodeIdentity, IDENTITY_BYTES_MAX};
 use crate::seam::{Actor, Addr, Context, Reply, SendError};
+use crate::storage::{StorageMsg, MEMBERS_REMEMBERED_MAX};
 use crate::sync::conflict::Voter;
 use crate::sync::{ConflictMsg, SyncMsg};
 
@@ -129,6 +130,10 @@ pub struct MembershipSpec {
     pub me: NodeIdentity,
     /// Gossip addresses to join through (this node's own is ignored).
     pub seeds: Vec<SocketAddr>,
+    /// The members this node knew when it last ran (`Store::remembered_members`): joined
+    /// through like seeds, so that a restarted node with no seed nodes (a cluster's founder)
+    /// rejoins at once.
+    pub remembered: Vec<SocketAddr>,
     /// How long a dead or departed member stays listed.
     pub reap_after: Duration,
 }
@@ -205,7 +210,15 @@ pub struct MembershipActor {
     /// Who is told the live peers with their join times (the conflict actor), and what it was
     /// last told.
     voters_to: Option<(Addr<ConflictMsg>, Vec<Voter>)>,
+    /// Who records the members to rejoin through after a restart (storage), what it was last
+    /// told, and when to look for a change next (reaping changes the list without a
+    /// notification).
+    remember_in: Option<(Addr<StorageMsg>, Vec<SocketAddr>, Duration)>,
 }
+
+/// How often the remembered members are compared with the member list (a reaped member leaves
+/// it without a notification).
+pub const REMEMBER_EVERY: Duration = Duration::from_secs(1);
 
 /// Fewest times an update (a member up, suspected, down) is sent on. foca's LAN default,
 /// 4 × log10(n + 1), is 1 or 2 below 5 members: a suspicion may then never reach the suspect
@@ -260,6 +273,37 @@ impl MembershipActor {
             leaving: false,
             peers_to: None,
             voters_to: None,
+            remember_in: None,
+        }
+    }
+
+    /// Has `storage` record the members to rejoin through after a restart: every listed member
+    /// but this node and those that left (alive, suspect, or dead and not reaped yet).
+    pub fn remember_in(mut self, storage: Addr<StorageMsg>) -> Self {
+        self.remember_in = Some((storage, self.spec.remembered.clone(), Duration::ZERO));
+        self
+    }
+
+    /// Sends the members to remember to storage if they changed.
+    fn remember(&mut self, ctx: &mut dyn Context<MembershipMsg>) {
+        if self.remember_in.is_none() || self.leaving {
+            return;
+        }
+        let me = self.spec.me.addr;
+        let mut members: Vec<SocketAddr> = self
+            .members(ctx)
+            .into_iter()
+            .filter(|m| m.status != MemberStatus::Left)
+            .filter_map(|m| m.address.parse().ok())
+            .filter(|addr| *addr != me)
+            .collect();
+        members.truncate(MEMBERS_REMEMBERED_MAX);
+        let next = ctx.clock().monotonic() + REMEMBER_EVERY;
+        let (storage, last, at) = self.remember_in.as_mut().expect("checked above");
+        *at = next;
+        // Remembered as told only once delivered: a full mailbox is tried again later.
+        if *last != members && storage.send(StorageMsg::Members(members.clone())).is_ok() {
+            *last = members;
         }
     }
 
@@ -343,6 +387,7 @@ impl MembershipActor {
         }
         if membership_changed {
             self.publish_peers();
+            self.remember(ctx);
         }
     }
 
@@ -511,31 +556,41 @@ impl MembershipActor {
             }
         }
         self.publish_peers();
+        if self
+            .remember_in
+            .as_ref()
+            .is_some_and(|(_, _, at)| now >= *at)
+        {
+            self.remember(ctx);
+        }
         ctx.schedule(TICK, MembershipMsg::Tick);
     }
 
-    /// Announces this node to the seeds and to members it knows as down (a healed partition).
+    /// Announces this node to the seeds, the remembered members and the members it knows as
+    /// down (a healed partition): to [`ANNOUNCE_TARGETS_MAX`] of them, drawn at random when
+    /// there are more, so that a few dead addresses cannot keep it out forever.
     fn announce(&mut self, ctx: &mut dyn Context<MembershipMsg>) {
         let me = self.spec.me.addr;
-        let down: Vec<NodeIdentity> = self
-            .swim()
-            .iter_membership_state()
-            .filter(|m| m.state() == State::Down)
-            .map(|m| m.id().clone())
-            .collect();
         let mut targets: Vec<NodeIdentity> = self
             .spec
             .seeds
             .iter()
-            .filter(|addr| **addr != me)
+            .chain(&self.spec.remembered)
             .map(|addr| NodeIdentity::seed(*addr))
             .collect();
-        for id in down {
-            if !targets.iter().any(|t| t.addr == id.addr) {
-                targets.push(id);
-            }
+        targets.extend(
+            self.swim()
+                .iter_membership_state()
+                .filter(|m| m.state() == State::Down)
+                .map(|m| m.id().clone()),
+        );
+        let mut seen = std::collections::BTreeSet::from([me]);
+        targets.retain(|t| seen.insert(t.addr));
+        while targets.len() > ANNOUNCE_TARGETS_MAX {
+            let drop = usize::try_from(ctx.rng().next_u64() % targets.len() as u64)
+                .expect("an index fits usize");
+            targets.swap_remove(drop);
         }
-        targets.truncate(ANNOUNCE_TARGETS_MAX);
         for target in targets {
             let swim = self.swim.as_mut().expect("foca is created in started");
             if let Err(e) = swim.announce(target, &mut self.effects) {
@@ -671,7 +726,16 @@ impl Actor for MembershipActor {
             rng,
             PostcardCodec,
         ));
-        if self.spec.seeds.iter().any(|s| *s != self.spec.me.addr) {
+        let me = self.spec.me.addr;
+        if self.spec.seeds.iter().any(|s| *s != me) {
+            self.join = Some(Join::starting(ctx.clock().monotonic()));
+        }
+        let remembered = self.spec.remembered.iter().filter(|s| **s != me).count();
+        if remembered > 0 {
+            tracing::info!(
+                remembered,
+                "rejoining through the members known before the restart"
+            );
             self.join = Some(Join::starting(ctx.clock().monotonic()));
         }
         ctx.schedule(TICK, MembershipMsg::Tick);
@@ -710,10 +774,31 @@ mod tests {
         }
     }
 
+    /// What a node's storage was last told to remember.
+    #[derive(Default)]
+    struct Memory(Mutex<Option<Vec<SocketAddr>>>);
+
+    impl Mailbox<StorageMsg> for Memory {
+        fn deliver(&self, msg: StorageMsg) -> Result<(), SendError> {
+            match msg {
+                StorageMsg::Members(members) => *self.0.lock().unwrap() = Some(members),
+                _ => panic!("membership only asks storage to remember members"),
+            }
+            Ok(())
+        }
+    }
+
+    impl Memory {
+        fn last(&self) -> Vec<SocketAddr> {
+            self.0.lock().unwrap().clone().expect("told at least once")
+        }
+    }
+
     struct LanNode {
         actor: MembershipActor,
         ctx: TestContext<MembershipMsg>,
         wire: Arc<Wire>,
+        memory: Arc<Memory>,
         counters: Arc<NetCounters>,
         up: bool,
     }
@@ -743,7 +828,20 @@ mod tests {
 
         /// Boots (or reboots) node `i` with `generation`, seeded with node 0.
         fn boot(&mut self, i: usize, generation: u64) {
+            self.boot_with(i, generation, vec![addr(0)], Vec::new());
+        }
+
+        /// Boots (or reboots) node `i` with `generation`, its seed nodes and the members it
+        /// remembers.
+        fn boot_with(
+            &mut self,
+            i: usize,
+            generation: u64,
+            seeds: Vec<SocketAddr>,
+            remembered: Vec<SocketAddr>,
+        ) {
             let wire = Arc::new(Wire::default());
+            let memory = Arc::new(Memory::default());
             let counters = Arc::new(NetCounters::default());
             let spec = MembershipSpec {
                 me: NodeIdentity {
@@ -752,14 +850,17 @@ mod tests {
                     generation,
                     joined_ms: 1_000 + i as u64,
                 },
-                seeds: vec![addr(0)],
+                seeds,
+                remembered,
                 reap_after: Duration::from_secs(60),
             };
             let out = Addr::new(Arc::clone(&wire) as Arc<dyn Mailbox<Outgoing>>);
+            let storage = Addr::new(Arc::clone(&memory) as Arc<dyn Mailbox<StorageMsg>>);
             let mut node = LanNode {
-                actor: MembershipActor::new(spec, out, Arc::clone(&counters)),
+                actor: MembershipActor::new(spec, out, Arc::clone(&counters)).remember_in(storage),
                 ctx: TestContext::new(1_000_000, i as u64 * 7 + generation),
                 wire,
+                memory,
                 counters,
                 up: true,
             };
@@ -937,6 +1038,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn sorted_statuses(lan: &mut Lan, i: usize) -> Vec<(String, MemberStatus)> {
+        let mut status = lan.statuses(i);
+        status.sort();
+        status
+    }
+
+    #[test]
+    fn a_restarted_founder_rejoins_through_the_members_it_remembered() {
+        let mut lan = Lan::new(3);
+        lan.run(Duration::from_secs(5));
+        let remembered = lan.nodes[0].memory.last();
+        assert_eq!(remembered, vec![addr(1), addr(2)]);
+        // Node 0, the founder, has no seed nodes: killed, it is declared dead, then restarts.
+        lan.nodes[0].up = false;
+        lan.run(Duration::from_secs(10));
+        assert!(lan.statuses(1).contains(&("n0".into(), MemberStatus::Dead)));
+        // Without what it remembered it would wait alone for a member to announce itself
+        // (foca's announcements to down members come every 65 s).
+        lan.boot_with(0, 2, Vec::new(), Vec::new());
+        lan.run(Duration::from_secs(10));
+        assert_eq!(lan.statuses(0), all(MemberStatus::Alive, &["n0"]));
+        lan.boot_with(0, 3, Vec::new(), remembered);
+        lan.run(Duration::from_secs(5));
+        for i in 0..3 {
+            assert_eq!(
+                sorted_statuses(&mut lan, i),
+                all(MemberStatus::Alive, &["n0", "n1", "n2"]),
+                "node {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn members_are_remembered_until_they_leave_or_are_reaped() {
+        let mut lan = Lan::new(4);
+        lan.run(Duration::from_secs(5));
+        assert_eq!(lan.nodes[0].memory.last(), vec![addr(1), addr(2), addr(3)]);
+        let (reply, _answer) = reply_channel();
+        let node = &mut lan.nodes[1];
+        node.actor
+            .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+        lan.nodes[3].up = false;
+        lan.run(Duration::from_secs(10));
+        // The one that left is forgotten at once, the dead one only once reaped.
+        assert!(lan.statuses(0).contains(&("n3".into(), MemberStatus::Dead)));
+        assert_eq!(lan.nodes[0].memory.last(), vec![addr(2), addr(3)]);
+        lan.run(Duration::from_secs(61));
+        assert_eq!(lan.nodes[0].memory.last(), vec![addr(2)]);
     }
 
     #[test]

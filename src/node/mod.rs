@@ -169,13 +169,16 @@ impl<H: Host> Node<H> {
             counters: conflict_counters,
             decisions: std::sync::Arc::clone(&decisions),
         });
-        if seeds.iter().any(|s| *s != address) {
+        // Where it joins through: the seed nodes, and the members it knew when it last ran.
+        let remembered = store.remembered_members().to_vec();
+        let clustered = seeds.iter().chain(&remembered).any(|s| *s != address);
+        if clustered {
             sync_actor = sync_actor.clustered();
         }
         // A new (or empty) node joining a cluster pulls its data before taking writes; so does
         // one whose bootstrap a crash interrupted (its horizon says it never completed).
         let new_node = store.keys_at_open() == 0 || store.horizon().bootstrapping();
-        if new_node && seeds.iter().any(|s| *s != address) {
+        if new_node && clustered {
             store.mark_bootstrapping().map_err(|e| SpawnError {
                 name: StorageActor::NAME,
                 reason: format!("recording that the node bootstraps: {e}"),
@@ -196,11 +199,13 @@ impl<H: Host> Node<H> {
         let membership_spec = MembershipSpec {
             me,
             seeds,
+            remembered,
             reap_after,
         };
         let membership_actor = MembershipActor::new(membership_spec, outbox, counters)
             .tell_peers(sync.clone())
-            .tell_voters(conflict);
+            .tell_voters(conflict)
+            .remember_in(storage.clone());
 
         // 3. Started, each on its own random stream.
         let rng = |name: &str| spec.seed.rng(&spec.node_id, name, spec.boot);

@@ -1,6 +1,7 @@
 //! The storage writer: group commit of every waiting write into one synced log frame.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use rand_core::Rng;
 use redb::Durability;
 
 use super::tables::{
-    apply_records, expired_tombstones, remove_records, META, META_PURGED_MS, META_WAL_SEQ,
+    apply_records, expired_tombstones, remove_records, MEMBERS_REMEMBERED_MAX, META,
+    META_PURGED_MS, META_WAL_SEQ,
 };
 use super::wal::Wal;
 use super::Horizon;
@@ -80,6 +82,9 @@ pub enum StorageMsg {
     },
     /// What this node vouches for about keys it lacks changed (the sync actor learnt it).
     Horizon(HorizonChange),
+    /// The cluster members to rejoin through after a restart changed (the membership actor
+    /// sends them; at most `MEMBERS_REMEMBERED_MAX`).
+    Members(Vec<std::net::SocketAddr>),
 }
 
 /// A change of the node's [`Horizon`], persisted before it takes effect.
@@ -538,6 +543,25 @@ impl StorageActor {
 
     /// Persists and publishes the node's new [`Horizon`]. A failure fails the actor, as a failed
     /// commit does.
+    /// Durably records the members a restart rejoins through. They touch no record, so the
+    /// writes queued meanwhile are not flushed first.
+    fn remember_members(&mut self, ctx: &mut dyn Context<StorageMsg>, members: &[SocketAddr]) {
+        if self.failure.is_some() {
+            return;
+        }
+        let members = &members[..members.len().min(MEMBERS_REMEMBERED_MAX)];
+        let mut result = None;
+        ctx.blocking(&mut || result = Some(self.store.remember_members(members)));
+        match result.expect("the host ran the commit") {
+            Ok(()) => tracing::debug!(members = members.len(), "remembered the cluster's members"),
+            Err(e) => {
+                self.store.set_commit_failure(Some(e.to_string()));
+                ctx.fail(format!("recording the cluster's members failed: {e}"));
+                self.failure = Some(WriteError::from(Arc::new(e)));
+            }
+        }
+    }
+
     fn change_horizon(&mut self, ctx: &mut dyn Context<StorageMsg>, change: HorizonChange) {
         if self.failure.is_some() {
             return;
@@ -773,6 +797,7 @@ impl Actor for StorageActor {
                 return self.purge(ctx, forget);
             }
             StorageMsg::Horizon(change) => return self.change_horizon(ctx, change),
+            StorageMsg::Members(members) => return self.remember_members(ctx, &members),
         };
         if let Some(failure) = &self.failure {
             return write.fail(failure.clone());

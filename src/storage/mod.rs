@@ -34,6 +34,7 @@ pub use horizon::Horizon;
 pub use reader::StorageReader;
 pub use record::{Record, Resolution, Version};
 pub use store::Store;
+pub use tables::MEMBERS_REMEMBERED_MAX;
 pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX};
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Opening the store on host-chosen backends: the database, its write-ahead log, and the replay
 //! that brings the database up to date with the log after a crash.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -9,9 +10,9 @@ use redb::{
 
 use super::memtable::Memtable;
 use super::tables::{
-    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, FORMAT_MIN, KV, META,
-    META_COMPLETE_SINCE_MS, META_FORMAT, META_GENERATION, META_JOINED_MS, META_PURGED_MS,
-    META_WAL_SEQ, TOMBSTONES,
+    apply_records, segment_of, BY_SEGMENT, BY_TIME, FORMAT, FORMAT_MIN, KV, MEMBERS,
+    MEMBERS_REMEMBERED_MAX, META, META_COMPLETE_SINCE_MS, META_FORMAT, META_GENERATION,
+    META_JOINED_MS, META_PURGED_MS, META_WAL_SEQ, TOMBSTONES,
 };
 use super::wal::{Wal, WalBatch};
 use super::{CommitError, Horizon, OpenError, ReadError, StorageReader};
@@ -30,6 +31,7 @@ pub struct Store {
     generation: u64,
     tree: SharedTree,
     horizon: SharedHorizon,
+    members: Arc<[SocketAddr]>,
 }
 
 /// What this node vouches for about keys it lacks (`META_COMPLETE_SINCE_MS`, `META_PURGED_MS`):
@@ -67,6 +69,7 @@ impl Store {
             keys,
             generation,
             horizon,
+            members,
         } = replay(&db, &logged, now_ms)?;
         wal.continue_after(applied_seq);
         let tree = build_tree(&db)?;
@@ -86,6 +89,7 @@ impl Store {
             generation,
             tree: Arc::new(Mutex::new(tree)),
             horizon: Arc::new(Mutex::new(horizon)),
+            members: members.into(),
         };
         Ok((store, wal))
     }
@@ -128,6 +132,28 @@ impl Store {
 
     pub(super) fn tree(&self) -> &SharedTree {
         &self.tree
+    }
+
+    /// The cluster members this node knew when it last ran (gossip addresses, address order):
+    /// a restarted node rejoins through them as through seed nodes.
+    pub fn remembered_members(&self) -> &[SocketAddr] {
+        &self.members
+    }
+
+    /// Durably replaces the remembered members (what the next start reads).
+    pub(super) fn remember_members(&self, members: &[SocketAddr]) -> Result<(), CommitError> {
+        assert!(members.len() <= MEMBERS_REMEMBERED_MAX);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(MEMBERS)?;
+            table.retain(|_, ()| false)?;
+            for member in members {
+                table.insert(member.to_string().as_str(), ())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// What this node vouches for about keys it lacks (see [`Horizon`]).
@@ -235,6 +261,8 @@ struct Replayed {
     generation: u64,
     /// What the node vouches for (`META_COMPLETE_SINCE_MS`, `META_PURGED_MS`).
     horizon: Horizon,
+    /// The members it knew when it last ran (`MEMBERS`).
+    members: Vec<SocketAddr>,
 }
 
 /// In one durable transaction: records the join time if this is the database's first open, bumps
@@ -245,6 +273,7 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
     // Opening a table creates it: readers find every table from the first open on.
     txn.open_table(BY_TIME)?;
     txn.open_table(TOMBSTONES)?;
+    let members = remembered(&txn.open_table(MEMBERS)?)?;
     {
         // A database from before the segment index: index every key once.
         let kv = txn.open_table(KV)?;
@@ -312,5 +341,25 @@ fn replay(db: &Database, logged: &[WalBatch], now_ms: u64) -> Result<Replayed, C
         keys,
         generation,
         horizon,
+        members,
     })
+}
+
+/// The remembered members, skipping any entry that is not an address (the table is only ever
+/// written by `Store::remember_members`, but a database is outside input).
+fn remembered(
+    table: &impl ReadableTable<&'static str, ()>,
+) -> Result<Vec<SocketAddr>, CommitError> {
+    let mut members = Vec::new();
+    for entry in table.iter()?.take(MEMBERS_REMEMBERED_MAX) {
+        let (addr, _) = entry?;
+        match addr.value().parse() {
+            Ok(addr) => members.push(addr),
+            Err(_) => tracing::warn!(
+                entry = addr.value(),
+                "ignored a remembered member that is not an address"
+            ),
+        }
+    }
+    Ok(members)
 }

@@ -25,6 +25,15 @@ pub const BY_SEGMENT: TableDefinition<(u16, &str), ()> = TableDefinition::new("b
 /// first, so that garbage collection finds the expired ones without scanning live keys.
 pub const TOMBSTONES: TableDefinition<(u64, &str), ()> = TableDefinition::new("tombstones");
 
+/// Gossip address (`host:port`) → (): the cluster members this node knew last (alive, suspect or
+/// dead, not departed), so that a restarted node rejoins through them even with no seed nodes
+/// configured (a cluster's founding node). At most [`MEMBERS_REMEMBERED_MAX`].
+pub const MEMBERS: TableDefinition<&str, ()> = TableDefinition::new("members");
+
+/// Most members remembered: a joining node announces itself to a few of them at a time, and any
+/// one that answers tells it the rest.
+pub const MEMBERS_REMEMBERED_MAX: usize = 256;
+
 /// Node facts that must survive restarts.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

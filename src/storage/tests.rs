@@ -1116,3 +1116,31 @@ fn a_horizon_change_commits_the_records_queued_before_it_under_the_old_horizon()
     assert_eq!(answered(rx).unwrap(), Applied::Stored);
     assert_eq!(store.horizon(), peer);
 }
+
+#[test]
+fn the_members_to_rejoin_through_survive_a_restart_and_are_replaced_whole() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let addrs = |ports: std::ops::Range<u16>| -> Vec<std::net::SocketAddr> {
+        ports
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    };
+    let reopen = |members: Option<Vec<std::net::SocketAddr>>| {
+        let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+        let remembered = store.remembered_members().to_vec();
+        if let Some(members) = members {
+            let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+            actor.handle(&mut TestContext::new(T0, 42), StorageMsg::Members(members));
+        }
+        remembered
+    };
+    assert!(reopen(Some(addrs(8081..8083))).is_empty(), "a new store");
+    assert_eq!(reopen(Some(addrs(8082..8083))), addrs(8081..8083));
+    let many = addrs(9000..9000 + MEMBERS_REMEMBERED_MAX as u16 + 5);
+    assert_eq!(reopen(Some(many.clone())), addrs(8082..8083), "replaced");
+    assert_eq!(
+        reopen(None),
+        many[..MEMBERS_REMEMBERED_MAX],
+        "at most the bound"
+    );
+}
