@@ -20,7 +20,10 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
 use redb::StorageBackend;
+use serde::Deserialize;
 
 /// A machine's disk: cheap to clone, every clone is the same disk.
 #[derive(Clone, Default)]
@@ -28,8 +31,27 @@ pub struct SimDisk {
     state: Arc<Mutex<DiskState>>,
 }
 
+/// What a crash leaves of the writes made since the last sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsynced {
+    /// All lost: the disk holds exactly what was synced.
+    #[default]
+    Lost,
+    /// Each write since the last sync (its latest bytes) is lost, kept whole or torn (a prefix
+    /// of whole sectors kept), as the disk's random stream decides: what a disk whose cache
+    /// writes back in any order, and a power cut that stops it mid-write, leave.
+    Random,
+}
+
+/// The unit a torn write keeps whole: a disk sector.
+pub const SECTOR_BYTES: usize = 512;
+
 #[derive(Default)]
 struct DiskState {
+    /// What a crash leaves of unsynced writes, and the random stream that decides it.
+    unsynced: Unsynced,
+    rng: Option<ChaCha8Rng>,
     /// The files on the disk, by name.
     files: BTreeMap<String, FileImage>,
     /// Which boot of the machine the disk is in; a crash starts the next one.
@@ -75,6 +97,33 @@ impl FileImage {
         self.volatile.clone_from(&self.durable);
         self.dirty.clear();
     }
+
+    /// Loses some of what was written since the last sync: each dirty range is lost, kept or
+    /// kept up to a sector boundary, as `rng` decides (see [`Unsynced::Random`]). A range kept
+    /// beyond the durable end grows the file (an unsynced shrink may be lost).
+    fn crash_partly(&mut self, rng: &mut ChaCha8Rng) {
+        let len = self.volatile.len();
+        for range in std::mem::take(&mut self.dirty) {
+            let range = range.start.min(len)..range.end.min(len);
+            let kept_to = match rng.next_u32() % 3 {
+                0 => range.start,
+                1 => range.end,
+                _ => {
+                    let sectors = range.len() / SECTOR_BYTES;
+                    let torn = rng.next_u64() % (sectors as u64 + 1);
+                    range.start + usize::try_from(torn).expect("fits") * SECTOR_BYTES
+                }
+            };
+            if kept_to > range.start {
+                if self.durable.len() < kept_to {
+                    self.durable.resize(kept_to, 0);
+                }
+                self.durable[range.start..kept_to]
+                    .copy_from_slice(&self.volatile[range.start..kept_to]);
+            }
+        }
+        self.volatile.clone_from(&self.durable);
+    }
 }
 
 /// What one `sync_data` costs in simulated time: an fsync on a fast SSD.
@@ -93,9 +142,21 @@ impl fmt::Debug for SimDisk {
 }
 
 impl SimDisk {
-    /// An empty disk.
+    /// An empty disk whose crashes lose every unsynced write.
     pub fn new() -> Self {
         SimDisk::default()
+    }
+
+    /// An empty disk whose crashes leave unsynced writes as `unsynced` says, drawing from a
+    /// random stream of its own seeded with `seed`.
+    pub fn losing(unsynced: Unsynced, seed: u64) -> Self {
+        let disk = SimDisk::default();
+        {
+            let mut state = disk.lock();
+            state.unsynced = unsynced;
+            state.rng = Some(ChaCha8Rng::seed_from_u64(seed));
+        }
+        disk
     }
 
     /// A view of file `name` for the current boot (created empty if new), to hand to redb or
@@ -110,8 +171,9 @@ impl SimDisk {
         }
     }
 
-    /// Power loss: everything written since the last sync is gone, and every view handed out
-    /// before this call fails from now on. Disarms a pending power cut.
+    /// Power loss: what was written since the last sync is gone (all of it, or some, see
+    /// [`Unsynced`]), and every view handed out before this call fails from now on. Disarms a
+    /// pending power cut.
     pub fn crash(&self) {
         self.lock().crash();
     }
@@ -157,7 +219,10 @@ impl SimDisk {
 impl DiskState {
     fn crash(&mut self) {
         for file in self.files.values_mut() {
-            file.crash();
+            match (self.unsynced, self.rng.as_mut()) {
+                (Unsynced::Random, Some(rng)) => file.crash_partly(rng),
+                _ => file.crash(),
+            }
         }
         self.boot += 1;
         self.crashes += 1;
@@ -378,6 +443,94 @@ mod tests {
         let table = txn.open_table(T).unwrap();
         assert_eq!(table.get("kept").unwrap().unwrap().value(), 1);
         assert!(table.get("lost").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_random_crash_loses_keeps_or_tears_each_unsynced_write() {
+        // Three 2-sector writes after a sync: over many disks, each is seen lost, kept whole
+        // and torn at a sector boundary, and nothing else ever reaches the durable image.
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let disk = SimDisk::losing(Unsynced::Random, seed);
+            let b = disk.backend("db");
+            b.set_len(6 * SECTOR_BYTES as u64).unwrap();
+            b.sync_data().unwrap();
+            for (i, byte) in [b'a', b'b', b'c'].into_iter().enumerate() {
+                b.write((i * 2 * SECTOR_BYTES) as u64, &[byte; 2 * SECTOR_BYTES])
+                    .unwrap();
+            }
+            disk.crash();
+            let after = read_all(&disk.backend("db"));
+            assert_eq!(after.len(), 6 * SECTOR_BYTES);
+            for (i, byte) in [b'a', b'b', b'c'].into_iter().enumerate() {
+                let write = &after[i * 2 * SECTOR_BYTES..(i + 1) * 2 * SECTOR_BYTES];
+                let kept = write.iter().take_while(|b| **b == byte).count();
+                assert!(
+                    write[kept..].iter().all(|b| *b == 0),
+                    "seed {seed}: a prefix kept"
+                );
+                assert_eq!(kept % SECTOR_BYTES, 0, "seed {seed}: torn at a sector");
+                outcomes.insert(kept / SECTOR_BYTES);
+            }
+        }
+        assert_eq!(
+            outcomes,
+            [0, 1, 2].into(),
+            "lost, torn and kept writes all occur"
+        );
+        // The default disk loses them all.
+        let disk = SimDisk::new();
+        let b = disk.backend("db");
+        b.set_len(4).unwrap();
+        b.sync_data().unwrap();
+        b.write(0, b"abcd").unwrap();
+        b.set_len(8).unwrap();
+        disk.crash();
+        assert_eq!(read_all(&disk.backend("db")), [0; 4]);
+    }
+
+    #[test]
+    fn redb_keeps_every_durable_commit_whatever_a_crash_keeps_of_the_rest() {
+        for seed in 0..200 {
+            let disk = SimDisk::losing(Unsynced::Random, seed);
+            let db = Database::builder()
+                .create_with_backend(disk.backend("db"))
+                .unwrap();
+            let mut durable = 0;
+            for i in 0..12u64 {
+                let mut txn = db.begin_write().unwrap();
+                let immediate = (seed + i) % 3 == 0;
+                if !immediate {
+                    txn.set_durability(Durability::None).unwrap();
+                }
+                let mut table = txn.open_table(T).unwrap();
+                for k in 0..20 {
+                    table.insert(format!("{i}/{k}").as_str(), i).unwrap();
+                }
+                drop(table);
+                txn.commit().unwrap();
+                if immediate {
+                    durable = i + 1;
+                }
+            }
+            disk.crash();
+            drop(db);
+            let db = Database::builder()
+                .create_with_backend(disk.backend("db"))
+                .unwrap_or_else(|e| panic!("seed {seed}: reopening: {e}"));
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(T).unwrap();
+            for i in 0..durable {
+                for k in 0..20 {
+                    let key = format!("{i}/{k}");
+                    assert_eq!(
+                        table.get(key.as_str()).unwrap().map(|v| v.value()),
+                        Some(i),
+                        "seed {seed}: {key} was committed durably"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -99,6 +99,8 @@ impl Default for Setup {
 pub struct SimNode {
     machine: Machine,
     boot: Mutex<Boot>,
+    /// Whether the machine has power (see [`SimNode::power_off`]).
+    up: std::sync::atomic::AtomicBool,
 }
 
 /// What survives a crash: the hardware and the node's identity.
@@ -172,6 +174,7 @@ impl SimNode {
         Ok(SimNode {
             machine,
             boot: Mutex::new(boot),
+            up: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -283,14 +286,47 @@ impl SimNode {
     /// the node is dropped where it stands, then a new store opens on the same disk (redb repairs
     /// it) with a new storage actor and router.
     pub async fn crash_and_restart(&self) -> Result<(), OpenError> {
+        self.power_off();
+        self.power_on().await
+    }
+
+    /// Cuts the power and leaves the machine off: unsynced disk writes are lost, every task of
+    /// the node is dropped where it stands, its peers hear nothing from it and its clients'
+    /// requests fail, until [`SimNode::power_on`]. Its store is not readable meanwhile.
+    pub fn power_off(&self) {
+        assert!(self.is_up(), "{} is already off", self.name());
         self.machine.disk.crash();
-        let handle = Handle::current();
-        handle.kill(self.machine.madsim_node);
-        handle.restart(self.machine.madsim_node);
+        Handle::current().kill(self.machine.madsim_node);
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Boots a machine that is off: a new store opens on the same disk (redb repairs it) with
+    /// new actors and a new router.
+    pub async fn power_on(&self) -> Result<(), OpenError> {
+        assert!(!self.is_up(), "{} is already on", self.name());
+        Handle::current().restart(self.machine.madsim_node);
         let number = self.lock().number + 1;
         let boot = self.machine.boot(number).await?;
         *self.lock() = boot;
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether the machine has power (its store is readable).
+    pub fn is_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops running the node's tasks, as a stalled process (a long GC pause, SIGSTOP, a
+    /// starved VM): its timers come due and its sockets fill meanwhile, and it handles all of
+    /// that at once on [`SimNode::resume`]. Its store stays readable.
+    pub fn pause(&self) {
+        Handle::current().pause(self.machine.madsim_node);
+    }
+
+    /// Runs a paused node's tasks again.
+    pub fn resume(&self) {
+        Handle::current().resume(self.machine.madsim_node);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Boot> {

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use madsim::rand::{thread_rng, Rng};
 use tokio::sync::oneshot;
 
-use crate::disk::SimDisk;
+use crate::disk::{SimDisk, Unsynced};
 use crate::node::SimNode;
 use crate::trace::Trace;
 
@@ -37,6 +37,13 @@ pub struct CrashWorkload {
     /// Chance that the fault is a power cut inside the storage engine rather than a crash at a
     /// random moment.
     pub power_cut_chance: f64,
+    /// What a crash leaves of unsynced disk writes (default `random`: each lost, kept or torn).
+    #[serde(default = "unsynced_default")]
+    pub unsynced_writes: Unsynced,
+}
+
+fn unsynced_default() -> Unsynced {
+    Unsynced::Random
 }
 
 /// The fault a run injects while the clients write.
@@ -68,12 +75,9 @@ struct Write {
 /// or not, and the trace counts them.
 pub async fn crash_durability(workload: CrashWorkload) -> Outcome {
     let trace = Trace::new();
-    let node = Arc::new(
-        SimNode::start(0, SimDisk::new())
-            .await
-            .expect("a fresh disk opens"),
-    );
     let mut rng = thread_rng();
+    let disk = SimDisk::losing(workload.unsynced_writes, rng.gen());
+    let node = Arc::new(SimNode::start(0, disk).await.expect("a fresh disk opens"));
     let horizon_ms = u64::from(workload.writes_per_writer) * workload.think_ms_max / 2;
     let fault = if rng.gen_bool(workload.power_cut_chance) {
         Fault::PowerCutAfter {

@@ -92,6 +92,16 @@ fn bootstrap_past_grace() {
 }
 
 #[test]
+fn pause_resume() {
+    sweep_scenario("pause_resume");
+}
+
+#[test]
+fn founder_restart() {
+    sweep_scenario("founder_restart");
+}
+
+#[test]
 fn sim_speed() {
     sweep_scenario("sim_speed");
 }

@@ -20,6 +20,7 @@ fn a_power_cut_under_load_loses_no_acknowledged_write() {
                 writes_per_writer: 16,
                 think_ms_max: 2,
                 power_cut_chance: 1.0,
+                unsynced_writes: kvs_sim::disk::Unsynced::Random,
             }),
         );
         let text = outcome.trace.text();

@@ -24,7 +24,7 @@ mod safety;
 mod scenario;
 
 pub use scenario::{
-    load, ClusterScenario, ClusterWorkload, CollisionStorm, Fault, Swarm, TimedFault,
+    load, ClusterScenario, ClusterWorkload, CollisionStorm, Fault, SeedNodes, Swarm, TimedFault,
 };
 
 use std::collections::BTreeMap;
@@ -47,9 +47,15 @@ use scenario::draw_swarm;
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
 pub async fn run(scenario: ClusterScenario) -> Outcome {
     let trace = Trace::new();
-    // Every node lists every other as a seed, as a production cluster lists several: a node
-    // that restarts rejoins through whichever answers.
-    let seeds: Vec<_> = (1..=scenario.nodes).map(SimNode::addr_of).collect();
+    let seeds = |id: u64| -> Vec<std::net::SocketAddr> {
+        match scenario.seed_nodes {
+            SeedNodes::All => (1..=scenario.nodes).map(SimNode::addr_of).collect(),
+            SeedNodes::First if id == 1 => Vec::new(),
+            SeedNodes::First => vec![SimNode::addr_of(1)],
+        }
+    };
+    // Each machine's disk draws what its crashes keep from a stream of its own.
+    let disk = || SimDisk::losing(scenario.unsynced_writes, thread_rng().gen());
     let late = scenario.late();
     let mut nodes = Vec::new();
     for id in (1..=scenario.nodes).filter(|n| !late.contains(n)) {
@@ -58,10 +64,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         } else {
             kvs::api::Mode::Normal
         };
-        let node =
-            SimNode::start_configured(id, SimDisk::new(), seeds.clone(), scenario.setup(mode))
-                .await
-                .expect("a fresh disk opens");
+        let node = SimNode::start_configured(id, disk(), seeds(id), scenario.setup(mode))
+            .await
+            .expect("a fresh disk opens");
         nodes.push(Arc::new(node));
         // Nodes join one after another, as in a real cluster: their join times (the conflict
         // tie-breaker) differ.
@@ -141,13 +146,15 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects.clone());
     // Decisions listed by nodes before their power cuts, and what reading them found.
     let (mut archived, mut early) = (Vec::new(), Vec::new());
+    // The nodes paused or powered off now.
+    let mut stopped: BTreeMap<u64, Stopped> = BTreeMap::new();
     for f in &faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         match f.fault {
             Fault::Join(n) => {
                 let setup = scenario.setup(kvs::api::Mode::Normal);
-                let node = SimNode::start_configured(n, SimDisk::new(), seeds.clone(), setup)
+                let node = SimNode::start_configured(n, disk(), seeds(n), setup)
                     .await
                     .expect("a fresh disk opens");
                 let (_, body) = node.request(axum::http::Method::GET, "/health", "").await;
@@ -159,6 +166,21 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 ));
                 nodes.push(Arc::new(node));
                 monitor.watch(&nodes);
+            }
+            // The swarm draws machine faults blindly: one that finds its node stopped (by a
+            // pause or a power cut the swarm drew earlier) waits until the final heal.
+            Fault::Crash(n)
+            | Fault::Reboot(n)
+            | Fault::Leave(n)
+            | Fault::Pause(n)
+            | Fault::PowerOff(n)
+                if stopped.contains_key(&n) =>
+            {
+                trace.record(format_args!(
+                    "fault {:?} skipped: node-{n} is stopped",
+                    f.fault
+                ));
+                continue;
             }
             Fault::Crash(n) | Fault::Reboot(n) => {
                 let node = &nodes[(n - 1) as usize];
@@ -177,9 +199,33 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             Fault::Skew { node, offset_ms } => {
                 nodes[(node - 1) as usize].clock().set_offset_ms(offset_ms)
             }
+            Fault::Drift { node, ppm } => nodes[(node - 1) as usize].clock().set_drift_ppm(ppm),
+            Fault::Pause(n) => {
+                nodes[(n - 1) as usize].pause();
+                stopped.insert(n, Stopped::Paused);
+            }
+            Fault::PowerOff(n) => {
+                let node = &nodes[(n - 1) as usize];
+                archived.extend(listed_decisions(node, &mut early).await);
+                node.power_off();
+                stopped.insert(n, Stopped::Off);
+            }
+            Fault::Resume(n) | Fault::PowerOn(n) => {
+                let Some(how) = stopped.remove(&n) else {
+                    trace.record(format_args!("fault {:?} skipped: node-{n} runs", f.fault));
+                    continue;
+                };
+                start_again(&nodes[(n - 1) as usize], how).await;
+            }
             _ => apply(&net, &nodes, &f.fault),
         }
         trace.record(format_args!("fault {:?}", f.fault));
+    }
+    for (n, how) in std::mem::take(&mut stopped) {
+        start_again(&nodes[(n - 1) as usize], how).await;
+        trace.record(format_args!(
+            "node-{n} started again ({how:?}) before healing"
+        ));
     }
     for client in clients {
         client.await.expect("a client finished");
@@ -234,6 +280,24 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
     Outcome { trace, violations }
+}
+
+/// How a node was stopped by a fault.
+#[derive(Debug, Clone, Copy)]
+enum Stopped {
+    Paused,
+    Off,
+}
+
+/// Runs a stopped node again: resumes it, or boots it.
+async fn start_again(node: &SimNode, how: Stopped) {
+    match how {
+        Stopped::Paused => node.resume(),
+        Stopped::Off => node
+            .power_on()
+            .await
+            .expect("a disk that lost power opens again"),
+    }
 }
 
 /// The first key on which the nodes' dumps differ, with each node's version of it.
@@ -417,10 +481,15 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
         Fault::Crash(_)
         | Fault::Skew { .. }
+        | Fault::Drift { .. }
         | Fault::Leave(_)
         | Fault::Reboot(_)
-        | Fault::Join(_) => {
-            unreachable!("crashes, clocks and leaving are the machines', not the network's")
+        | Fault::Join(_)
+        | Fault::Pause(_)
+        | Fault::Resume(_)
+        | Fault::PowerOff(_)
+        | Fault::PowerOn(_) => {
+            unreachable!("crashes, clocks, stalls and leaving are the machines', not the network's")
         }
         Fault::Heal => {
             for a in 1..=nodes.len() as u64 {

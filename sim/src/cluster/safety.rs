@@ -95,7 +95,7 @@ impl Monitor {
 /// What garbage collection may take, in a scenario that collects tombstones (README,
 /// "Deletes"): a key whose newest acknowledged operation is a delete may end absent (its
 /// tombstone collected), and so may a write acknowledged by a node the scenario cuts off (by a
-/// partition, a crash or a leave) if a peer collected a newer tombstone before the write could
+/// partition, a crash, a leave, a pause or a power cut) if a peer collected a newer tombstone before the write could
 /// reach it. Nothing else.
 #[derive(Debug, Clone)]
 pub(super) struct Collects {
@@ -110,9 +110,12 @@ impl Collects {
             .faults
             .iter()
             .flat_map(|f| match &f.fault {
-                Fault::Isolate(n) => n.clone(),
-                Fault::OneWay { from, to } => vec![*from, *to],
-                Fault::Crash(n) | Fault::Leave(n) => vec![*n],
+                Fault::Isolate(_)
+                | Fault::OneWay { .. }
+                | Fault::Crash(_)
+                | Fault::Leave(_)
+                | Fault::PowerOff(_)
+                | Fault::Pause(_) => f.fault.nodes(),
                 _ => vec![],
             })
             .map(|n| format!("node-{n}"))
@@ -130,7 +133,8 @@ pub(super) fn unsafe_states(
     collects: Option<&Collects>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for node in nodes {
+    // A node without power has no readable store; it is checked once it runs again.
+    for node in nodes.iter().filter(|n| n.is_up()) {
         for (key, ops) in acked {
             let Some(newest) = ops
                 .iter()

@@ -1,10 +1,13 @@
 //! A cluster scenario file: its types (setup, workload, faults, swarm), its loader, which refuses
 //! a malformed file naming the file and the reason, and the swarm's fault draw.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
 use serde::Deserialize;
+
+use crate::disk::Unsynced;
 
 /// A cluster scenario file (`scenarios/<name>.yaml` with `scenario: cluster`).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +45,30 @@ pub struct ClusterScenario {
     /// older reaches it through anti-entropy only.
     #[serde(default)]
     pub bootstrap_max_age_ms: Option<u64>,
+    /// Which nodes each node lists in `seed_nodes` (default `all`).
+    #[serde(default)]
+    pub seed_nodes: SeedNodes,
+    /// What a power cut leaves of a node's unsynced disk writes (default `random`: each lost,
+    /// kept or torn, as the seed decides; `lost`: all lost).
+    #[serde(default = "unsynced_default")]
+    pub unsynced_writes: Unsynced,
+}
+
+fn unsynced_default() -> Unsynced {
+    Unsynced::Random
+}
+
+/// Which nodes each node lists in `seed_nodes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedNodes {
+    /// Every node (itself ignored), as a production cluster lists several: a node that restarts
+    /// rejoins through whichever answers.
+    #[default]
+    All,
+    /// Node 1 lists none (it founds the cluster), every other lists node 1, as in KVS's README:
+    /// a restarted node 1 rejoins only through the members it remembers.
+    First,
 }
 
 /// The clients' work.
@@ -80,8 +107,9 @@ pub struct CollisionStorm {
 }
 
 /// A randomized fault mix: `faults` faults at random instants within `span_ms`, each kind drawn
-/// from every fault the simulator has (partitions, one-way links, loss, crashes, clock jumps,
-/// a leave and rejoin), each healed or undone before the next of its kind.
+/// from every fault the simulator has (partitions, one-way links, loss, crashes, clock jumps and
+/// drift, pauses, power cuts, a leave and rejoin), each healed or undone at a random later
+/// instant.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Swarm {
@@ -127,6 +155,22 @@ pub enum Fault {
         /// Its offset from true time.
         offset_ms: i64,
     },
+    /// Make this node's wall clock run fast (positive) or slow (negative) by `ppm` millionths
+    /// of true time from now on (0 stops the drift, keeping the offset it reached).
+    Drift {
+        /// The node.
+        node: u64,
+        /// The rate, in parts per million.
+        ppm: i64,
+    },
+    /// Stop running this node's tasks (a stalled process) until `resume`.
+    Pause(u64),
+    /// Run a paused node again: it handles every timer and datagram that came due meanwhile.
+    Resume(u64),
+    /// Cut this node's power and leave it off (unsynced disk writes lost) until `power_on`.
+    PowerOff(u64),
+    /// Boot a node that is off.
+    PowerOn(u64),
     /// This node leaves the cluster gracefully (`POST /members/leave`); it keeps serving its
     /// clients, outside the cluster, until it reboots.
     Leave(u64),
@@ -148,8 +192,16 @@ pub fn load(name: &str) -> ClusterScenario {
     let path = crate::scenario_file::folder().join(format!("{name}.yaml"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    parse(&path, &text)
+}
+
+/// Parses and checks the text of scenario file `path`.
+///
+/// # Panics
+/// If it is malformed, naming the file and the reason.
+pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
     let file: ClusterScenario =
-        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(file.scenario, "cluster", "{}: scenario", path.display());
     assert!(
         (0.0..=1.0).contains(&file.workload.delete_ratio),
@@ -176,26 +228,66 @@ pub fn load(name: &str) -> ClusterScenario {
         file.nodes
     );
     for f in &file.faults {
-        let nodes: Vec<u64> = match &f.fault {
-            Fault::Isolate(n) => n.clone(),
-            Fault::OneWay { from, to } => vec![*from, *to],
-            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) | Fault::Join(n) => vec![*n],
-            Fault::Skew { node, .. } => vec![*node],
-            Fault::Loss(rate) => {
-                assert!(
-                    (0.0..1.0).contains(rate),
-                    "{}: faults: loss must be within 0..1",
-                    path.display()
-                );
-                vec![]
-            }
-            Fault::Heal => vec![],
-        };
+        if let Fault::Loss(rate) = &f.fault {
+            assert!(
+                (0.0..1.0).contains(rate),
+                "{}: faults: loss must be within 0..1",
+                path.display()
+            );
+        }
+        let mut nodes = f.fault.nodes();
+        if let Fault::Join(n) = f.fault {
+            nodes.push(n);
+        }
         assert!(
             nodes.iter().all(|n| (1..=file.nodes).contains(n)),
             "{}: faults: a node number outside 1..={}",
             path.display(),
             file.nodes
+        );
+    }
+    // Pauses and power cuts come in pairs, and a stalled or unpowered node takes no other
+    // machine fault before it runs again.
+    let mut stopped: BTreeMap<u64, &Fault> = BTreeMap::new();
+    for f in &file.faults {
+        let refuse =
+            |why: &str| -> ! { panic!("{}: faults: at {} ms: {why}", path.display(), f.at_ms) };
+        match &f.fault {
+            Fault::Resume(n) | Fault::PowerOn(n) => match stopped.remove(n) {
+                Some(Fault::Pause(_)) if matches!(f.fault, Fault::Resume(_)) => {}
+                Some(Fault::PowerOff(_)) if matches!(f.fault, Fault::PowerOn(_)) => {}
+                _ => refuse(&format!(
+                    "{:?} of node {n}, which is not {}",
+                    f.fault,
+                    if matches!(f.fault, Fault::Resume(_)) {
+                        "paused"
+                    } else {
+                        "off"
+                    }
+                )),
+            },
+            Fault::Crash(n)
+            | Fault::Reboot(n)
+            | Fault::Leave(n)
+            | Fault::Pause(n)
+            | Fault::PowerOff(n) => {
+                if let Some(why) = stopped.get(n) {
+                    refuse(&format!(
+                        "{:?} of node {n}, which is stopped by {why:?}",
+                        f.fault
+                    ));
+                }
+                if matches!(f.fault, Fault::Pause(_) | Fault::PowerOff(_)) {
+                    stopped.insert(*n, &f.fault);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((n, why)) = stopped.first_key_value() {
+        panic!(
+            "{}: faults: node {n} is never started again after {why:?} (add a resume or power_on)",
+            path.display()
         );
     }
     let late = file.late();
@@ -212,15 +304,8 @@ pub fn load(name: &str) -> ClusterScenario {
                     .iter()
                     .any(|g| matches!(g.fault, Fault::Join(m) if m == n))
         };
-        let touched: Vec<u64> = match &f.fault {
-            Fault::Isolate(n) => n.clone(),
-            Fault::OneWay { from, to } => vec![*from, *to],
-            Fault::Crash(n) | Fault::Leave(n) | Fault::Reboot(n) => vec![*n],
-            Fault::Skew { node, .. } => vec![*node],
-            Fault::Join(_) | Fault::Loss(_) | Fault::Heal => vec![],
-        };
         assert!(
-            touched.iter().all(|n| joined(*n)),
+            f.fault.nodes().iter().all(|n| joined(*n)),
             "{}: faults: a fault at {} ms strikes a node before it joins",
             path.display(),
             f.at_ms
@@ -232,6 +317,25 @@ pub fn load(name: &str) -> ClusterScenario {
         path.display()
     );
     file
+}
+
+impl Fault {
+    /// The nodes it strikes (a joining node is not struck: it starts).
+    pub fn nodes(&self) -> Vec<u64> {
+        match self {
+            Fault::Isolate(n) => n.clone(),
+            Fault::OneWay { from, to } => vec![*from, *to],
+            Fault::Crash(n)
+            | Fault::Leave(n)
+            | Fault::Reboot(n)
+            | Fault::Pause(n)
+            | Fault::Resume(n)
+            | Fault::PowerOff(n)
+            | Fault::PowerOn(n) => vec![*n],
+            Fault::Skew { node, .. } | Fault::Drift { node, .. } => vec![*node],
+            Fault::Join(_) | Fault::Loss(_) | Fault::Heal => vec![],
+        }
+    }
 }
 
 impl ClusterScenario {
@@ -264,7 +368,8 @@ impl ClusterScenario {
 
 /// Draws the swarm's faults from the run's randomness: each an instant within the span and a
 /// kind, with its parameters; a partition, link cut or loss is healed at a random later instant,
-/// a skew set back, a leave followed by a reboot. In time order.
+/// a skew set back, a drift stopped, a pause resumed, a power cut powered on, a leave followed by
+/// a reboot. In time order.
 pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
     let mut rng = thread_rng();
     let mut out = Vec::new();
@@ -274,7 +379,7 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
         let until = |rng: &mut madsim::rand::GlobalRng| {
             at_ms + rng.gen_range(200..=swarm.span_ms.max(201) / 2)
         };
-        match rng.gen_range(0..7) {
+        match rng.gen_range(0..10) {
             0 => {
                 let mut isolated: Vec<u64> = (1..=nodes).filter(|_| rng.gen_bool(0.4)).collect();
                 if isolated.is_empty() || isolated.len() as u64 == nodes {
@@ -342,6 +447,40 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
                     fault: Fault::Reboot(n),
                 });
             }
+            6 => {
+                let n = node(&mut rng);
+                let ppm = rng.gen_range(-100_000..=100_000);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Drift { node: n, ppm },
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Drift { node: n, ppm: 0 },
+                });
+            }
+            7 => {
+                let n = node(&mut rng);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::Pause(n),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Resume(n),
+                });
+            }
+            8 => {
+                let n = node(&mut rng);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::PowerOff(n),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::PowerOn(n),
+                });
+            }
             _ => out.push(TimedFault {
                 at_ms,
                 fault: Fault::Reboot(node(&mut rng)),
@@ -350,4 +489,55 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
     }
     out.sort_by_key(|f| f.at_ms);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_faults(faults: &str) -> ClusterScenario {
+        parse(
+            std::path::Path::new("test.yaml"),
+            &format!(
+                "scenario: cluster\nabout: x\nseeds: {{first: 0, count: 1}}\nnodes: 3\n\
+                 liveness_budget_ms: 1\nworkload: {{clients_per_node: 1, ops_per_client: 1, \
+                 keys: 1, delete_ratio: 0, think_ms_max: 1}}\nfaults: [{faults}]\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn pauses_and_power_cuts_come_in_pairs() {
+        let ok = with_faults(
+            "{at_ms: 1, pause: 2}, {at_ms: 2, isolate: [2]}, {at_ms: 3, resume: 2}, \
+             {at_ms: 4, power_off: 2}, {at_ms: 5, power_on: 2}, {at_ms: 6, crash: 2}",
+        );
+        assert_eq!(ok.faults.len(), 6);
+    }
+
+    #[test]
+    #[should_panic(expected = "test.yaml: faults: node 2 is never started again after Pause(2)")]
+    fn a_pause_without_a_resume_is_refused() {
+        with_faults("{at_ms: 1, pause: 2}");
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "test.yaml: faults: at 1 ms: Resume(3) of node 3, which is not paused"
+    )]
+    fn resuming_a_running_node_is_refused() {
+        with_faults("{at_ms: 1, resume: 3}");
+    }
+
+    #[test]
+    #[should_panic(expected = "at 2 ms: Crash(1) of node 1, which is stopped by PowerOff(1)")]
+    fn a_machine_fault_on_a_node_that_is_off_is_refused() {
+        with_faults("{at_ms: 1, power_off: 1}, {at_ms: 2, crash: 1}, {at_ms: 3, power_on: 1}");
+    }
+
+    #[test]
+    #[should_panic(expected = "at 2 ms: PowerOn(1) of node 1, which is not off")]
+    fn powering_on_a_paused_node_is_refused() {
+        with_faults("{at_ms: 1, pause: 1}, {at_ms: 2, power_on: 1}");
+    }
 }
