@@ -5,10 +5,13 @@
 //! skips it): `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim`, or
 //! `just sim`; the root package's `tests/simulator.rs` runs that for a plain `cargo test`.
 //!
-//! * [`disk`]: an in-memory redb backend with a volatile write cache that a crash empties.
-//! * [`clock`]: madsim's virtual time plus a per-node wall-clock offset (clock skew).
-//! * [`node`]: one simulated machine running a kvs node; crash and reboot it.
+//! * [`disk`]: an in-memory redb backend with a volatile write cache that a crash empties, wholly
+//!   or in part (unsynced writes lost, kept or torn, as the seed decides).
+//! * [`clock`]: madsim's virtual time plus a per-node wall-clock offset and drift (clock skew).
+//! * [`node`]: one simulated machine running a kvs node; crash, reboot, power off, pause it.
+//! * [`cluster`]: cluster scenarios: N nodes, clients, a fault schedule, the invariants.
 //! * [`trace`]: the deterministic, human-readable timeline of a run and its stable hash.
+//! * [`timeline`]: the nodes' own reports (membership, decisions) added to the timeline.
 //! * [`scenario`]: workloads with faults, and the invariants checked after them.
 //! * [`scenario_file`]: the scenario files in `scenarios/` (workload and pinned seeds).
 //! * [`sweep`]: running scenarios under pinned seeds, and replaying one.
@@ -24,6 +27,7 @@ pub mod node;
 pub mod scenario;
 pub mod scenario_file;
 pub mod sweep;
+pub mod timeline;
 pub mod trace;
 
 pub use clock::SimClock;

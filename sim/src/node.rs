@@ -160,6 +160,7 @@ impl SimNode {
             .ip(addr.ip())
             .build()
             .id();
+        crate::timeline::name(madsim_node, &name);
         let machine = Machine {
             name,
             addr,
@@ -198,6 +199,12 @@ impl SimNode {
             .expect("a live node's store reads");
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// The root of the node's hash tree now (`keyspace_hash` in `/health`).
+    pub fn root(&self) -> u64 {
+        let reader = self.lock().reader.clone();
+        reader.tree().root()
     }
 
     /// The record the node holds for `key` now, if any (a tombstone included).

@@ -42,8 +42,10 @@ pub fn seeds(pinned: impl IntoIterator<Item = u64>) -> Vec<u64> {
     pinned.into_iter().collect()
 }
 
-/// Runs `scenario` to completion in a fresh madsim runtime seeded with `seed`.
+/// Runs `scenario` to completion in a fresh madsim runtime seeded with `seed` (with every node's
+/// log on stderr if `RUST_LOG` is set: `timeline::install`).
 pub fn run<Fut: Future>(seed: u64, scenario: Fut) -> Fut::Output {
+    crate::timeline::install();
     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())
         .block_on(scenario)
 }
@@ -58,15 +60,6 @@ where
 {
     let mut failures = Vec::new();
     let replaying = std::env::var_os(SEED_VAR).is_some();
-    if replaying && std::env::var_os("RUST_LOG").is_some() {
-        // A replay with `RUST_LOG` set: every node's log, in simulated time, on stderr.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_timer(SimTime)
-            .with_ansi(false)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
     for &seed in seeds {
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, scenario())));
         if let (true, Ok(outcome)) = (replaying, &outcome) {
@@ -96,7 +89,7 @@ where
 
 /// Log lines start with the simulated time since the run began and the madsim node that logged
 /// (`NodeId(1)` is the first node started, `node-1`).
-struct SimTime;
+pub(crate) struct SimTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {

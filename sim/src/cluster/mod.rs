@@ -47,6 +47,7 @@ use scenario::draw_swarm;
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
 pub async fn run(scenario: ClusterScenario) -> Outcome {
     let trace = Trace::new();
+    let _timeline = crate::timeline::follow(&trace);
     let seeds = |id: u64| -> Vec<std::net::SocketAddr> {
         match scenario.seed_nodes {
             SeedNodes::All => (1..=scenario.nodes).map(SimNode::addr_of).collect(),
@@ -238,9 +239,24 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let budget = Duration::from_millis(scenario.liveness_budget_ms);
     let mut waited = Duration::ZERO;
     let step = Duration::from_millis(100);
+    // Each node's hash-tree root, and since when (after healing) it has been that.
+    let mut roots: Vec<(u64, Duration)> = nodes.iter().map(|n| (n.root(), waited)).collect();
     let dumps = loop {
+        for (node, (root, since)) in nodes.iter().zip(roots.iter_mut()) {
+            let now = node.root();
+            if now != *root {
+                (*root, *since) = (now, waited);
+            }
+        }
         let dumps: Vec<_> = nodes.iter().map(|n| n.dump()).collect();
         if dumps.iter().all(|d| *d == dumps[0]) {
+            for (node, (root, since)) in nodes.iter().zip(&roots) {
+                trace.record(format_args!(
+                    "{} root {root:016x} since {} ms after healing",
+                    node.name(),
+                    since.as_millis()
+                ));
+            }
             trace.record(format_args!("converged after {} ms", waited.as_millis()));
             break Some(dumps);
         }
