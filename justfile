@@ -20,6 +20,31 @@ replay SCENARIO SEED:
     if [ "{{SCENARIO}}" = crash_sweep ]; then test=(--test sweep --); else test=(--test cluster_scenarios {{SCENARIO}} -- --exact); fi
     KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p kvs-sim "${test[@]}" --nocapture
 
+# Replay one seed of a cluster scenario and write its timeline as a self-contained HTML page
+# (target/timelines/SCENARIO_SEED.html: a lane per node, faults shaded, writes, conflicts,
+# membership and convergence marked), then render it in headless Chromium (Debian's `chromium`)
+# to check that it draws, with a screenshot next to it.
+timeline SCENARIO SEED:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target/timelines
+    page="$PWD/target/timelines/{{SCENARIO}}_{{SEED}}.html"
+    KVS_SIM_HTML="$page" KVS_SIM_SEED={{SEED}} RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim         cargo test -q -p kvs-sim --test cluster_scenarios {{SCENARIO}} -- --exact --nocapture >/dev/null
+    browser=$(command -v chromium || command -v chromium-browser || true)
+    if [ -z "$browser" ]; then
+        echo "wrote $page; no chromium to check it with (apt-get install chromium)" >&2
+        exit 1
+    fi
+    dom=$("$browser" --headless --no-sandbox --disable-gpu --window-size=1400,700 --dump-dom "file://$page" 2>/dev/null)
+    rendered=$(grep -o 'data-rendered="[^"]*"' <<<"$dom" || true)
+    lanes=$(grep -o '<g class="lane"' <<<"$dom" | wc -l)
+    if [ -z "$rendered" ] || [ "$lanes" -eq 0 ]; then
+        echo "chromium did not render $page" >&2
+        exit 1
+    fi
+    "$browser" --headless --no-sandbox --disable-gpu --window-size=1400,700 --screenshot="${page%.html}.png" "file://$page" >/dev/null 2>&1
+    echo "$page: chromium rendered it: $rendered; screenshot ${page%.html}.png"
+
 # Review the simulator's changed timelines (snapshots/*.snap.new, written by a run that found a
 # difference outside CI) with cargo-insta, accepting or rejecting each.
 review:

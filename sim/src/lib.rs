@@ -12,6 +12,7 @@
 //! * [`cluster`]: cluster scenarios: N nodes, clients, a fault schedule, the invariants.
 //! * [`trace`]: the deterministic, human-readable timeline of a run and its stable hash.
 //! * [`timeline`]: the nodes' own reports (membership, decisions) added to the timeline.
+//! * [`html`]: a timeline as a self-contained HTML page, a lane per node.
 //! * [`scenario`]: workloads with faults, and the invariants checked after them.
 //! * [`scenario_file`]: the scenario files in `scenarios/` (workload and pinned seeds).
 //! * [`sweep`]: running scenarios under pinned seeds, and replaying one.
@@ -23,6 +24,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod disk;
+pub mod html;
 pub mod node;
 pub mod scenario;
 pub mod scenario_file;

@@ -13,6 +13,10 @@ use crate::scenario::Outcome;
 /// The environment variable that restricts a sweep to one seed.
 pub const SEED_VAR: &str = "KVS_SIM_SEED";
 
+/// The environment variable that, in a replay, names the HTML page to write the timeline to
+/// (`crate::html`).
+pub const HTML_VAR: &str = "KVS_SIM_HTML";
+
 /// Violations shown per failing seed; the replay shows the rest, with the trace.
 const SHOWN: usize = 3;
 
@@ -64,6 +68,14 @@ where
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, scenario())));
         if let (true, Ok(outcome)) = (replaying, &outcome) {
             print!("{}", outcome.trace.text());
+            if let Some(path) = std::env::var_os(HTML_VAR) {
+                let timeline = crate::html::parse(&outcome.trace.text());
+                let page = crate::html::page(&format!("{name}, seed {seed}"), &timeline);
+                match std::fs::write(&path, page) {
+                    Ok(()) => eprintln!("timeline page: {}", std::path::Path::new(&path).display()),
+                    Err(e) => panic!("writing {}: {e}", std::path::Path::new(&path).display()),
+                }
+            }
         }
         match outcome {
             Ok(outcome) if outcome.violations.is_empty() => {}
