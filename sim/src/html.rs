@@ -33,7 +33,7 @@ pub struct Span {
     pub from: u64,
     /// When it ended (the end of the run if never undone).
     pub to: u64,
-    /// `cut` (partitioned or one-way), `loss`, `paused`, `off` or `left`.
+    /// `cut` (partitioned or one-way), `loss`, `tcp` (stalled), `paused`, `off` or `left`.
     pub kind: &'static str,
 }
 
@@ -101,7 +101,7 @@ pub fn parse(text: &str) -> Timeline {
                 if fault.starts_with("Heal") {
                     let network: Vec<_> = open
                         .keys()
-                        .filter(|(_, k)| matches!(*k, "cut" | "loss"))
+                        .filter(|(_, k)| matches!(*k, "cut" | "loss" | "tcp"))
                         .cloned()
                         .collect();
                     for key in network {
@@ -113,7 +113,7 @@ pub fn parse(text: &str) -> Timeline {
         } else if rest.starts_with("healed") {
             let network: Vec<_> = open
                 .keys()
-                .filter(|(_, k)| matches!(*k, "cut" | "loss"))
+                .filter(|(_, k)| matches!(*k, "cut" | "loss" | "tcp"))
                 .cloned()
                 .collect();
             for key in network {
@@ -180,6 +180,8 @@ fn fault_spans(fault: &str) -> Vec<(Option<String>, &'static str, bool)> {
         "PowerOff" => one("off", true),
         "PowerOn" => one("off", false),
         "Leave" => one("left", true),
+        "TcpStall" => one("tcp", true),
+        "TcpResume" => one("tcp", false),
         "Reboot" | "Crash" => one("left", false),
         _ => Vec::new(),
     }
@@ -216,6 +218,7 @@ t=150ms node-3 conflict decided path=c0 reason=majority
 t=200ms fault Heal
 t=250ms fault PowerOff(1)
 t=300ms fault Pause(3)
+t=350ms fault TcpStall(2)
 t=400ms fault PowerOn(1)
 t=450ms fault Leave(2)
 t=500ms healed; checking convergence
@@ -242,6 +245,7 @@ t=600ms node-1 root 00ff since 0 ms after healing
                 span("node-3", 100, 200, "cut"),
                 span("node-1", 250, 400, "off"),
                 span("node-3", 300, 600, "paused"),
+                span("node-2", 350, 500, "tcp"),
                 span("node-2", 450, 600, "left"),
             ]
         );
@@ -250,7 +254,7 @@ t=600ms node-1 root 00ff since 0 ms after healing
             kinds,
             [
                 "note", "member", "fault", "write", "refused", "conflict", "fault", "fault",
-                "fault", "fault", "fault", "fault", "root"
+                "fault", "fault", "fault", "fault", "fault", "root"
             ]
         );
     }

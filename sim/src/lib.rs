@@ -9,6 +9,7 @@
 //!   or in part (unsynced writes lost, kept or torn, as the seed decides).
 //! * [`clock`]: madsim's virtual time plus a per-node wall-clock offset and drift (clock skew).
 //! * [`node`]: one simulated machine running a kvs node; crash, reboot, power off, pause it.
+//! * [`stall`]: TCP stalls: a machine's frame connections stop moving bytes, gossip still flows.
 //! * [`cluster`]: cluster scenarios: N nodes, clients, a fault schedule, the invariants.
 //! * [`trace`]: the deterministic, human-readable timeline of a run and its stable hash.
 //! * [`timeline`]: the nodes' own reports (membership, decisions) added to the timeline.
@@ -28,6 +29,7 @@ pub mod html;
 pub mod node;
 pub mod scenario;
 pub mod scenario_file;
+pub mod stall;
 pub mod sweep;
 pub mod timeline;
 pub mod trace;

@@ -38,6 +38,7 @@ use tower::ServiceExt;
 
 use crate::clock::SimClock;
 use crate::disk::SimDisk;
+use crate::stall::{Stall, Stalling};
 
 /// How often a simulated node checkpoints (in logged batches): far more often than production,
 /// so that the sweep's short runs put crashes before, inside and after checkpoints.
@@ -49,15 +50,17 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How long a dead or departed member stays listed on a simulated node.
 pub const MEMBER_REAP_AFTER: Duration = Duration::from_secs(600);
 
-/// Accepts the node's frame connections on its address. (No HTTP travels over simulated TCP:
-/// clients call the router in-process, so every connection is a peer's.)
-async fn accept_frames(addr: SocketAddr) -> mpsc::Receiver<Incoming> {
+/// Accepts the node's frame connections on its address, each stalled whenever `stall` is set.
+/// (No HTTP travels over simulated TCP: clients call the router in-process, so every connection
+/// is a peer's.)
+async fn accept_frames(addr: SocketAddr, stall: Stall) -> mpsc::Receiver<Incoming> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .expect("a fresh machine's port is free");
     let (tx, rx) = mpsc::channel::<Incoming>(64);
     tokio::spawn(async move {
         while let Ok((stream, from)) = listener.accept().await {
+            let stream = Stalling::new(stream, stall.clone());
             if tx.send((Box::new(stream), from)).await.is_err() {
                 return;
             }
@@ -116,6 +119,8 @@ struct Machine {
     run_seed: u64,
     disk: SimDisk,
     clock: Arc<SimClock>,
+    /// Its TCP stall switch (a property of its network path: it outlives reboots).
+    stall: Stall,
 }
 
 /// What lives only as long as one boot of the machine.
@@ -170,6 +175,7 @@ impl SimNode {
             run_seed: handle.seed(),
             disk,
             clock: Arc::new(SimClock::new()),
+            stall: Stall::default(),
         };
         let boot = machine.boot(0).await?;
         Ok(SimNode {
@@ -331,6 +337,12 @@ impl SimNode {
         Handle::current().pause(self.machine.madsim_node);
     }
 
+    /// The machine's TCP stall switch: set, its accepted frame connections move no bytes (in
+    /// either direction) until it is lifted; gossip still flows.
+    pub fn tcp_stall(&self) -> &Stall {
+        &self.machine.stall
+    }
+
     /// Runs a paused node's tasks again.
     pub fn resume(&self) {
         Handle::current().resume(self.machine.madsim_node);
@@ -386,13 +398,14 @@ impl Machine {
             .get_node(self.madsim_node)
             .expect("the node's machine exists");
         let disk = self.disk.clone();
+        let stall = self.stall.clone();
         let busy: BusyTime = Arc::new(move || disk.take_io_time());
         let (router, reader, failed) = machine
             .spawn(async move {
                 let socket = GossipSocket::bind(addr, sealer, Arc::default())
                     .await
                     .expect("a fresh machine's gossip port is free");
-                let frames = accept_frames(addr).await;
+                let frames = accept_frames(addr, stall).await;
                 let mut host = TaskHost::paced(clock, busy);
                 let node = Node::assemble(&mut host, spec(socket, frames), store, wal)
                     .await

@@ -97,6 +97,11 @@ fn pause_resume() {
 }
 
 #[test]
+fn tcp_stall() {
+    sweep_scenario("tcp_stall");
+}
+
+#[test]
 fn founder_restart() {
     sweep_scenario("founder_restart");
 }

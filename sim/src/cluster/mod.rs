@@ -218,6 +218,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 };
                 start_again(&nodes[(n - 1) as usize], how).await;
             }
+            Fault::TcpStall(n) => nodes[(n - 1) as usize].tcp_stall().set(),
+            Fault::TcpResume(n) => nodes[(n - 1) as usize].tcp_stall().lift(),
             _ => apply(&net, &nodes, &f.fault),
         }
         trace.record(format_args!("fault {:?}", f.fault));
@@ -504,7 +506,9 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         | Fault::Pause(_)
         | Fault::Resume(_)
         | Fault::PowerOff(_)
-        | Fault::PowerOn(_) => {
+        | Fault::PowerOn(_)
+        | Fault::TcpStall(_)
+        | Fault::TcpResume(_) => {
             unreachable!("crashes, clocks, stalls and leaving are the machines', not the network's")
         }
         Fault::Heal => {
@@ -516,6 +520,9 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
                 }
             }
             net.update_config(|c| c.packet_loss_rate = 0.0);
+            for node in nodes {
+                node.tcp_stall().lift();
+            }
         }
     }
 }

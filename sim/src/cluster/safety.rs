@@ -115,7 +115,8 @@ impl Collects {
                 | Fault::Crash(_)
                 | Fault::Leave(_)
                 | Fault::PowerOff(_)
-                | Fault::Pause(_) => f.fault.nodes(),
+                | Fault::Pause(_)
+                | Fault::TcpStall(_) => f.fault.nodes(),
                 _ => vec![],
             })
             .map(|n| format!("node-{n}"))

@@ -1,7 +1,7 @@
 //! A cluster scenario file: its types (setup, workload, faults, swarm), its loader, which refuses
 //! a malformed file naming the file and the reason, and the swarm's fault draw.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
@@ -108,8 +108,8 @@ pub struct CollisionStorm {
 
 /// A randomized fault mix: `faults` faults at random instants within `span_ms`, each kind drawn
 /// from every fault the simulator has (partitions, one-way links, loss, crashes, clock jumps and
-/// drift, pauses, power cuts, a leave and rejoin), each healed or undone at a random later
-/// instant.
+/// drift, pauses, power cuts, TCP stalls, a leave and rejoin), each healed or undone at a random
+/// later instant.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Swarm {
@@ -171,6 +171,11 @@ pub enum Fault {
     PowerOff(u64),
     /// Boot a node that is off.
     PowerOn(u64),
+    /// Stall the frame connections this node accepted (TCP moves no bytes either way) while its
+    /// gossip still flows, until `tcp_resume` or `heal`.
+    TcpStall(u64),
+    /// Lift a node's TCP stall.
+    TcpResume(u64),
     /// This node leaves the cluster gracefully (`POST /members/leave`); it keeps serving its
     /// clients, outside the cluster, until it reboots.
     Leave(u64),
@@ -284,6 +289,21 @@ pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
             _ => {}
         }
     }
+    let mut stalled = BTreeSet::new();
+    for f in &file.faults {
+        match f.fault {
+            Fault::TcpStall(n) => {
+                stalled.insert(n);
+            }
+            Fault::TcpResume(n) if !stalled.remove(&n) => panic!(
+                "{}: faults: at {} ms: TcpResume({n}) of node {n}, whose TCP is not stalled",
+                path.display(),
+                f.at_ms
+            ),
+            Fault::Heal => stalled.clear(),
+            _ => {}
+        }
+    }
     if let Some((n, why)) = stopped.first_key_value() {
         panic!(
             "{}: faults: node {n} is never started again after {why:?} (add a resume or power_on)",
@@ -331,7 +351,9 @@ impl Fault {
             | Fault::Pause(n)
             | Fault::Resume(n)
             | Fault::PowerOff(n)
-            | Fault::PowerOn(n) => vec![*n],
+            | Fault::PowerOn(n)
+            | Fault::TcpStall(n)
+            | Fault::TcpResume(n) => vec![*n],
             Fault::Skew { node, .. } | Fault::Drift { node, .. } => vec![*node],
             Fault::Join(_) | Fault::Loss(_) | Fault::Heal => vec![],
         }
@@ -368,8 +390,8 @@ impl ClusterScenario {
 
 /// Draws the swarm's faults from the run's randomness: each an instant within the span and a
 /// kind, with its parameters; a partition, link cut or loss is healed at a random later instant,
-/// a skew set back, a drift stopped, a pause resumed, a power cut powered on, a leave followed by
-/// a reboot. In time order.
+/// a skew set back, a drift stopped, a pause resumed, a power cut powered on, a TCP stall healed,
+/// a leave followed by a reboot. In time order.
 pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
     let mut rng = thread_rng();
     let mut out = Vec::new();
@@ -379,7 +401,7 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
         let until = |rng: &mut madsim::rand::GlobalRng| {
             at_ms + rng.gen_range(200..=swarm.span_ms.max(201) / 2)
         };
-        match rng.gen_range(0..10) {
+        match rng.gen_range(0..11) {
             0 => {
                 let mut isolated: Vec<u64> = (1..=nodes).filter(|_| rng.gen_bool(0.4)).collect();
                 if isolated.is_empty() || isolated.len() as u64 == nodes {
@@ -479,6 +501,17 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
                 out.push(TimedFault {
                     at_ms: until(&mut rng),
                     fault: Fault::PowerOn(n),
+                });
+            }
+            9 => {
+                let n = node(&mut rng);
+                out.push(TimedFault {
+                    at_ms,
+                    fault: Fault::TcpStall(n),
+                });
+                out.push(TimedFault {
+                    at_ms: until(&mut rng),
+                    fault: Fault::Heal,
                 });
             }
             _ => out.push(TimedFault {
