@@ -35,8 +35,8 @@ use crate::cluster::frame::{SyncRequest, SyncResponse};
 use crate::seam::{reply_channel, Actor, Addr, Context};
 use crate::storage::{Collision, Record, Resolution, StorageMsg, StorageReader, Version, Write};
 
-use super::actor::{PeerAnswer, PeerLink, SyncMsg};
 use super::repair::FETCH_KEYS_MAX;
+use super::{PeerAnswer, PeerLink, SyncMsg};
 
 /// How often waiting collisions are put to the vote and overdue votes closed.
 pub const TICK: Duration = Duration::from_millis(50);

@@ -10,11 +10,15 @@
 
 pub mod actor;
 pub mod conflict;
+mod counters;
+mod link;
+mod pace;
 pub mod repair;
 pub mod tree;
 
-pub use actor::{
-    Pace, PeerAnswer, PeerLink, PeerRequest, SyncActor, SyncCounters, SyncMsg, TransportError,
-};
+pub use actor::{SyncActor, SyncMsg};
 pub use conflict::{ConflictActor, ConflictMsg};
+pub use counters::{LagHistogram, SyncCounters};
+pub use link::{PeerAnswer, PeerLink, PeerRequest, TransportError};
+pub use pace::Pace;
 pub use tree::{HashTree, BRANCHES, LEAVES_PER_BRANCH, SEGMENTS};

@@ -7,7 +7,8 @@ use crate::cluster::frame::SegmentLists;
 use crate::seam::testing::TestContext;
 use crate::seam::{Clock, Mailbox};
 use crate::storage::{Horizon, HorizonChange, Version};
-use crate::sync::{BRANCHES, LEAVES_PER_BRANCH};
+use crate::sync::{PeerRequest, BRANCHES, LEAVES_PER_BRANCH};
+use push::chunks;
 
 /// Collects what is sent to it, or refuses everything.
 struct Sink<M>(Mutex<Vec<M>>, Option<SendError>);
