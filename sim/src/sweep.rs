@@ -54,9 +54,10 @@ pub fn run<Fut: Future>(seed: u64, scenario: Fut) -> Fut::Output {
         .block_on(scenario)
 }
 
-/// Runs `scenario` (named `name`, its file's name) once per seed and panics, naming every
-/// failing seed and the command that replays it, if any run reported a violation or panicked.
-/// With `KVS_SIM_SEED` set (a replay), prints the run's timeline.
+/// Runs `scenario` (named `name`, its file's name) once per seed, and each seed that passed once
+/// more to compare the two timelines (determinism), and panics, naming every failing seed and
+/// the command that replays it, if any run reported a violation, panicked or diverged from its
+/// first run. With `KVS_SIM_SEED` set (a replay), runs it once and prints the run's timeline.
 pub fn sweep<F, Fut>(name: &str, seeds: &[u64], scenario: F)
 where
     F: Fn() -> Fut,
@@ -78,6 +79,21 @@ where
             }
         }
         match outcome {
+            // Determinism: a passing seed runs again and must tell the same story, line for
+            // line (madsim's own check misses a divergence that changes only outputs).
+            Ok(outcome) if outcome.violations.is_empty() && !replaying => {
+                match catch_unwind(AssertUnwindSafe(|| run(seed, scenario()))) {
+                    Ok(again) => {
+                        if let Some(how) = crate::trace::divergence(&outcome.trace, &again.trace) {
+                            failures.push(format!("seed {seed}: not deterministic: {how}"));
+                        }
+                    }
+                    Err(panic) => failures.push(format!(
+                        "seed {seed}: not deterministic: passed, then panicked: {}",
+                        message(&*panic)
+                    )),
+                }
+            }
             Ok(outcome) if outcome.violations.is_empty() => {}
             Ok(outcome) => failures.push(format!(
                 "seed {seed}: {}{}",

@@ -60,6 +60,24 @@ impl Default for Trace {
     }
 }
 
+/// Where two runs' timelines part, if they do: the first differing line of each (or the one
+/// that only the longer run has), for a determinism failure to name.
+pub fn divergence(a: &Trace, b: &Trace) -> Option<String> {
+    if a.hash() == b.hash() {
+        return None;
+    }
+    let (a, b) = (a.lines(), b.lines());
+    let at = (0..a.len().max(b.len()))
+        .find(|&i| a.get(i) != b.get(i))
+        .unwrap_or(a.len());
+    let line = |l: Option<&String>| l.map_or("(nothing)".to_owned(), |l| l.clone());
+    Some(format!(
+        "the two runs diverged at line {at}: `{}` then `{}`",
+        line(a.get(at)),
+        line(b.get(at))
+    ))
+}
+
 /// 64-bit FNV-1a of `bytes`: stable across processes, platforms and releases.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -87,6 +105,8 @@ mod tests {
         madsim::runtime::Runtime::new().block_on(async {
             let trace = Trace::new();
             trace.record("start");
+            let other = Trace::new();
+            other.record("start");
             tokio::time::sleep(Duration::from_millis(12)).await;
             trace
                 .clone()
@@ -94,6 +114,14 @@ mod tests {
             assert_eq!(trace.lines(), ["t=0ms start", "t=12ms PUT users/a -> 200"]);
             assert_eq!(trace.text(), "t=0ms start\nt=12ms PUT users/a -> 200\n");
             assert_eq!(trace.hash(), fnv1a64(trace.text().as_bytes()));
+
+            assert_eq!(divergence(&trace, &trace.clone()), None);
+            assert_eq!(
+                divergence(&trace, &other).as_deref(),
+                Some(
+                    "the two runs diverged at line 1: `t=12ms PUT users/a -> 200` then `(nothing)`"
+                )
+            );
         });
     }
 }

@@ -203,3 +203,47 @@ fn a_new_node_bootstraps_in_syncing_mode_before_taking_writes() {
         });
     }
 }
+
+/// `name`'s value in `node`'s `/metrics` (a series without labels).
+async fn metric(node: &SimNode, name: &str) -> f64 {
+    let (_, body) = node.request(Method::GET, "/metrics", "").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn a_peer_gone_for_good_costs_no_request_task_once_idle() {
+    sweep::run(5, async {
+        let nodes = cluster(2).await;
+        let (status, _) = nodes[0].put("k", "1").await;
+        assert_eq!(status, StatusCode::OK);
+        converged(&nodes, 1, Duration::from_secs(5)).await;
+        let links = "kvs_frame_peer_links";
+        assert_eq!(
+            metric(&nodes[0], links).await,
+            1.0,
+            "node-1 talks to node-2"
+        );
+        nodes[1].power_off();
+        // Declared dead within seconds, node-2 gets no request; its task ends after idling.
+        tokio::time::sleep(kvs::host::frames::PEER_IDLE_EXIT / 2).await;
+        assert_eq!(
+            metric(&nodes[0], links).await,
+            1.0,
+            "not idle long enough yet"
+        );
+        tokio::time::sleep(kvs::host::frames::PEER_IDLE_EXIT).await;
+        assert_eq!(metric(&nodes[0], links).await, 0.0, "ended idle");
+        nodes[1].power_on().await.unwrap();
+        let (status, _) = nodes[0].put("k", "2").await;
+        assert_eq!(status, StatusCode::OK);
+        converged(&nodes, 1, Duration::from_secs(20)).await;
+        assert_eq!(
+            metric(&nodes[0], links).await,
+            1.0,
+            "a new task for the new requests"
+        );
+    });
+}

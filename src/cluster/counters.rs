@@ -6,6 +6,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::envelope::Rejected;
@@ -40,6 +41,9 @@ pub struct NetCounters {
     frames_dropped: Family<ReasonLabel, Counter>,
     /// Bytes of this node's requests and of their answers, whole frames, by request kind.
     frame_bytes: Family<FrameLabels, Counter>,
+    /// Peers this node has a request task (a queue and a kept connection) for now: one per peer
+    /// it talked to lately, ended after `host::frames::PEER_IDLE_EXIT` without a request.
+    pub peer_links: Gauge,
 }
 
 impl NetCounters {
@@ -119,6 +123,11 @@ impl NetCounters {
             "frame_connections_dropped",
             "Sync frame connections dropped, by reason",
             self.frames_dropped.clone(),
+        );
+        registry.register(
+            "frame_peer_links",
+            "Peers with a request queue and kept connection open now (ended after idling)",
+            self.peer_links.clone(),
         );
         registry.register(
             "frame_bytes",

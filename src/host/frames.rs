@@ -9,7 +9,9 @@
 //! * **Requesting.** Actors' [`PeerRequest`]s (the sync and conflict actors') go through a
 //!   dispatcher to one task per peer (a bounded queue each), which keeps one connection to the
 //!   peer, opens it again after any failure, and reports every request's answer, or why there is
-//!   none, as a [`PeerAnswer`] to the request's `answer_to`. Every step has a timeout: under a partition a simulated TCP
+//!   none, as a [`PeerAnswer`] to the request's `answer_to`. A peer task with nothing to do for
+//!   [`PEER_IDLE_EXIT`] ends (a member that left or died for good costs nothing after that); the
+//!   next request to that peer starts another. Every step has a timeout: under a partition a simulated TCP
 //!   connection never breaks, it only stalls, and only timeouts make the partition visible.
 
 use std::collections::BTreeMap;
@@ -38,6 +40,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a served connection may stay silent between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a peer's request task waits for a request before it ends, closing its connection.
+pub const PEER_IDLE_EXIT: Duration = Duration::from_secs(120);
+// An idle task outlives any kept connection it could reuse.
+const _: () = assert!(PEER_IDLE_EXIT.as_secs() > REUSE_IDLE_MAX.as_secs());
+
 /// Requests waiting for one peer, at most.
 pub const PEER_QUEUE: usize = 256;
 /// Requests waiting for the dispatcher, at most.
@@ -241,22 +248,31 @@ async fn dispatch(
 ) {
     let mut peers: BTreeMap<SocketAddr, mpsc::Sender<PeerRequest>> = BTreeMap::new();
     while let Some(request) = requests.recv().await {
-        let queue = peers.entry(request.to).or_insert_with(|| {
+        let to = request.to;
+        let mut start_peer = || {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let peer_rng = ChaCha12Rng::from_rng(&mut rng);
-            tokio::spawn(peer(
-                request.to,
-                rx,
-                keys.clone(),
-                peer_rng,
-                Arc::clone(&counters),
-            ));
+            tokio::spawn(peer(to, rx, keys.clone(), peer_rng, Arc::clone(&counters)));
             tx
-        });
-        if let Err(e) = queue.try_send(request) {
-            let request = match e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
-            };
+        };
+        if peers.get(&to).is_none_or(mpsc::Sender::is_closed) {
+            // Forget every peer whose task ended idle, and start this one's.
+            peers.retain(|_, queue| !queue.is_closed());
+            peers.insert(to, start_peer());
+        }
+        let queue = peers.get_mut(&to).expect("inserted above");
+        let refused = match queue.try_send(request) {
+            Ok(()) => None,
+            // Its task ended idle between the check and the send: a new one takes it.
+            Err(mpsc::error::TrySendError::Closed(request)) => {
+                *queue = start_peer();
+                queue.try_send(request).err().map(|e| match e {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+                })
+            }
+            Err(mpsc::error::TrySendError::Full(request)) => Some(request),
+        };
+        if let Some(request) = refused {
             let _ = request.answer_to.send(PeerAnswer {
                 id: request.id,
                 result: Err(TransportError::QueueFull),
@@ -286,8 +302,22 @@ async fn peer(
     mut rng: ChaCha12Rng,
     counters: Arc<NetCounters>,
 ) {
+    counters.peer_links.inc();
     let mut connection: Option<Connection> = None;
-    while let Some(request) = requests.recv().await {
+    loop {
+        let request = match tokio::time::timeout(PEER_IDLE_EXIT, requests.recv()).await {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(_idle) => {
+                // No new request gets in now (the dispatcher starts another task for it);
+                // those already queued are still delivered, below.
+                requests.close();
+                match requests.try_recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                }
+            }
+        };
         if connection
             .as_ref()
             .is_some_and(|c| c.last_used.elapsed() >= REUSE_IDLE_MAX)
@@ -319,6 +349,7 @@ async fn peer(
             result,
         });
     }
+    counters.peer_links.dec();
 }
 
 /// Sends one request and reads its answer, connecting first if needed; with the answer, the
