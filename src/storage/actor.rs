@@ -788,16 +788,27 @@ impl Actor for StorageActor {
                 // the last message in the mailbox, so the pending batch still needs a decision.
                 return self.decide(ctx);
             }
+            // Every message other than a write ends with a decision on the pending batch: a
+            // write handled while this message waited behind it left its batch to "the last
+            // message in the mailbox", which may be this one. (Without it a batch waited for
+            // the next write, forever if its writers were all waiting on it.)
             StorageMsg::Purge {
                 tombstones_before_ms,
                 forget,
             } => {
                 self.purge_queued = false;
                 self.tombstones_before_ms = self.tombstones_before_ms.max(tombstones_before_ms);
-                return self.purge(ctx, forget);
+                self.purge(ctx, forget);
+                return self.decide(ctx);
             }
-            StorageMsg::Horizon(change) => return self.change_horizon(ctx, change),
-            StorageMsg::Members(members) => return self.remember_members(ctx, &members),
+            StorageMsg::Horizon(change) => {
+                self.change_horizon(ctx, change);
+                return self.decide(ctx);
+            }
+            StorageMsg::Members(members) => {
+                self.remember_members(ctx, &members);
+                return self.decide(ctx);
+            }
         };
         if let Some(failure) = &self.failure {
             return write.fail(failure.clone());

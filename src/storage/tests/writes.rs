@@ -313,6 +313,38 @@ fn a_write_followed_only_by_a_stale_timer_is_not_stranded() {
 }
 
 #[test]
+fn a_write_followed_only_by_a_message_that_is_not_a_write_is_not_stranded() {
+    // The sync and membership actors' messages (a purge with nothing to collect, an unchanged
+    // horizon, the members to remember) can be the last in the mailbox behind a write that
+    // left its batch to it. The bench found a node whose 32 writers all waited on such a batch
+    // until an unrelated write came.
+    let others: [fn() -> StorageMsg; 3] = [
+        || StorageMsg::Purge {
+            tombstones_before_ms: 0,
+            forget: Vec::new(),
+        },
+        || StorageMsg::Horizon(HorizonChange::AgreedWith(Horizon::FOUNDER)),
+        || StorageMsg::Members(Vec::new()),
+    ];
+    for (i, other) in others.into_iter().enumerate() {
+        let (_store, mut actor, mut ctx) = setup();
+        // A history of big batches: a lone write would rather wait for company.
+        for rx in burst(&mut actor, &mut ctx, "a", 8) {
+            answered(rx).unwrap();
+        }
+        let (msg, mut rx) = put("b", "1");
+        ctx.backlog = 1;
+        actor.handle(&mut ctx, msg);
+        ctx.backlog = 0;
+        actor.handle(&mut ctx, other());
+        if let Some((_, timer)) = ctx.scheduled.pop() {
+            actor.handle(&mut ctx, timer);
+        }
+        assert!(rx.try_recv().unwrap().is_some(), "message {i}: stranded");
+    }
+}
+
+#[test]
 fn the_log_alone_rebuilds_every_acknowledged_write() {
     let log = FlakyBackend::default();
     let (store, wal) = Store::open(InMemoryBackend::new(), log.clone(), T0).unwrap();
