@@ -586,9 +586,13 @@ fn a_read_only_node_replicates_a_new_node_bootstraps_and_a_killed_node_catches_u
     // The founding node has no seed nodes: killed, declared dead and restarted (on its port),
     // it rejoins through the members it remembered, at once rather than when a member next
     // announces itself to the dead (foca's period: 65 s).
+    // The restarted node takes writes once `normal` (a node killed before it recorded the end of
+    // its bootstrap bootstraps again, `syncing` meanwhile).
+    wait_mode(&third, "normal");
     let port = first.addr().port().to_string();
     first.kill9();
-    assert_eq!(third.put("after/founder", b"3").status, 200);
+    let written = third.put("after/founder", b"3");
+    assert_eq!(written.status, 200, "{}", written.text());
     // Declared dead first: a member still believed alive would be probed, and so found, anyway.
     let dead = (first.node_id().to_owned(), "dead".to_owned());
     wait_for(CONVERGE, "the founder to be declared dead", || {

@@ -19,6 +19,13 @@ impl SyncActor {
         let dropped = before - self.in_flight.len() - self.retries.len();
         self.counters.pushes_abandoned.inc_by(dropped as u64);
         self.clustered |= !peers.is_empty();
+        // A bootstrap waiting on a peer that is gone asks a live one at the next tick, rather
+        // than when the transport gives up on the dead one.
+        if let Some(b) = &mut self.bootstrap {
+            if b.waiting.is_some_and(|(_, from, _)| !peers.contains(&from)) {
+                b.waiting = None;
+            }
+        }
         self.peers = peers;
     }
 

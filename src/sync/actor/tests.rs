@@ -516,6 +516,25 @@ fn bootstrap_pages_are_asked_for_fetch_delay_apart() {
 }
 
 #[test]
+fn a_bootstrap_whose_peer_is_gone_asks_a_live_one_at_once() {
+    let mode = SharedMode::new(Mode::Normal);
+    let mut f = paced(NO_ROUNDS, None, |actor| {
+        actor.bootstrapping(mode.clone(), Mode::Normal, 3)
+    });
+    f.handle(SyncMsg::Peers(vec![peer(2), peer(3)]));
+    f.run(TICK);
+    let first = f.one_sent();
+    assert_eq!(first.to, peer(2));
+    // Peer 2 dies: membership says so before the transport gives up on it.
+    f.handle(SyncMsg::Peers(vec![peer(3)]));
+    f.run(TICK);
+    let again = f.one_sent();
+    assert_eq!(again.to, peer(3), "asked the live peer");
+    assert_eq!(again.request, first.request, "for the same page");
+    assert_eq!(mode.get(), Mode::Syncing);
+}
+
+#[test]
 fn storage_is_asked_every_sync_interval_to_collect_tombstones_older_than_the_grace() {
     let pace = Pace {
         round_every: Duration::from_secs(2),
