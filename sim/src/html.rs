@@ -54,21 +54,8 @@ pub struct Timeline {
 pub fn parse(text: &str) -> Timeline {
     let mut timeline = Timeline::default();
     // Open spans by (node, kind).
-    let mut open: BTreeMap<(Option<String>, &'static str), u64> = BTreeMap::new();
+    let mut open = Open::new();
     let mut nodes: BTreeMap<u64, String> = BTreeMap::new();
-    let close = |open: &mut BTreeMap<(Option<String>, &'static str), u64>,
-                 spans: &mut Vec<Span>,
-                 key: (Option<String>, &'static str),
-                 t: u64| {
-        if let Some(from) = open.remove(&key) {
-            spans.push(Span {
-                node: key.0,
-                from,
-                to: t,
-                kind: key.1,
-            });
-        }
-    };
     for line in text.lines() {
         let Some((t, rest)) = line
             .strip_prefix("t=")
@@ -99,26 +86,12 @@ pub fn parse(text: &str) -> Timeline {
                     }
                 }
                 if fault.starts_with("Heal") {
-                    let network: Vec<_> = open
-                        .keys()
-                        .filter(|(_, k)| matches!(*k, "cut" | "loss" | "tcp"))
-                        .cloned()
-                        .collect();
-                    for key in network {
-                        close(&mut open, &mut timeline.spans, key, t);
-                    }
+                    close_network(&mut open, &mut timeline.spans, t);
                 }
                 "fault"
             }
         } else if rest.starts_with("healed") {
-            let network: Vec<_> = open
-                .keys()
-                .filter(|(_, k)| matches!(*k, "cut" | "loss" | "tcp"))
-                .cloned()
-                .collect();
-            for key in network {
-                close(&mut open, &mut timeline.spans, key, t);
-            }
+            close_network(&mut open, &mut timeline.spans, t);
             "fault"
         } else if rest.contains(" PUT ") || rest.contains(" DELETE ") {
             if rest.ends_with("-> 200") || rest.ends_with("-> 204") {
@@ -155,6 +128,33 @@ pub fn parse(text: &str) -> Timeline {
     }
     timeline.nodes = nodes.into_values().collect();
     timeline
+}
+
+/// Spans open by (node, kind), with when they opened.
+type Open = BTreeMap<(Option<String>, &'static str), u64>;
+
+/// Ends the span `key` at `t`, if it is open.
+fn close(open: &mut Open, spans: &mut Vec<Span>, key: (Option<String>, &'static str), t: u64) {
+    if let Some(from) = open.remove(&key) {
+        spans.push(Span {
+            node: key.0,
+            from,
+            to: t,
+            kind: key.1,
+        });
+    }
+}
+
+/// Ends every network span (cut, loss, TCP stall) at `t`: a heal undoes them all.
+fn close_network(open: &mut Open, spans: &mut Vec<Span>, t: u64) {
+    let network: Vec<_> = open
+        .keys()
+        .filter(|(_, k)| matches!(*k, "cut" | "loss" | "tcp"))
+        .cloned()
+        .collect();
+    for key in network {
+        close(open, spans, key, t);
+    }
 }
 
 /// The spans a fault (its `Debug` text) opens or closes: (node, kind, opens).
