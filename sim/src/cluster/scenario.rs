@@ -398,126 +398,62 @@ pub(super) fn draw_swarm(swarm: Swarm, nodes: u64) -> Vec<TimedFault> {
     let node = |rng: &mut madsim::rand::GlobalRng| rng.gen_range(1..=nodes);
     for _ in 0..swarm.faults {
         let at_ms = rng.gen_range(0..swarm.span_ms);
-        let until = |rng: &mut madsim::rand::GlobalRng| {
-            at_ms + rng.gen_range(200..=swarm.span_ms.max(201) / 2)
-        };
-        match rng.gen_range(0..11) {
+        // The fault, and what undoes it (at a random later instant), if anything does.
+        let (fault, undo) = match rng.gen_range(0..11) {
             0 => {
                 let mut isolated: Vec<u64> = (1..=nodes).filter(|_| rng.gen_bool(0.4)).collect();
                 if isolated.is_empty() || isolated.len() as u64 == nodes {
                     isolated = vec![node(&mut rng)];
                 }
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Isolate(isolated),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Heal,
-                });
+                (Fault::Isolate(isolated), Some(Fault::Heal))
             }
             1 => {
                 let from = node(&mut rng);
                 let to = from % nodes + 1;
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::OneWay { from, to },
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Heal,
-                });
+                (Fault::OneWay { from, to }, Some(Fault::Heal))
             }
             2 => {
                 let rate = f64::from(rng.gen_range(5..40u32)) / 100.0;
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Loss(rate),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Heal,
-                });
+                (Fault::Loss(rate), Some(Fault::Heal))
             }
-            3 => out.push(TimedFault {
-                at_ms,
-                fault: Fault::Crash(node(&mut rng)),
-            }),
+            3 => (Fault::Crash(node(&mut rng)), None),
             4 => {
                 let n = node(&mut rng);
                 let offset_ms = rng.gen_range(-120_000..=120_000);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Skew { node: n, offset_ms },
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Skew {
-                        node: n,
-                        offset_ms: 0,
-                    },
-                });
+                let back = Fault::Skew {
+                    node: n,
+                    offset_ms: 0,
+                };
+                (Fault::Skew { node: n, offset_ms }, Some(back))
             }
             5 => {
                 let n = node(&mut rng);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Leave(n),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Reboot(n),
-                });
+                (Fault::Leave(n), Some(Fault::Reboot(n)))
             }
             6 => {
                 let n = node(&mut rng);
                 let ppm = rng.gen_range(-100_000..=100_000);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Drift { node: n, ppm },
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Drift { node: n, ppm: 0 },
-                });
+                let stop = Fault::Drift { node: n, ppm: 0 };
+                (Fault::Drift { node: n, ppm }, Some(stop))
             }
             7 => {
                 let n = node(&mut rng);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::Pause(n),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Resume(n),
-                });
+                (Fault::Pause(n), Some(Fault::Resume(n)))
             }
             8 => {
                 let n = node(&mut rng);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::PowerOff(n),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::PowerOn(n),
-                });
+                (Fault::PowerOff(n), Some(Fault::PowerOn(n)))
             }
-            9 => {
-                let n = node(&mut rng);
-                out.push(TimedFault {
-                    at_ms,
-                    fault: Fault::TcpStall(n),
-                });
-                out.push(TimedFault {
-                    at_ms: until(&mut rng),
-                    fault: Fault::Heal,
-                });
-            }
-            _ => out.push(TimedFault {
-                at_ms,
-                fault: Fault::Reboot(node(&mut rng)),
-            }),
+            9 => (Fault::TcpStall(node(&mut rng)), Some(Fault::Heal)),
+            _ => (Fault::Reboot(node(&mut rng)), None),
+        };
+        out.push(TimedFault { at_ms, fault });
+        if let Some(fault) = undo {
+            let until_ms = at_ms + rng.gen_range(200..=swarm.span_ms.max(201) / 2);
+            out.push(TimedFault {
+                at_ms: until_ms,
+                fault,
+            });
         }
     }
     out.sort_by_key(|f| f.at_ms);
