@@ -173,6 +173,17 @@ fn main() {
         secs(&deads, KILLS - 1),
         false_positives + false_left
     );
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  every kill, sorted: suspect {} s; dead {} s",
+        all(&suspects),
+        all(&deads)
+    );
     println!(
         "  reference: a SIGTERM'd node listed left after {:.2} s",
         left.as_secs_f64()

@@ -36,8 +36,9 @@ use crate::storage::{StorageMsg, MEMBERS_REMEMBERED_MAX};
 use crate::sync::conflict::Voter;
 use crate::sync::{ConflictMsg, SyncMsg};
 
-/// How often due protocol timers are fired (foca's shortest, the probe round trip, is 500 ms).
+/// How often due protocol timers are fired: a fifth of the shortest, the probe round trip.
 pub const TICK: Duration = Duration::from_millis(50);
+const _: () = assert!(TICK.as_millis() * 5 <= PROBE_RTT.as_millis());
 /// First pause between announcements to the seed nodes while joining.
 pub const JOIN_DELAY_MIN: Duration = Duration::from_millis(500);
 /// Longest pause between announcements while joining.
@@ -232,18 +233,29 @@ pub const TRANSMISSIONS_MIN: u8 = 6;
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a member stays suspected before it is declared down, per decade of cluster size
-/// (never less than one decade): foca's LAN default is 4 probe periods (4 s up to 10 members),
-/// which with the failed probe itself put detection of a killed node near 6 s (cluster bench).
-/// 2.5 s brings it under 5 s up to 10 members, and still gives a suspect 2.5 probe periods to
-/// refute the suspicion.
+/// (never less than one decade): foca's LAN default is 4 probe periods of 1 s (4 s up to 10
+/// members), which with the failed probe itself put detection of a killed node near 6 s (cluster
+/// bench). 2.5 s gives a suspect as long to refute a suspicion as to resume from a 2 s stall.
 pub const SUSPICION_PER_DECADE: Duration = Duration::from_millis(2500);
 
-/// foca's LAN configuration for `size` members, with our packet bound, our dissemination floor
-/// and announce period. Members are never forgotten by foca (a forgotten member's late packet
-/// could resurrect it); the member list reaps them instead.
+/// How often a member probes another. foca's LAN default is 1 s: detection is the wait until some
+/// member probes the dead one (up to a probe period, longer for a member that just joined, which
+/// takes its turn at the end of a round), plus the probe period, plus the suspicion; with 1 s the
+/// cluster bench measured dead-everywhere after 4.0 to 6.9 s. A loopback or LAN round trip is
+/// well under a millisecond, and a missed probe costs only a refuted suspicion.
+pub const PROBE_PERIOD: Duration = Duration::from_millis(500);
+/// How long a probe waits for its answer before asking others to probe indirectly (foca's LAN
+/// default is half the period too).
+pub const PROBE_RTT: Duration = Duration::from_millis(250);
+
+/// foca's LAN configuration for `size` members, with our packet bound, probe period, suspicion,
+/// dissemination floor and announce period. Members are never forgotten by foca (a forgotten
+/// member's late packet could resurrect it); the member list reaps them instead.
 pub fn swim_config(size: u32) -> foca::Config {
     let mut config = foca::Config::new_lan(NonZeroU32::new(size.max(1)).expect("at least 1"));
     config.max_packet_size = NonZeroUsize::new(PACKET_BYTES_MAX).expect("positive");
+    config.probe_period = PROBE_PERIOD;
+    config.probe_rtt = PROBE_RTT;
     config.remove_down_after = None;
     config.suspect_to_down_after =
         SUSPICION_PER_DECADE.mul_f64(f64::max(1.0, f64::from(size.max(1)).log10()));
