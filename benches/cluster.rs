@@ -13,6 +13,8 @@
 //! 2. **Replication lag** during that cluster phase, from the two peers'
 //!    `kvs_replication_lag_seconds` histograms (the time from a write's stamp on the writer to
 //!    its arrival): p50 and p99 as the histogram's bucket bounds (powers of two from 1 ms).
+//!    The phases take turns, [`ROUNDS`] times each, and each ratio is of the mean throughputs
+//!    (each round's ratio is printed too): this machine's speed drifts within a run.
 //!    Reference: the writer's own PUT latency p50/p99 in the same phase.
 //! 3. **Failure detection**: 5 nodes; one is killed with SIGKILL [`KILLS`] times (restarted on
 //!    its port and seen alive everywhere in between) and the time until every other node lists
@@ -46,6 +48,8 @@ use load::{connect, exchange, json_value, put_request, Rng};
 const CONNECTIONS: usize = 32;
 /// Keys the throughput phases write, at random.
 const PUT_KEYS: u64 = 10_000;
+/// Turns each throughput phase takes (they alternate, so that noise falls on all alike).
+const ROUNDS: usize = 3;
 /// SIGKILLs of the failure-detection phase (the probe cycle makes each detection differ).
 const KILLS: usize = 5;
 /// Longest any convergence may take before the bench gives up.
@@ -66,34 +70,22 @@ fn main() {
     let joining = joining(&first);
     let peers = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
     wait_members(&[&first, &peers[0], &peers[1]], 3);
-    eprintln!("throughput: standalone node");
-    let (alone_rps, _) = runtime.block_on(put_load(alone.addr(), measure));
-    let lag_before: Vec<_> = peers.iter().map(lag_buckets).collect();
-    eprintln!("throughput: node with two peers");
-    let (cluster_rps, put_latency) = runtime.block_on(put_load(first.addr(), measure));
-    wait_converged(&[&first, &peers[0], &peers[1]]);
-    let mut lag = BTreeMap::new();
-    for (peer, before) in peers.iter().zip(&lag_before) {
-        for (le, count) in lag_buckets(peer) {
-            *lag.entry(le).or_insert(0.0) += count - before.get(&le).copied().unwrap_or(0.0);
-        }
-    }
-    drop(alone);
     // The same again with the peers' data on tmpfs, as on disks of their own: on one machine the
     // three nodes otherwise share one disk, and the peers' fsyncs queue with the writer's.
     let shm = std::path::Path::new("/dev/shm");
-    let own_disks_rps = shm.is_dir().then(|| {
+    let shm_dirs: Vec<tempfile::TempDir> = (0..2)
+        .filter(|_| shm.is_dir())
+        .map(|_| {
+            tempfile::Builder::new()
+                .prefix("kvs-bench-")
+                .tempdir_in(shm)
+                .expect("a tmpfs directory")
+        })
+        .collect();
+    let shm_cluster = (!shm_dirs.is_empty()).then(|| {
         let writer = Node::start(&[]);
         let joining_writer = self::joining(&writer);
-        let dirs: Vec<tempfile::TempDir> = (0..2)
-            .map(|_| {
-                tempfile::Builder::new()
-                    .prefix("kvs-bench-")
-                    .tempdir_in(shm)
-                    .expect("a tmpfs directory")
-            })
-            .collect();
-        let peers: Vec<Node> = dirs
+        let peers: Vec<Node> = shm_dirs
             .iter()
             .map(|dir| {
                 let mut overrides = joining_writer.clone();
@@ -103,23 +95,99 @@ fn main() {
             })
             .collect();
         wait_members(&[&writer, &peers[0], &peers[1]], 3);
-        eprintln!("throughput: node with two peers on tmpfs");
-        runtime.block_on(put_load(writer.addr(), measure)).0
+        (writer, peers)
     });
+    // The phases take turns, ROUNDS times: whatever else loads the machine meanwhile falls on
+    // all of them alike.
+    let lag_before: Vec<_> = peers.iter().map(lag_buckets).collect();
+    // Each phase's writer and, after it, its peers (for the CPU each spends per PUT).
+    let mut targets = vec![
+        ("standalone", alone.addr(), vec![alone.pid()]),
+        (
+            "cluster",
+            first.addr(),
+            vec![first.pid(), peers[0].pid(), peers[1].pid()],
+        ),
+    ];
+    if let Some((writer, shm_peers)) = &shm_cluster {
+        let mut pids = vec![writer.pid()];
+        pids.extend(shm_peers.iter().map(Node::pid));
+        targets.push(("cluster, peers on tmpfs", writer.addr(), pids));
+    }
+    let mut rps = vec![Vec::new(); targets.len()];
+    // CPU seconds of the writer, then of its peers together, and the PUTs answered.
+    let mut cpu = vec![(0.0, 0.0, 0usize); targets.len()];
+    let mut put_latency = (0.0, 0.0);
+    for round in 0..ROUNDS {
+        for (i, (name, addr, pids)) in targets.iter().enumerate() {
+            eprintln!("throughput, round {} of {ROUNDS}: {name}", round + 1);
+            let before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
+            let (got, latency, answered) = runtime.block_on(put_load(*addr, measure));
+            let used: Vec<f64> = pids
+                .iter()
+                .zip(&before)
+                .map(|(p, b)| cpu_secs(*p) - b)
+                .collect();
+            cpu[i].0 += used[0];
+            cpu[i].1 += used[1..].iter().sum::<f64>();
+            cpu[i].2 += answered;
+            rps[i].push(got);
+            if i == 1 {
+                put_latency = latency;
+            }
+        }
+    }
+    wait_converged(&[&first, &peers[0], &peers[1]]);
+    let mut lag = BTreeMap::new();
+    for (peer, before) in peers.iter().zip(&lag_before) {
+        for (le, count) in lag_buckets(peer) {
+            *lag.entry(le).or_insert(0.0) += count - before.get(&le).copied().unwrap_or(0.0);
+        }
+    }
+    drop(alone);
+    drop(shm_cluster);
 
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let ratios = |v: &[f64]| {
+        let each: Vec<String> = v
+            .iter()
+            .zip(&rps[0])
+            .map(|(x, alone)| format!("{:.2}", x / alone))
+            .collect();
+        format!(
+            "ratio {:.2} (rounds: {})",
+            mean(v) / mean(&rps[0]),
+            each.join(" ")
+        )
+    };
     println!();
-    println!("durable PUT throughput ({CONNECTIONS} connections, {secs:.0} s per phase)");
-    println!("  standalone node      {alone_rps:>9.0} req/s");
     println!(
-        "  node with 2 peers    {cluster_rps:>9.0} req/s   ratio {:.2} (goal >= 0.80)",
-        cluster_rps / alone_rps
+        "durable PUT throughput ({CONNECTIONS} connections, {ROUNDS} rounds of {secs:.0} s per \
+         phase, phases in turn)"
     );
-    if let Some(rps) = own_disks_rps {
+    println!("  standalone node      {:>9.0} req/s", mean(&rps[0]));
+    println!(
+        "  node with 2 peers    {:>9.0} req/s   {} (goal >= 0.80)",
+        mean(&rps[1]),
+        ratios(&rps[1])
+    );
+    if let Some(shm) = rps.get(2) {
         println!(
-            "  ... peers on tmpfs   {rps:>9.0} req/s   ratio {:.2} (their fsyncs off the writer's disk)",
-            rps / alone_rps
+            "  ... peers on tmpfs   {:>9.0} req/s   {} (their fsyncs off the writer's disk)",
+            mean(shm),
+            ratios(shm)
         );
     }
+    let per_put = |(secs, _, puts): (f64, f64, usize)| secs * 1e6 / puts as f64;
+    let peers_per_put = |(_, secs, puts): (f64, f64, usize)| secs * 1e6 / puts as f64;
+    println!(
+        "  CPU per PUT: the writer {:.0} us alone, {:.0} us with 2 peers (ratio {:.2}); \
+         its peers {:.0} us together (on this machine, out of the same cores)",
+        per_put(cpu[0]),
+        per_put(cpu[1]),
+        per_put(cpu[1]) / per_put(cpu[0]),
+        peers_per_put(cpu[1])
+    );
     println!("replication lag during the cluster phase (peers' histograms, bucket bounds)");
     println!(
         "  p50 <= {}   p99 <= {}   ({} arrivals; goal p99 < 50 ms)",
@@ -367,7 +435,9 @@ fn total_bytes(node: &Node) -> f64 {
 
 /// Durable PUTs of random keys over [`CONNECTIONS`] connections: 1 s of warm-up, then `measure`
 /// counted. Returns req/s and the latency (p50, p99) in ms.
-async fn put_load(addr: SocketAddr, measure: Duration) -> (f64, (f64, f64)) {
+/// Throughput over the measuring window, latency p50/p99 in it (ms), and every request answered
+/// from the first to the last (warm-up included).
+async fn put_load(addr: SocketAddr, measure: Duration) -> (f64, (f64, f64), usize) {
     let window_start = Instant::now() + Duration::from_secs(1);
     let window_end = window_start + measure;
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -375,24 +445,27 @@ async fn put_load(addr: SocketAddr, measure: Duration) -> (f64, (f64, f64)) {
             tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((task as u64 + 1) << 32));
                 let mut sender = connect(addr).await.expect("load connection");
-                let mut latencies = Vec::new();
+                let (mut latencies, mut answered) = (Vec::new(), 0);
                 while Instant::now() < window_end {
                     let n = rng.below(PUT_KEYS);
                     let req = put_request(addr, &format!("bench/put/{n}"), json_value(n));
                     let sent = Instant::now();
                     exchange(&mut sender, req).await.expect("a durable PUT");
                     let done = Instant::now();
+                    answered += 1;
                     if done > window_start && done <= window_end {
                         latencies.push(done - sent);
                     }
                 }
-                latencies
+                (latencies, answered)
             })
         })
         .collect();
-    let mut latencies = Vec::new();
+    let (mut latencies, mut answered) = (Vec::new(), 0);
     for task in tasks {
-        latencies.extend(task.await.expect("load task"));
+        let (some, count) = task.await.expect("load task");
+        latencies.extend(some);
+        answered += count;
     }
     latencies.sort_unstable();
     let pct = |q: f64| {
@@ -402,5 +475,28 @@ async fn put_load(addr: SocketAddr, measure: Duration) -> (f64, (f64, f64)) {
     (
         latencies.len() as f64 / measure.as_secs_f64(),
         (pct(0.50), pct(0.99)),
+        answered,
     )
+}
+
+/// CPU seconds (user and system) process `pid` has used so far, from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime
+    // are the 12th and 13th, in clock ticks.
+    let after = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / clock_ticks_per_sec()
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux if it cannot say).
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }

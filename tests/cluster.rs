@@ -231,7 +231,7 @@ fn seed_record(data_dir: &std::path::Path, path: &str, record: kvs::storage::Rec
     assert_eq!(ctx.0.failure(), None);
 }
 
-/// The least a storage writer needs to run outside a host: a fixed clock, no timers.
+/// The least a storage writer needs to run outside a host: a fixed clock, timers dropped.
 struct Direct<M>(kvs::seam::ContextCore<M>);
 
 struct Fixed(u64);
@@ -272,7 +272,8 @@ impl<M> kvs::seam::ContextHost<M> for Direct<M> {
         &mut self.0
     }
     fn schedule(&mut self, _: Duration, _: M) {
-        panic!("a lone write commits at once, without a timer");
+        // Dropped: the only timer a lone peer's record sets syncs the log later, and the clean
+        // stop checkpoints everything anyway.
     }
     fn blocking(&mut self, work: &mut dyn FnMut()) {
         work();

@@ -47,6 +47,13 @@ pub const CHECKPOINT_BATCHES: u32 = 256;
 /// replay after a crash, the memtable's size and the stall of one checkpoint.
 pub const CHECKPOINT_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Longest a batch of peers' records stays in the log unsynced (a client's write syncs it sooner).
+/// Nobody waits for a peer's record to be durable: the peer answered its client when the record
+/// was durable there, and anti-entropy repairs what a crash here loses. So replicated writes cost
+/// a node a few syncs a second instead of one per push, and a node's peers do not compete with
+/// its own syncs for the disk (the cluster bench's PUT ratio).
+pub const PEER_RECORDS_SYNC_DELAY: Duration = Duration::from_millis(100);
+
 /// The outcome of one write: its version once durable, or why the batch failed.
 pub type WriteResult<T> = Result<T, WriteError>;
 
@@ -70,6 +77,9 @@ pub enum StorageMsg {
         /// Which batch the timer was set for; a later batch ignores it.
         batch: u64,
     },
+    /// The writer's own timer: sync the peers' records logged unsynced
+    /// ([`PEER_RECORDS_SYNC_DELAY`]).
+    SyncLog,
     /// Garbage collection (the sync actor sends it after every anti-entropy round): remove the
     /// tombstones stamped before `tombstones_before_ms` (now less `tombstone_grace`), at most
     /// [`PURGE_KEYS_MAX`] of them, and the `forget` records (each only if still at that version).
@@ -240,7 +250,9 @@ impl Write {
 ///
 /// Group commit: writes are buffered and committed together as one frame of the write-ahead log;
 /// once that frame is synced they are published in the memtable and each caller is answered,
-/// never before. Checkpoints move the memtable into redb.
+/// never before. A batch of peers' records only is published and answered at once, and synced
+/// within [`PEER_RECORDS_SYNC_DELAY`] (or by the next client batch, or before a horizon change,
+/// whichever comes first). Checkpoints move the memtable into redb.
 ///
 /// When to commit: an fsync costs about the same for one write as for thirty, so the batch should
 /// hold every writer that is active. The writer estimates that concurrency after each commit as the
@@ -253,9 +265,11 @@ pub struct StorageActor {
     store: Store,
     wal: Wal,
     /// Sequence number of the last batch logged and not yet checkpointed.
-    unsynced_seq: Option<u64>,
+    logged_seq: Option<u64>,
     /// Batches logged since the last checkpoint.
-    unsynced_batches: u32,
+    logged_batches: u32,
+    /// Whether a `SyncLog` timer is in flight.
+    log_sync_armed: bool,
     /// Checkpoint after this many batches.
     checkpoint_batches: u32,
     origin: String,
@@ -298,8 +312,9 @@ impl StorageActor {
         StorageActor {
             store,
             wal,
-            unsynced_seq: None,
-            unsynced_batches: 0,
+            logged_seq: None,
+            logged_batches: 0,
+            log_sync_armed: false,
             checkpoint_batches: CHECKPOINT_BATCHES,
             batch_sizes: None,
             replicator: None,
@@ -379,6 +394,9 @@ impl StorageActor {
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        // A batch with a client's write is answered once durable; peers' records alone are not
+        // waited for (`PEER_RECORDS_SYNC_DELAY`).
+        let durable = batch.iter().any(|w| !matches!(w, Write::Apply { .. }));
         self.batch += 1;
         let count = batch.len();
         // Versions: the wall clock at commit time, and a uuid per write, drawn before the
@@ -395,7 +413,7 @@ impl StorageActor {
             })
             .collect();
         let mut result = None;
-        ctx.blocking(&mut || result = Some(self.commit(&batch, now_ms, &uuids)));
+        ctx.blocking(&mut || result = Some(self.commit(&batch, now_ms, &uuids, durable)));
         match result.expect("the host ran the commit") {
             Ok(outcomes) => {
                 self.store.set_commit_failure(None);
@@ -430,10 +448,14 @@ impl StorageActor {
                         tracing::debug!("replication queue full: left to anti-entropy");
                     }
                 }
-                if self.unsynced_batches >= self.checkpoint_batches
+                if self.logged_batches >= self.checkpoint_batches
                     || self.wal.len_bytes() >= CHECKPOINT_LOG_BYTES
                 {
                     self.checkpoint(ctx);
+                }
+                if !self.wal.is_synced() && !self.log_sync_armed {
+                    self.log_sync_armed = true;
+                    ctx.schedule(PEER_RECORDS_SYNC_DELAY, StorageMsg::SyncLog);
                 }
             }
             Err(e) => {
@@ -453,7 +475,7 @@ impl StorageActor {
     /// Makes redb durable up to the last logged batch (one sync for many batches) and starts the
     /// log over. A failure fails the actor, as a failed commit does.
     fn checkpoint(&mut self, ctx: &mut dyn Context<StorageMsg>) {
-        let Some(seq) = self.unsynced_seq else {
+        let Some(seq) = self.logged_seq else {
             return;
         };
         let mut result = None;
@@ -463,14 +485,30 @@ impl StorageActor {
                 // After the commit, not before: a reader that misses the memtable finds redb.
                 self.store.memtable().clear();
                 self.wal.reset();
-                self.unsynced_seq = None;
-                self.unsynced_batches = 0;
+                self.logged_seq = None;
+                self.logged_batches = 0;
             }
             Err(e) => {
                 self.store.set_commit_failure(Some(e.to_string()));
                 ctx.fail(format!("checkpoint failed: {e}"));
                 self.failure = Some(WriteError::from(Arc::new(e)));
             }
+        }
+    }
+
+    /// Syncs the peers' records logged unsynced, if any. A failure fails the actor, as a failed
+    /// commit does.
+    fn sync_log(&mut self, ctx: &mut dyn Context<StorageMsg>) {
+        if self.failure.is_some() || self.wal.is_synced() {
+            return;
+        }
+        let mut result = None;
+        ctx.blocking(&mut || result = Some(self.wal.sync()));
+        if let Err(e) = result.expect("the host ran the sync") {
+            let e = CommitError::Wal(e);
+            self.store.set_commit_failure(Some(e.to_string()));
+            ctx.fail(format!("syncing peers' records failed: {e}"));
+            self.failure = Some(WriteError::from(Arc::new(e)));
         }
     }
 
@@ -575,8 +613,10 @@ impl StorageActor {
             return;
         }
         // The writes queued before it were judged under the old horizon by whoever sent this
-        // (the records a round fetched, then its agreement): commit them first.
+        // (the records a round fetched, then its agreement): commit them first, durably (a node
+        // vouches for its keyspace only once it holds it).
         self.flush(ctx);
+        self.sync_log(ctx);
         if self.failure.is_some() {
             return;
         }
@@ -640,13 +680,15 @@ impl StorageActor {
         Ok(())
     }
 
-    /// Logs the whole batch as one synced frame, then publishes it in the memtable; all or
-    /// nothing, and durable once this returns `Ok`. Readers see the batch only after the sync.
+    /// Logs the whole batch as one frame, then publishes it in the memtable; all or nothing. A
+    /// `durable` batch (one with a client's write) is synced first, with every frame before it:
+    /// readers see it only after the sync. A batch of peers' records only is synced later.
     fn commit(
         &mut self,
         batch: &[Write],
         now_ms: u64,
         uuids: &[[u8; 16]],
+        durable: bool,
     ) -> Result<Vec<Outcome>, CommitError> {
         self.committed_local.clear();
         self.collisions.clear();
@@ -742,15 +784,24 @@ impl StorageActor {
             logged.push((path.to_owned(), record));
         }
         if !logged.is_empty() {
-            let seq = self.wal.append(&logged).map_err(CommitError::Wal)?;
-            self.unsynced_seq = Some(seq);
-            self.unsynced_batches += 1;
+            let seq = if durable {
+                self.wal.append(&logged)
+            } else {
+                self.wal.append_unsynced(&logged)
+            };
+            let seq = seq.map_err(CommitError::Wal)?;
+            self.logged_seq = Some(seq);
+            self.logged_batches += 1;
             let mut tree = self.store.tree().lock().unwrap_or_else(|e| e.into_inner());
             for ((path, record), old) in logged.iter().zip(&replaced) {
                 tree.replace(path, old.as_ref(), &record.version);
             }
             drop(tree);
             memtable.insert(logged);
+        } else if durable {
+            // A client's answer may rest on a peer's record not yet synced (a DELETE that found
+            // its tombstone): it waits for the sync too.
+            self.wal.sync().map_err(CommitError::Wal)?;
         }
         Ok(outcomes)
     }
@@ -773,12 +824,18 @@ enum Outcome {
 impl Actor for StorageActor {
     type Msg = StorageMsg;
     const NAME: &'static str = "storage";
-    /// One `Linger` in flight at most (see `lingering`), and one purge continuing a full one.
-    const TIMERS_MAX: usize = 2;
+    /// One `Linger` in flight at most (see `lingering`), one `SyncLog` (`log_sync_armed`), and
+    /// one purge continuing a full one.
+    const TIMERS_MAX: usize = 3;
 
     fn handle(&mut self, ctx: &mut dyn Context<StorageMsg>, msg: StorageMsg) {
         let write = match msg {
             StorageMsg::Write(write) => write,
+            StorageMsg::SyncLog => {
+                self.log_sync_armed = false;
+                self.sync_log(ctx);
+                return self.decide(ctx);
+            }
             StorageMsg::Linger { batch } => {
                 self.lingering = false;
                 if batch == self.batch {

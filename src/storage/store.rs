@@ -74,8 +74,9 @@ impl Store {
         wal.continue_after(applied_seq);
         let tree = build_tree(&db)?;
         assert_eq!(tree.keys(), keys, "the tree summarises every key");
-        // Everything logged is in the durable database now.
-        wal.reset();
+        // Everything logged is in the durable database now; frames a crash left behind the
+        // replayed ones must not outlive it (`wal`'s module doc).
+        wal.erase().map_err(OpenError::Wal)?;
         if replayed_batches > 0 {
             tracing::info!(batches = replayed_batches, "replayed the write-ahead log");
         }

@@ -1,7 +1,7 @@
 //! Test support: a storage backend that outlives its database and fails on demand, and a way
 //! to drive the writer until a message's batch is committed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::backends::InMemoryBackend;
@@ -16,6 +16,8 @@ pub struct FlakyBackend {
     pub fail_writes: Arc<AtomicBool>,
     /// While set, `read` fails.
     pub fail_reads: Arc<AtomicBool>,
+    /// How many times `sync_data` succeeded.
+    pub syncs: Arc<AtomicU64>,
 }
 
 impl FlakyBackend {
@@ -25,6 +27,7 @@ impl FlakyBackend {
             inner: Arc::default(),
             fail_writes: Arc::clone(&self.fail_writes),
             fail_reads: Arc::clone(&self.fail_reads),
+            syncs: Arc::default(),
         }
     }
 }
@@ -50,7 +53,9 @@ impl StorageBackend for FlakyBackend {
     }
     fn sync_data(&self) -> std::io::Result<()> {
         check(&self.fail_writes)?;
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         check(&self.fail_writes)?;

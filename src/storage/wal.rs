@@ -14,6 +14,13 @@
 //! carry a higher sequence number than the one before it (old frames behind new ones carry lower
 //! numbers). A frame torn by a crash was never acknowledged, so stopping there loses nothing.
 //!
+//! Peers' records are appended without a sync ([`Wal::append_unsynced`]) and synced soon after, or
+//! by the next synced append (a sync covers every frame before it). So a crash may find several
+//! unsynced frames, lose an earlier one and keep a later one: replay stops at the lost one, and
+//! [`Wal::erase`] (called once the replay is durable in the database) removes the kept one, which a
+//! new frame of the lost one's length would otherwise put back in line with a higher sequence
+//! number than its new predecessor.
+//!
 //! Bounds: replay refuses a frame longer than [`FRAME_BYTES_MAX`], so the writer must never log
 //! one. The largest batch the writer can form (`actor::BATCH_WRITES_MAX` writes carrying at most
 //! `actor::BATCH_CONTENT_BYTES_MAX` bytes of keys and values) is encoded within
@@ -75,6 +82,8 @@ pub struct Wal {
     capacity: u64,
     /// Sequence number for the next batch.
     next_seq: u64,
+    /// Whether every frame written since the last reset is synced.
+    synced: bool,
 }
 
 impl Wal {
@@ -97,6 +106,7 @@ impl Wal {
             len: offset,
             capacity,
             next_seq,
+            synced: true,
         };
         Ok((wal, batches))
     }
@@ -110,6 +120,16 @@ impl Wal {
     /// the batch survives a crash. Returns the batch's sequence number. A batch whose frame replay
     /// would refuse (over [`FRAME_BYTES_MAX`]) is refused here, before anything is written.
     pub fn append(&mut self, records: &[(String, Record)]) -> io::Result<u64> {
+        let seq = self.append_unsynced(records)?;
+        self.sync()?;
+        Ok(seq)
+    }
+
+    /// Appends a batch as [`Wal::append`] does, without the sync: the batch survives a crash once
+    /// [`Wal::sync`] or a later `append` returns, and until then a crash may lose it, keep it
+    /// whole or tear it. For records that are not anyone's acknowledgement (peers' records, which
+    /// anti-entropy repairs).
+    pub fn append_unsynced(&mut self, records: &[(String, Record)]) -> io::Result<u64> {
         let seq = self.next_seq;
         // Encodes exactly as a `WalBatch` does (postcard: the fields in order).
         let payload = postcard::to_allocvec(&(seq, records)).map_err(io::Error::other)?;
@@ -136,18 +156,45 @@ impl Wal {
             self.capacity = end.max(self.capacity + GROWTH_BYTES);
             self.file.set_len(self.capacity)?;
         }
-        // Two writes, one sync: a payload of many MiB is not copied to sit behind its header.
+        // Two writes: a payload of many MiB is not copied to sit behind its header.
+        self.synced = false;
         self.file.write(self.len, &header)?;
         self.file.write(self.len + HEADER_BYTES as u64, payload)?;
-        self.file.sync_data()?;
         self.len = end;
         Ok(())
     }
 
+    /// Syncs every frame appended so far (nothing to do if they are).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if !self.synced {
+            self.file.sync_data()?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+
+    /// Whether every frame appended since the last reset is synced.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
     /// Starts the log over, once everything in it is durable elsewhere. No I/O: later frames
-    /// overwrite these, and readers tell old frames from new by their sequence numbers.
+    /// overwrite these, and readers tell old frames from new by their sequence numbers (every
+    /// frame written before a reset numbers below every frame written after it).
     pub fn reset(&mut self) {
         self.len = 0;
+        self.synced = true;
+    }
+
+    /// Empties the file, durably, once everything replayed from it is durable elsewhere: frames
+    /// a crash kept behind a lost one (see the module doc) must not outlive the replay.
+    pub fn erase(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.len = 0;
+        self.capacity = 0;
+        self.synced = true;
+        Ok(())
     }
 
     /// Bytes of frames written since the last reset.
@@ -246,6 +293,43 @@ mod tests {
         wal.reset();
         wal.append(&batch(6, "new").records).unwrap();
         assert_eq!(Wal::open(file).unwrap().1, vec![batch(6, "new")]);
+    }
+
+    #[test]
+    fn an_unsynced_frame_a_crash_kept_behind_a_lost_one_does_not_come_back() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        wal.continue_after(1); // the database holds batch 1
+        wal.append_unsynced(&batch(2, "b").records).unwrap();
+        wal.append_unsynced(&batch(3, "c").records).unwrap();
+        assert!(!wal.is_synced());
+        // The crash lost the first frame and kept the second.
+        file.write(HEADER_BYTES as u64, &[0xff]).unwrap();
+        let (mut wal, found) = Wal::open(file.clone()).unwrap();
+        assert!(found.is_empty(), "replay stops at the lost frame");
+        // Erased once the replay is durable; the next frame has the lost one's number and
+        // length: the kept one would follow it in line, numbered one higher.
+        wal.continue_after(1);
+        wal.erase().unwrap();
+        assert_eq!(wal.append(&batch(2, "d").records).unwrap(), 2);
+        assert_eq!(Wal::open(file).unwrap().1, vec![batch(2, "d")]);
+    }
+
+    #[test]
+    fn an_unsynced_frame_is_synced_by_sync_or_by_the_next_append() {
+        let file = FlakyBackend::default();
+        let (mut wal, _) = Wal::open(file.clone()).unwrap();
+        let syncs = || file.syncs.load(std::sync::atomic::Ordering::SeqCst);
+        let before = syncs();
+        wal.append_unsynced(&batch(1, "a").records).unwrap();
+        assert_eq!(syncs(), before, "no sync");
+        wal.sync().unwrap();
+        wal.sync().unwrap();
+        assert_eq!(syncs(), before + 1, "one sync, then nothing left to sync");
+        wal.append_unsynced(&batch(2, "b").records).unwrap();
+        wal.append(&batch(3, "c").records).unwrap();
+        assert_eq!(syncs(), before + 2);
+        assert!(wal.is_synced());
     }
 
     #[test]

@@ -110,6 +110,11 @@ impl Node {
         self.process.as_ref().map(Process::log).unwrap_or_default()
     }
 
+    /// The running process's id (panics if the node is stopped).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("node is not running").pid()
+    }
+
     /// The running process (panics if the node is stopped).
     pub fn process(&mut self) -> &mut Process {
         self.process.as_mut().expect("node is not running")

@@ -147,8 +147,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects.clone());
     // Decisions listed by nodes before their power cuts, and what reading them found.
     let (mut archived, mut early) = (Vec::new(), Vec::new());
-    // The nodes paused or powered off now.
+    // The nodes paused or powered off now, and the reboots waiting for each to run again.
     let mut stopped: BTreeMap<u64, Stopped> = BTreeMap::new();
+    let mut deferred: BTreeMap<u64, Vec<Fault>> = BTreeMap::new();
     for f in &faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
@@ -168,15 +169,18 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 nodes.push(Arc::new(node));
                 monitor.watch(&nodes);
             }
-            // The swarm draws machine faults blindly: one that finds its node stopped (by a
-            // pause or a power cut the swarm drew earlier) waits until the final heal.
-            Fault::Crash(n)
-            | Fault::Reboot(n)
-            | Fault::Leave(n)
-            | Fault::Pause(n)
-            | Fault::PowerOff(n)
-                if stopped.contains_key(&n) =>
-            {
+            // The swarm draws machine faults blindly. A crash or reboot that finds its node
+            // stopped (by a pause or a power cut drawn earlier) waits until the node runs again:
+            // a reboot is what brings back a node that left. Any other is skipped.
+            Fault::Crash(n) | Fault::Reboot(n) if stopped.contains_key(&n) => {
+                trace.record(format_args!(
+                    "fault {:?} deferred: node-{n} is stopped",
+                    f.fault
+                ));
+                deferred.entry(n).or_default().push(f.fault.clone());
+                continue;
+            }
+            Fault::Leave(n) | Fault::Pause(n) | Fault::PowerOff(n) if stopped.contains_key(&n) => {
                 trace.record(format_args!(
                     "fault {:?} skipped: node-{n} is stopped",
                     f.fault
@@ -184,11 +188,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 continue;
             }
             Fault::Crash(n) | Fault::Reboot(n) => {
-                let node = &nodes[(n - 1) as usize];
-                archived.extend(listed_decisions(node, &mut early).await);
-                node.crash_and_restart()
-                    .await
-                    .expect("a crashed disk opens again")
+                reboot(&nodes[(n - 1) as usize], &mut archived, &mut early).await
             }
             Fault::Leave(n) => {
                 let node = &nodes[(n - 1) as usize];
@@ -217,6 +217,12 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                     continue;
                 };
                 start_again(&nodes[(n - 1) as usize], how).await;
+                trace.record(format_args!("fault {:?}", f.fault));
+                for fault in deferred.remove(&n).unwrap_or_default() {
+                    reboot(&nodes[(n - 1) as usize], &mut archived, &mut early).await;
+                    trace.record(format_args!("fault {fault:?} (deferred)"));
+                }
+                continue;
             }
             Fault::TcpStall(n) => nodes[(n - 1) as usize].tcp_stall().set(),
             Fault::TcpResume(n) => nodes[(n - 1) as usize].tcp_stall().lift(),
@@ -229,6 +235,10 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         trace.record(format_args!(
             "node-{n} started again ({how:?}) before healing"
         ));
+        for fault in deferred.remove(&n).unwrap_or_default() {
+            reboot(&nodes[(n - 1) as usize], &mut archived, &mut early).await;
+            trace.record(format_args!("fault {fault:?} (deferred)"));
+        }
     }
     for client in clients {
         client.await.expect("a client finished");
@@ -305,6 +315,19 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
 enum Stopped {
     Paused,
     Off,
+}
+
+/// A crash or reboot (the same to the simulator: a power cut and a boot), once the node's
+/// listed conflict decisions are archived.
+async fn reboot(
+    node: &SimNode,
+    archived: &mut Vec<(String, collisions::ListedDecision)>,
+    early: &mut Vec<String>,
+) {
+    archived.extend(listed_decisions(node, early).await);
+    node.crash_and_restart()
+        .await
+        .expect("a crashed disk opens again");
 }
 
 /// Runs a stopped node again: resumes it, or boots it.

@@ -104,6 +104,71 @@ fn a_peers_record_is_kept_only_if_it_wins_and_survives_a_crash() {
 }
 
 #[test]
+fn peers_records_are_visible_at_once_and_synced_soon_after_or_before_a_client_is_answered() {
+    let log = FlakyBackend::default();
+    let (store, wal) = Store::open(InMemoryBackend::new(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+    let mut ctx = TestContext::new(T0, 42);
+    let syncs = || log.syncs.load(Ordering::SeqCst);
+    let at_open = syncs();
+    // A push: answered and readable with no sync; one timer syncs it.
+    let push: Vec<_> = (0..3)
+        .map(|i| {
+            ctx.backlog = 2 - i;
+            let (msg, rx) = apply(&format!("p{i}"), remote(T0 + 1, i as u8, Some("1")));
+            actor.handle(&mut ctx, msg);
+            rx
+        })
+        .collect();
+    for (i, rx) in push.into_iter().enumerate() {
+        assert_eq!(answered(rx).unwrap(), Applied::Stored, "p{i}");
+    }
+    assert!(data(&store, "p2").is_some());
+    assert_eq!(syncs(), at_open, "not synced yet");
+    let timers: Vec<std::time::Duration> = ctx
+        .scheduled
+        .iter()
+        .filter(|(_, m)| matches!(m, StorageMsg::SyncLog))
+        .map(|(after, _)| *after)
+        .collect();
+    assert_eq!(timers, vec![super::actor::PEER_RECORDS_SYNC_DELAY]);
+    // More pushes before it fires arm no second timer.
+    let (msg, rx) = apply("p3", remote(T0 + 1, 3, Some("1")));
+    ctx.backlog = 0;
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+    assert_eq!(ctx.scheduled.len(), 1);
+    let (_, timer) = ctx.scheduled.pop().unwrap();
+    actor.handle(&mut ctx, timer);
+    assert_eq!(syncs(), at_open + 1, "the timer synced them");
+    // A client's write syncs the peers' records logged before it, with its own frame, once.
+    let (msg, _) = apply("p4", remote(T0 + 1, 4, None));
+    actor.handle(&mut ctx, msg);
+    let (msg, rx) = put("mine", "1");
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+    assert_eq!(syncs(), at_open + 2);
+    // A DELETE answered from a peer's tombstone not yet synced waits for its sync.
+    let (msg, _) = apply("p5", remote(T0 + 1, 5, None));
+    actor.handle(&mut ctx, msg);
+    let (msg, rx) = delete("p5");
+    actor.handle(&mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), DeleteOutcome::NotFound);
+    assert_eq!(syncs(), at_open + 3);
+    // A horizon change is recorded only once the records before it are durable.
+    let (msg, _) = apply("p6", remote(T0 + 1, 6, Some("1")));
+    actor.handle(&mut ctx, msg);
+    actor.handle(
+        &mut ctx,
+        StorageMsg::Horizon(HorizonChange::AgreedWith(Horizon {
+            complete_since_ms: 0,
+            purged_through_ms: T0,
+        })),
+    );
+    assert_eq!(syncs(), at_open + 4);
+}
+
+#[test]
 fn a_segment_lists_its_keys_with_versions_before_and_after_checkpoints_and_reopening() {
     let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
     let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
