@@ -219,6 +219,16 @@ impl SimNode {
         reader.get(key).expect("a live node's store reads")
     }
 
+    /// Its records of many keys, read from one snapshot (between two simulated events, when no
+    /// checkpoint can run).
+    pub fn records<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<Option<Record>> {
+        let reader = self.lock().reader.clone();
+        let reads = reader.point_reads().expect("a live node's store reads");
+        keys.into_iter()
+            .map(|key| reads.get(key).expect("a live node's store reads"))
+            .collect()
+    }
+
     /// The madsim node it runs on (for partitions, pauses and kills).
     pub fn madsim_id(&self) -> NodeId {
         self.machine.madsim_node

@@ -692,7 +692,8 @@ impl StorageActor {
     ) -> Result<Vec<Outcome>, CommitError> {
         self.committed_local.clear();
         self.collisions.clear();
-        let reader = self.store.reader();
+        // One snapshot for the batch's lookups: nothing checkpoints while this commit runs.
+        let reader = self.store.reader().point_reads()?;
         let memtable = self.store.memtable();
         let horizon = self.store.horizon();
         let mut outcomes = Vec::with_capacity(batch.len());

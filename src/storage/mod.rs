@@ -31,7 +31,7 @@ pub use actor::{
 };
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use horizon::Horizon;
-pub use reader::StorageReader;
+pub use reader::{PointReads, StorageReader};
 pub use record::{Record, Resolution, Version};
 pub use store::Store;
 pub use tables::MEMBERS_REMEMBERED_MAX;

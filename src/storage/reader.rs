@@ -4,13 +4,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::memtable::Memtable;
 use super::store::{CommitFailure, SharedHorizon, SharedTree};
 use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, META};
 use super::{HealthError, Horizon, ReadError, Record, Version};
 use crate::sync::HashTree;
+
+/// Point reads from one snapshot ([`StorageReader::point_reads`]).
+pub struct PointReads {
+    memtable: Memtable,
+    table: ReadOnlyTable<&'static str, Record>,
+}
+
+impl PointReads {
+    /// The record for `path` (live or tombstone), as [`StorageReader::get`] would read it.
+    pub fn get(&self, path: &str) -> Result<Option<Record>, ReadError> {
+        if let Some(record) = self.memtable.get(path) {
+            return Ok(Some(record));
+        }
+        Ok(self.table.get(path)?.map(|stored| stored.value()))
+    }
+}
 
 /// A read handle on the store. Each call opens a read transaction: a consistent snapshot of the
 /// last committed state, which a concurrent commit neither blocks nor changes.
@@ -59,6 +75,17 @@ impl StorageReader {
             return Ok(Some(record));
         }
         self.get_checkpointed(path)
+    }
+
+    /// Reads of many keys from one redb snapshot (one read transaction, not one per key): for the
+    /// writer's lookups while it commits a batch, and the simulator's checks between events.
+    /// Only while no checkpoint runs: one moves records out of the memtable into redb after the
+    /// snapshot was taken, where these reads would miss them.
+    pub fn point_reads(&self) -> Result<PointReads, ReadError> {
+        Ok(PointReads {
+            memtable: self.memtable.clone(),
+            table: self.db.begin_read()?.open_table(KV)?,
+        })
     }
 
     /// The record for `path` in redb alone (as of the last checkpoint).

@@ -56,8 +56,10 @@ impl Monitor {
             while !halt.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(MONITOR_EVERY).await;
                 let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let found = unsafe_states(&nodes, &acked, collects.as_ref());
+                // Held across the check, which does not yield: no client waits on it.
+                let log = acked.lock().unwrap_or_else(|e| e.into_inner());
+                let found = unsafe_states(&nodes, &log, collects.as_ref());
+                drop(log);
                 if !found.is_empty() {
                     let at = started.elapsed().as_millis();
                     let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,18 +138,23 @@ pub(super) fn unsafe_states(
     let mut out = Vec::new();
     // A node without power has no readable store; it is checked once it runs again.
     for node in nodes.iter().filter(|n| n.is_up()) {
-        for (key, ops) in acked {
-            let Some(newest) = ops
-                .iter()
-                .filter(|o| o.by == node.name())
-                .max_by_key(|o| o.version)
-            else {
-                continue;
-            };
+        // Each key this node acknowledged, with its newest acknowledgement there.
+        let mine: Vec<(&String, &Vec<Acked>, &Acked)> = acked
+            .iter()
+            .filter_map(|(key, ops)| {
+                let newest = ops
+                    .iter()
+                    .filter(|o| o.by == node.name())
+                    .max_by_key(|o| o.version)?;
+                Some((key, ops, newest))
+            })
+            .collect();
+        let held = node.records(mine.iter().map(|(key, _, _)| key.as_str()));
+        for ((key, ops, newest), held) in mine.into_iter().zip(held) {
             let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
             let forgivable =
                 collects.is_some_and(|c| deleted_since || c.cut_off.contains(node.name()));
-            match node.record(key) {
+            match held {
                 None if forgivable => {}
                 None => out.push(format!(
                     "lost write: {} acknowledged {key} at {:?} and holds nothing",

@@ -99,6 +99,11 @@ fn reads_merge_the_memtable_over_the_checkpointed_database() {
         Some(b"1".to_vec()),
         "redb answers the rest"
     );
+    // Point reads from one snapshot read the same.
+    let point = reader.point_reads().unwrap();
+    for key in ["k00", "k01", "k02", "new", "never"] {
+        assert_eq!(point.get(key).unwrap(), reader.get(key).unwrap(), "{key}");
+    }
     let all = reader.since((0, ""), 1000).unwrap();
     assert_eq!(all.len(), EVERY as usize + 1, "each key once");
     let tail: Vec<&str> = all[all.len() - 3..]
