@@ -1,4 +1,5 @@
-//! The storage writer: group commit of every waiting write into one synced log frame.
+//! The storage writer: group commit of every waiting write into one log frame, synced before any
+//! client is answered.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,7 +71,8 @@ pub enum DeleteOutcome {
 /// Messages to the storage writer.
 #[derive(Debug)]
 pub enum StorageMsg {
-    /// A client's write, answered only once durable (or failed).
+    /// A write: a client's, answered only once durable (or failed); a peer's record, answered
+    /// once logged and synced soon after ([`PEER_RECORDS_SYNC_DELAY`]).
     Write(Write),
     /// The writer's own timer: commit batch number `batch` if it is still waiting.
     Linger {

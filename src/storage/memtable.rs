@@ -3,7 +3,8 @@
 //! Applying each group commit to redb's B-trees cost more than its log sync (about 20 µs per write,
 //! measured), so a batch goes to the log and then here, and redb receives the memtable's contents
 //! at checkpoints, sorted by key and with overwritten versions already gone. Readers look here
-//! first. A batch enters only after its log frame is synced, so nothing in here was ever refused.
+//! first. A client's batch enters only after its log frame is synced; a batch of peers' records
+//! enters once logged, and is synced soon after (`actor::PEER_RECORDS_SYNC_DELAY`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -12,19 +13,33 @@ use super::Record;
 
 /// Shared between the writer (inserts, drains at checkpoints) and the readers (lookups).
 #[derive(Clone, Debug, Default)]
-pub struct Memtable(Arc<RwLock<BTreeMap<String, Record>>>);
+pub struct Memtable(Arc<RwLock<Inner>>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: BTreeMap<String, Record>,
+    /// How many times it was cleared (checkpoints): a reader that pairs it with a redb
+    /// snapshot checks that no checkpoint came between (`reader::PointReads`).
+    clears: u64,
+}
 
 impl Memtable {
     /// The newest logged record for `path` not yet in redb.
     pub fn get(&self, path: &str) -> Option<Record> {
-        self.read().get(path).cloned()
+        self.read().records.get(path).cloned()
+    }
+
+    /// How many times it was cleared so far.
+    pub fn clears(&self) -> u64 {
+        self.read().clears
     }
 
     /// Adds a synced batch, in commit order (a later record of a key replaces an earlier one).
     /// Panics if a record is not newer than the one it replaces: the writer's hybrid clock makes
     /// every version of a key newer than the last, and a reader must never see one go back.
     pub fn insert(&self, records: impl IntoIterator<Item = (String, Record)>) {
-        let mut map = self.write();
+        let mut inner = self.write();
+        let map = &mut inner.records;
         for (path, record) in records {
             if let Some(previous) = map.get(&path) {
                 assert!(
@@ -41,6 +56,7 @@ impl Memtable {
     /// The records whose key `keep` accepts, in key order (cloning only those).
     pub fn matching(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Record)> {
         self.read()
+            .records
             .iter()
             .filter(|(path, _)| keep(path))
             .map(|(path, record)| (path.clone(), record.clone()))
@@ -50,6 +66,7 @@ impl Memtable {
     /// Every record, sorted by key (for a checkpoint or a time-ordered read).
     pub fn snapshot(&self) -> Vec<(String, Record)> {
         self.read()
+            .records
             .iter()
             .map(|(path, record)| (path.clone(), record.clone()))
             .collect()
@@ -57,26 +74,28 @@ impl Memtable {
 
     /// Forgets everything, once it is durable in redb.
     pub fn clear(&self) {
-        self.write().clear();
+        let mut inner = self.write();
+        inner.records.clear();
+        inner.clears += 1;
     }
 
     /// Whether any record satisfies `test`.
     pub fn any(&self, test: impl Fn(&Record) -> bool) -> bool {
-        self.read().values().any(test)
+        self.read().records.values().any(test)
     }
 
     /// Whether it holds nothing (right after a checkpoint).
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().records.is_empty()
     }
 
     // A panic while holding the lock cannot leave the map half-updated (each operation is one
     // BTreeMap call), so a poisoned lock is still consistent.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Record>> {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Record>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.0.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -5,7 +5,8 @@
 //!   (`tables`).
 //! * [`StorageActor`] is the only writer. It group-commits: the writes waiting in its mailbox are
 //!   logged as one frame of the write-ahead log ([`Wal`]), and only after that frame is synced are
-//!   they published in the memtable and their callers answered. At checkpoints the memtable goes
+//!   they published in the memtable and their callers answered (a batch of peers' records only
+//!   is published at once and synced soon after). At checkpoints the memtable goes
 //!   into redb in one durable transaction and the log starts over (the `wal` and `memtable`
 //!   modules say why).
 //! * [`StorageReader`] serves reads on the caller's task, from the memtable and then from redb's

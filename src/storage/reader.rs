@@ -16,12 +16,20 @@ use crate::sync::HashTree;
 pub struct PointReads {
     memtable: Memtable,
     table: ReadOnlyTable<&'static str, Record>,
+    /// The memtable's clears when the snapshot was taken.
+    clears: u64,
 }
 
 impl PointReads {
     /// The record for `path` (live or tombstone), as [`StorageReader::get`] would read it.
     pub fn get(&self, path: &str) -> Result<Option<Record>, ReadError> {
-        if let Some(record) = self.memtable.get(path) {
+        let found = self.memtable.get(path);
+        assert_eq!(
+            self.memtable.clears(),
+            self.clears,
+            "point reads outlived a checkpoint"
+        );
+        if let Some(record) = found {
             return Ok(Some(record));
         }
         Ok(self.table.get(path)?.map(|stored| stored.value()))
@@ -80,11 +88,14 @@ impl StorageReader {
     /// Reads of many keys from one redb snapshot (one read transaction, not one per key): for the
     /// writer's lookups while it commits a batch, and the simulator's checks between events.
     /// Only while no checkpoint runs: one moves records out of the memtable into redb after the
-    /// snapshot was taken, where these reads would miss them.
+    /// snapshot was taken, where these reads would miss them (asserted: a read after a
+    /// checkpoint panics).
     pub fn point_reads(&self) -> Result<PointReads, ReadError> {
+        let clears = self.memtable.clears();
         Ok(PointReads {
             memtable: self.memtable.clone(),
             table: self.db.begin_read()?.open_table(KV)?,
+            clears,
         })
     }
 

@@ -210,3 +210,71 @@ fn the_hash_tree_follows_every_commit_and_survives_a_crash() {
     );
     assert_eq!(store.reader().tree(), before_crash);
 }
+
+#[test]
+fn a_peer_batch_a_crash_kept_behind_a_lost_one_does_not_come_back_after_the_next_crash() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store, wal, "node-a");
+    let mut ctx = TestContext::new(T0, 42);
+    // Two pushes, each its own unsynced frame.
+    for (key, data) in [("p1", "1"), ("p2", "2")] {
+        let (msg, rx) = apply(key, remote(T0 + 1, 1, Some(data)));
+        actor.handle(&mut ctx, msg);
+        assert_eq!(answered(rx).unwrap(), Applied::Stored);
+    }
+    // A power cut before the sync loses the first frame (from offset 0: its payload is torn)
+    // and keeps the second.
+    std::mem::forget(actor);
+    redb::StorageBackend::write(&log, 9, &[0xff]).unwrap();
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    let reader = store.reader();
+    assert!(reader.get("p1").unwrap().is_none());
+    assert!(
+        reader.get("p2").unwrap().is_none(),
+        "replay stops at the lost frame"
+    );
+    // The same push again lands where the lost frame was, with its number and its length.
+    let mut actor = StorageActor::new(store, wal, "node-a");
+    let (msg, _) = apply("p1", remote(T0 + 1, 1, Some("1")));
+    handle_settled(&mut actor, &mut ctx, msg);
+    std::mem::forget(actor);
+    let (store, _) = Store::open(db, log, T0).unwrap();
+    assert!(store.reader().get("p1").unwrap().is_some());
+    assert!(
+        store.reader().get("p2").unwrap().is_none(),
+        "the frame kept behind the lost one stays gone (the log was erased at the first open)"
+    );
+}
+
+#[test]
+fn a_failed_sync_of_peers_records_fails_the_writer() {
+    let log = FlakyBackend::default();
+    let (store, wal) = Store::open(InMemoryBackend::new(), log.clone(), T0).unwrap();
+    let mut actor = StorageActor::new(store.clone(), wal, "n");
+    let mut ctx = TestContext::new(T0, 5);
+    let (msg, rx) = apply("p", remote(T0 + 1, 1, Some("1")));
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+    log.fail_writes.store(true, Ordering::SeqCst);
+    let (_, timer) = ctx.scheduled.pop().expect("the sync's timer");
+    actor.handle(&mut ctx, timer);
+    assert!(ctx.failed().unwrap().contains("syncing peers' records"));
+    assert!(store.reader().check().is_err(), "health reports it");
+    log.fail_writes.store(false, Ordering::SeqCst);
+    let (msg, rx) = put("k", "1");
+    actor.handle(&mut ctx, msg);
+    assert!(answered(rx).is_err(), "later writes are refused");
+}
+
+#[test]
+#[should_panic(expected = "point reads outlived a checkpoint")]
+fn point_reads_across_a_checkpoint_are_refused() {
+    let (store, actor, mut ctx) = setup();
+    let mut actor = actor.checkpoint_every(1);
+    let reads = store.reader().point_reads().unwrap();
+    let (msg, rx) = put("k", "1");
+    actor.handle(&mut ctx, msg);
+    answered(rx).unwrap();
+    let _ = reads.get("k");
+}
