@@ -33,6 +33,11 @@ impl Trace {
         self.lock().push(format!("t={t}ms {event}"));
     }
 
+    /// The simulated time in whole milliseconds, as lines are stamped.
+    pub fn now_ms(&self) -> u64 {
+        self.time.elapsed().as_millis() as u64
+    }
+
     /// The lines so far.
     pub fn lines(&self) -> Vec<String> {
         self.lock().clone()

@@ -19,6 +19,7 @@
 //! acknowledged operations and the checks that run during the faults too), [`collisions`]
 //! (KVS's rules written again, and the decisions checked against them); this module runs it all.
 
+mod accuracy;
 mod collisions;
 mod safety;
 mod scenario;
@@ -150,6 +151,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     // The nodes paused or powered off now, and the reboots waiting for each to run again.
     let mut stopped: BTreeMap<u64, Stopped> = BTreeMap::new();
     let mut deferred: BTreeMap<u64, Vec<Fault>> = BTreeMap::new();
+    // Every fault applied, when (trace time): what the accuracy check may excuse.
+    let mut applied: Vec<(u64, Fault)> = Vec::new();
     for f in &faults {
         let at = Duration::from_millis(f.at_ms);
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
@@ -218,9 +221,11 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 };
                 start_again(&nodes[(n - 1) as usize], how).await;
                 trace.record(format_args!("fault {:?}", f.fault));
+                applied.push((trace.now_ms(), f.fault.clone()));
                 for fault in deferred.remove(&n).unwrap_or_default() {
                     reboot(&nodes[(n - 1) as usize], &mut archived, &mut early).await;
                     trace.record(format_args!("fault {fault:?} (deferred)"));
+                    applied.push((trace.now_ms(), fault));
                 }
                 continue;
             }
@@ -229,15 +234,22 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             _ => apply(&net, &nodes, &f.fault),
         }
         trace.record(format_args!("fault {:?}", f.fault));
+        applied.push((trace.now_ms(), f.fault.clone()));
     }
     for (n, how) in std::mem::take(&mut stopped) {
         start_again(&nodes[(n - 1) as usize], how).await;
         trace.record(format_args!(
             "node-{n} started again ({how:?}) before healing"
         ));
+        let again = match how {
+            Stopped::Paused => Fault::Resume(n),
+            Stopped::Off => Fault::PowerOn(n),
+        };
+        applied.push((trace.now_ms(), again));
         for fault in deferred.remove(&n).unwrap_or_default() {
             reboot(&nodes[(n - 1) as usize], &mut archived, &mut early).await;
             trace.record(format_args!("fault {fault:?} (deferred)"));
+            applied.push((trace.now_ms(), fault));
         }
     }
     for client in clients {
@@ -246,6 +258,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let mut violations = monitor.stop().await;
     violations.append(&mut early);
     apply(&net, &nodes, &Fault::Heal);
+    applied.push((trace.now_ms(), Fault::Heal));
     trace.record("healed; checking convergence");
 
     let budget = Duration::from_millis(scenario.liveness_budget_ms);
@@ -307,6 +320,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         .await;
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
+    violations.extend(accuracy::false_downs(&applied, &trace.lines()));
     Outcome { trace, violations }
 }
 

@@ -55,6 +55,29 @@ const _: () = assert!(3 * IDENTITY_BYTES_MAX + 16 + (IDENTITY_BYTES_MAX + 4) <= 
 /// First byte of a membership payload: what follows.
 const KIND_SWIM: u8 = 0;
 const KIND_LEAVING: u8 = 1;
+/// "You are suspected": a [`Suspected`] notice, sent straight to a member this node suspects
+/// but hears from.
+const KIND_SUSPECTED: u8 = 2;
+
+/// A suspicion told to its subject, which refutes it (foca raises its incarnation and spreads
+/// that it is alive).
+///
+/// SWIM relies on gossip to carry a suspicion to its subject. A node that formed suspicions
+/// while it could hear nobody (cut off, or paused) spread them into the void, their
+/// transmissions spent; once it hears the suspected member again, nobody ever tells that member,
+/// and the suspicion's timer declares a healthy member dead. The simulator's accuracy check
+/// found it: a node isolated for a second declared a healthy member dead two seconds after the
+/// partition healed. Hearing from a suspect is the evidence that it is up and reachable, so the
+/// node tells it directly, at most once per probe period.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+struct Suspected {
+    /// The member suspected (its exact identity: an older generation's suspicion is stale).
+    id: NodeIdentity,
+    /// The incarnation suspected.
+    incarnation: foca::Incarnation,
+}
+// A notice fits a datagram: its kind byte, an identity and an incarnation (a u16 varint).
+const _: () = assert!(1 + IDENTITY_BYTES_MAX + 3 <= PAYLOAD_BYTES_MAX);
 
 type Swim = Foca<NodeIdentity, PostcardCodec, ChaCha12Rng, foca::NoCustomBroadcast>;
 
@@ -148,6 +171,8 @@ struct Seen {
     down_since: Option<Duration>,
     /// The generation that announced its departure.
     left_generation: Option<u64>,
+    /// When (monotonic) it was last told it is suspected ([`Suspected`]).
+    told_suspected: Option<Duration>,
 }
 
 /// foca's runtime: collects what a call produced, for the actor to carry out after it.
@@ -455,6 +480,34 @@ impl MembershipActor {
         self.apply(ctx);
     }
 
+    /// Tells `src`, just heard from, that this node suspects it, if it does ([`Suspected`]).
+    fn tell_if_suspected(&mut self, now: Duration, src: &NodeIdentity) {
+        let Some(incarnation) = self
+            .swim()
+            .iter_membership_state()
+            .find(|m| m.id() == src && m.state() == State::Suspect)
+            .map(foca::Member::incarnation)
+        else {
+            return;
+        };
+        let seen = self.seen.entry(src.addr).or_default();
+        if seen
+            .told_suspected
+            .is_some_and(|at| now.saturating_sub(at) < PROBE_PERIOD)
+        {
+            return;
+        }
+        seen.told_suspected = Some(now);
+        let mut notice = vec![KIND_SUSPECTED];
+        let suspected = Suspected {
+            id: src.clone(),
+            incarnation,
+        };
+        notice.extend(postcard::to_allocvec(&suspected).expect("an identity encodes"));
+        tracing::debug!(node_id = %src.node_id, incarnation, "told a member it is suspected");
+        self.send(src.addr, notice);
+    }
+
     fn send(&self, to: SocketAddr, payload: Vec<u8>) {
         debug_assert!(payload.len() <= PAYLOAD_BYTES_MAX);
         match self.out.send(Outgoing { to, payload }) {
@@ -477,6 +530,7 @@ impl MembershipActor {
             OwnedNotification::DataReceived(header) => {
                 let wall = ctx.clock().wall_ms();
                 self.seen.entry(header.src.addr).or_default().last_seen_ms = wall;
+                self.tell_if_suspected(now, &header.src);
             }
             OwnedNotification::MemberUp(id) => {
                 tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, "member up");
@@ -626,6 +680,28 @@ impl MembershipActor {
                 }
                 self.apply(ctx);
             }
+            Some((&KIND_SUSPECTED, _)) if self.leaving => {}
+            Some((&KIND_SUSPECTED, body)) => match postcard::from_bytes::<Suspected>(body) {
+                Ok(notice) => {
+                    let swim = self.swim.as_mut().expect("foca is created in started");
+                    // A notice about an earlier generation is stale: that identity is gone.
+                    if &notice.id == swim.identity() {
+                        let suspicion =
+                            foca::Member::new(notice.id, notice.incarnation, State::Suspect);
+                        if let Err(e) =
+                            swim.apply_many(std::iter::once(suspicion), true, &mut self.effects)
+                        {
+                            tracing::warn!(%from, error = %e, "refuting a suspicion");
+                        }
+                        self.apply(ctx);
+                    }
+                }
+                Err(_) => {
+                    if self.counters.reject(Rejected::Malformed) {
+                        tracing::warn!(%from, "dropped a malformed suspicion notice");
+                    }
+                }
+            },
             Some((&KIND_LEAVING, body)) => match postcard::from_bytes::<NodeIdentity>(body) {
                 Ok(id) => {
                     tracing::info!(node_id = %id.node_id, addr = %id.addr, "member is leaving");

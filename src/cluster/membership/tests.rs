@@ -286,6 +286,36 @@ fn suspicions_a_node_formed_while_cut_off_do_not_outlive_its_return() {
     }
 }
 
+#[test]
+fn a_node_cut_off_briefly_does_not_get_a_healthy_member_declared_dead() {
+    // Cut off for less than it takes to be declared dead itself, node 3 suspects the others
+    // meanwhile and gossips the suspicions to nobody. The others, who hear each other all along,
+    // must never see one of themselves dead.
+    for cut_ms in (600..=2_600).step_by(200) {
+        let mut lan = Lan::new(4);
+        lan.run(Duration::from_secs(5));
+        lan.isolate(3);
+        lan.run(Duration::from_millis(cut_ms));
+        lan.cut.clear();
+        for step in 0..(10_000 / TICK.as_millis()) {
+            lan.step();
+            for i in 0..3 {
+                let dead: Vec<String> = lan
+                    .statuses(i)
+                    .into_iter()
+                    .filter(|(id, s)| *s == MemberStatus::Dead && id != "n3")
+                    .map(|(id, _)| id)
+                    .collect();
+                assert!(
+                    dead.is_empty(),
+                    "cut off for {cut_ms} ms: node {i} lists {dead:?} dead, {} ms after the cut healed",
+                    step * TICK.as_millis()
+                );
+            }
+        }
+    }
+}
+
 fn sorted_statuses(lan: &mut Lan, i: usize) -> Vec<(String, MemberStatus)> {
     let mut status = lan.statuses(i);
     status.sort();

@@ -1,0 +1,182 @@
+//! The failure detector's accuracy: a node that no fault touched is never declared down by
+//! another node that no fault touched, unless a node that was cut off at the time (or had been
+//! until less than [`REFUTE_TIME`] before) declared it down first (SWIM spreads a verdict; foca's
+//! is final for that generation). Partitions,
+//! crashes, leaves, pauses and power cuts may take a node out of the cluster, and a node they cut
+//! off may declare anyone down; a clock skew or drift, a TCP stall (gossip is UDP), another
+//! node's trouble, or suspicions a node formed while cut off and kept after it came back must
+//! not. Datagram loss can legitimately fail every probe of a healthy node, so a scenario with
+//! loss is not checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::scenario::Fault;
+
+/// How long after a node's cut ends a suspicion it formed while cut off may still run out before
+/// the suspect could refute it: the node must first hear the suspect (a probe period or two) and
+/// tell it (`membership::Suspected`), and the refutation must come back.
+const REFUTE_TIME: u64 = 1_000;
+
+/// Every `member down` among a run's timeline `lines` (not a graceful leave) where neither the
+/// node declared down nor the node declaring it was touched by the `applied` faults (each with
+/// the time it was applied, in the lines' milliseconds), and no node cut off at the time had
+/// declared that node down before.
+pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<String> {
+    if applied.iter().any(|(_, f)| matches!(f, Fault::Loss(_))) {
+        return Vec::new();
+    }
+    let touched: BTreeSet<String> = applied
+        .iter()
+        .filter(|(_, f)| cuts_off(f))
+        .flat_map(|(_, f)| f.nodes())
+        .map(|n| format!("node-{n}"))
+        .collect();
+    let windows = cut_off_windows(applied);
+    let cut_off_at = |node: &str, t: u64| {
+        windows.get(node).is_some_and(|w| {
+            w.iter()
+                .any(|&(from, to)| from <= t && t <= to.saturating_add(REFUTE_TIME))
+        })
+    };
+    // Nodes a node declared down while it was cut off: others may take the verdict up.
+    let mut condemned: BTreeSet<String> = BTreeSet::new();
+    let mut found = Vec::new();
+    for line in lines {
+        let Some((t, by, down)) = member_down(line) else {
+            continue;
+        };
+        if cut_off_at(by, t) {
+            condemned.insert(down.to_owned());
+        }
+        let untouched = |n: &str| !touched.contains(n);
+        if untouched(by) && untouched(down) && !condemned.contains(down) {
+            found.push(format!(
+                "false positive: {by} declared {down} down, and no fault touched either ({line})"
+            ));
+        }
+    }
+    found
+}
+
+/// The time, the node declaring and the node declared down, of a `member down` line that is not
+/// a graceful leave (`t=812ms node-2 member down node_id=node-3 left=false`).
+fn member_down(line: &str) -> Option<(u64, &str, &str)> {
+    let (before, after) = line.split_once(" member down node_id=")?;
+    let (down, rest) = after.split_once(' ')?;
+    if !rest.starts_with("left=false") {
+        return None;
+    }
+    let (stamp, by) = before.split_once(' ')?;
+    let t = stamp.strip_prefix("t=")?.strip_suffix("ms")?.parse().ok()?;
+    Some((t, by, down))
+}
+
+/// When each node could hear only part of the cluster, or nothing: from an isolation or a one-way
+/// cut until the next heal, from a pause until its resume (to the end of the run if never).
+fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut windows: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut open: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut close = |n: u64, from: u64, to: u64| {
+        windows
+            .entry(format!("node-{n}"))
+            .or_default()
+            .push((from, to));
+    };
+    for (t, fault) in applied {
+        match fault {
+            Fault::Isolate(_) | Fault::OneWay { .. } | Fault::Pause(_) => {
+                for n in fault.nodes() {
+                    open.entry(n).or_insert(*t);
+                }
+            }
+            Fault::Resume(n) => {
+                if let Some(from) = open.remove(n) {
+                    close(*n, from, *t);
+                }
+            }
+            Fault::Heal => {
+                for (n, from) in std::mem::take(&mut open) {
+                    close(n, from, *t);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (n, from) in open {
+        close(n, from, u64::MAX);
+    }
+    windows
+}
+
+/// Whether `fault` may take its nodes out of the membership (as seen by others, or as they see
+/// others).
+fn cuts_off(fault: &Fault) -> bool {
+    match fault {
+        Fault::Isolate(_)
+        | Fault::OneWay { .. }
+        | Fault::Crash(_)
+        | Fault::Leave(_)
+        | Fault::Reboot(_)
+        | Fault::Pause(_)
+        | Fault::Resume(_)
+        | Fault::PowerOff(_)
+        | Fault::PowerOn(_) => true,
+        Fault::TcpStall(_)
+        | Fault::TcpResume(_)
+        | Fault::Skew { .. }
+        | Fault::Drift { .. }
+        | Fault::Join(_)
+        | Fault::Loss(_)
+        | Fault::Heal => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn a_down_between_untouched_nodes_is_a_false_positive_unless_a_cut_off_node_said_it_first() {
+        let applied = [
+            (100, Fault::Isolate(vec![4])),
+            (
+                200,
+                Fault::Skew {
+                    node: 1,
+                    offset_ms: 5_000,
+                },
+            ),
+            (300, Fault::TcpStall(2)),
+            (1_000, Fault::Heal),
+        ];
+        let found = false_downs(
+            &applied,
+            &lines(&[
+                // Isolated node 4 declares node 3 down while cut off: node 1 may follow.
+                "t=800ms node-4 member down node_id=node-3 left=false",
+                "t=900ms node-1 member down node_id=node-3 left=false",
+                // Well after the heal, node 4's verdict on node 2 is its own mistake, and
+                // node 1 following it is a false positive.
+                "t=3000ms node-4 member down node_id=node-2 left=false",
+                "t=3005ms node-1 member down node_id=node-2 left=false",
+                // Anyone may declare node 4 down, and a graceful leave is no verdict.
+                "t=3010ms node-1 member down node_id=node-4 left=false",
+                "t=3020ms node-3 member down node_id=node-1 left=true",
+            ]),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("node-1 declared node-2 down"),
+            "{found:?}"
+        );
+        // With loss, nothing is checked.
+        let lossy = [(0, Fault::Loss(0.2))];
+        let bad = lines(&["t=1ms node-1 member down node_id=node-2 left=false"]);
+        assert!(false_downs(&lossy, &bad).is_empty());
+        assert_eq!(false_downs(&[], &bad).len(), 1);
+    }
+}
