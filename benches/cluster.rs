@@ -100,6 +100,8 @@ fn main() {
     // The phases take turns, ROUNDS times: whatever else loads the machine meanwhile falls on
     // all of them alike.
     let lag_before: Vec<_> = peers.iter().map(lag_buckets).collect();
+    let three = [&first, &peers[0], &peers[1]];
+    let work_before = replication_work(&three);
     // Each phase's writer and, after it, its peers (for the CPU each spends per PUT).
     let mut targets = vec![
         ("standalone", alone.addr(), vec![alone.pid()]),
@@ -138,6 +140,11 @@ fn main() {
         }
     }
     wait_converged(&[&first, &peers[0], &peers[1]]);
+    let work: Vec<f64> = replication_work(&three)
+        .iter()
+        .zip(&work_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let mut lag = BTreeMap::new();
     for (peer, before) in peers.iter().zip(&lag_before) {
         for (le, count) in lag_buckets(peer) {
@@ -187,6 +194,11 @@ fn main() {
         per_put(cpu[1]),
         per_put(cpu[1]) / per_put(cpu[0]),
         peers_per_put(cpu[1])
+    );
+    println!(
+        "  meanwhile on the 3 nodes: {:.0} records pushed; anti-entropy {:.0} rounds ({:.0} \
+         repairing), {:.0} keys fetched, {:.0} pushed",
+        work[0], work[1], work[2], work[3], work[4]
     );
     println!("replication lag during the cluster phase (peers' histograms, bucket bounds)");
     println!(
@@ -426,6 +438,26 @@ fn metric(node: &Node, name: &str, label: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Replication's work so far, summed over `nodes`: records pushed, anti-entropy rounds, rounds
+/// that found differences, keys anti-entropy fetched, keys it pushed.
+fn replication_work(nodes: &[&Node]) -> Vec<f64> {
+    [
+        "kvs_replication_pushed_records_total",
+        "kvs_antientropy_rounds_total",
+        "kvs_antientropy_rounds_repairing_total",
+        "kvs_antientropy_fetched_keys_total",
+        "kvs_antientropy_pushed_keys_total",
+    ]
+    .iter()
+    .map(|name| {
+        nodes
+            .iter()
+            .map(|n| metric(n, &format!("{name} "), ""))
+            .sum()
+    })
+    .collect()
 }
 
 /// Every frame byte the node's requests and their answers carried.
