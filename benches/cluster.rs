@@ -196,9 +196,9 @@ fn main() {
         peers_per_put(cpu[1])
     );
     println!(
-        "  meanwhile on the 3 nodes: {:.0} records pushed; anti-entropy {:.0} rounds ({:.0} \
-         repairing), {:.0} keys fetched, {:.0} pushed",
-        work[0], work[1], work[2], work[3], work[4]
+        "  meanwhile on the 3 nodes: {:.0} records pushed in {:.0} frames; anti-entropy {:.0} \
+         rounds ({:.0} repairing), {:.0} keys fetched, {:.0} pushed",
+        work[0], work[5], work[1], work[2], work[3], work[4]
     );
     println!("replication lag during the cluster phase (peers' histograms, bucket bounds)");
     println!(
@@ -441,9 +441,10 @@ fn metric(node: &Node, name: &str, label: &str) -> f64 {
 }
 
 /// Replication's work so far, summed over `nodes`: records pushed, anti-entropy rounds, rounds
-/// that found differences, keys anti-entropy fetched, keys it pushed.
+/// that found differences, keys anti-entropy fetched, keys it pushed, push frames.
 fn replication_work(nodes: &[&Node]) -> Vec<f64> {
-    [
+    let frames = "kvs_frame_requests_total{kind=\"push\"";
+    let mut work: Vec<f64> = [
         "kvs_replication_pushed_records_total",
         "kvs_antientropy_rounds_total",
         "kvs_antientropy_rounds_repairing_total",
@@ -457,7 +458,9 @@ fn replication_work(nodes: &[&Node]) -> Vec<f64> {
             .map(|n| metric(n, &format!("{name} "), ""))
             .sum()
     })
-    .collect()
+    .collect();
+    work.push(nodes.iter().map(|n| metric(n, frames, "")).sum());
+    work
 }
 
 /// Every frame byte the node's requests and their answers carried.

@@ -247,3 +247,34 @@ fn a_peer_gone_for_good_costs_no_request_task_once_idle() {
         );
     });
 }
+
+/// Pushes queued behind one in flight go to the peer as one frame: 20 writes made while the
+/// peer's connections were stalled cost a few push frames, not 20.
+#[test]
+fn pushes_queued_behind_a_slow_one_go_as_one_frame() {
+    sweep::run(7, async {
+        let nodes = cluster(2).await;
+        let (status, _) = nodes[0].put("warm", "0").await;
+        assert_eq!(status, StatusCode::OK);
+        converged(&nodes, 1, Duration::from_secs(5)).await;
+        let frames = "kvs_frame_requests_total{kind=\"push\",direction=\"sent\"}";
+        // A request is counted once its answer is read, after the peer stored the record.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = metric(&nodes[0], frames).await;
+        nodes[1].tcp_stall().set();
+        for i in 0..20 {
+            let (status, _) = nodes[0].put(&format!("q/{i}"), "1").await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nodes[1].tcp_stall().lift();
+        converged(&nodes, 21, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = metric(&nodes[0], frames).await - before;
+        println!("{sent} push frames for 20 writes");
+        assert!(
+            (1.0..=4.0).contains(&sent),
+            "{sent} push frames for 20 writes queued behind a stalled one"
+        );
+    });
+}

@@ -41,6 +41,8 @@ pub struct NetCounters {
     frames_dropped: Family<ReasonLabel, Counter>,
     /// Bytes of this node's requests and of their answers, whole frames, by request kind.
     frame_bytes: Family<FrameLabels, Counter>,
+    /// This node's requests answered, one per frame, by request kind (`direction="sent"`).
+    frame_requests: Family<FrameLabels, Counter>,
     /// Peers this node has a request task (a queue and a kept connection) for now: one per peer
     /// it talked to lately, ended after `host::frames::PEER_IDLE_EXIT` without a request.
     pub peer_links: Gauge,
@@ -86,8 +88,14 @@ impl NetCounters {
             .get()
     }
 
-    /// Counts the bytes of one request this node sent and of the answer it got.
+    /// Counts one request this node sent and got an answer to, and the bytes of both.
     pub fn exchanged(&self, kind: &'static str, sent: usize, received: usize) {
+        self.frame_requests
+            .get_or_create(&FrameLabels {
+                kind,
+                direction: "sent",
+            })
+            .inc();
         for (direction, bytes) in [("sent", sent), ("received", received)] {
             self.frame_bytes
                 .get_or_create(&FrameLabels { kind, direction })
@@ -128,6 +136,11 @@ impl NetCounters {
             "frame_peer_links",
             "Peers with a request queue and kept connection open now (ended after idling)",
             self.peer_links.clone(),
+        );
+        registry.register(
+            "frame_requests",
+            "This node's sync requests answered (one frame each), by kind",
+            self.frame_requests.clone(),
         );
         registry.register(
             "frame_bytes",

@@ -294,7 +294,8 @@ struct Connection {
 /// side's `IDLE_TIMEOUT`, after which it closes its end.
 pub const REUSE_IDLE_MAX: Duration = Duration::from_secs(30);
 
-/// Delivers requests to `to`, one at a time, over one connection kept open between them.
+/// Delivers requests to `to`, one at a time, over one connection kept open between them. Pushes
+/// queued one behind another go as one frame ([`merge_pushes`]).
 async fn peer(
     to: SocketAddr,
     mut requests: mpsc::Receiver<PeerRequest>,
@@ -304,20 +305,26 @@ async fn peer(
 ) {
     counters.peer_links.inc();
     let mut connection: Option<Connection> = None;
+    // A request taken from the queue while merging pushes, to deliver next.
+    let mut held: Option<PeerRequest> = None;
     loop {
-        let request = match tokio::time::timeout(PEER_IDLE_EXIT, requests.recv()).await {
-            Ok(Some(request)) => request,
-            Ok(None) => break,
-            Err(_idle) => {
-                // No new request gets in now (the dispatcher starts another task for it);
-                // those already queued are still delivered, below.
-                requests.close();
-                match requests.try_recv() {
-                    Ok(request) => request,
-                    Err(_) => break,
+        let request = match held.take() {
+            Some(request) => request,
+            None => match tokio::time::timeout(PEER_IDLE_EXIT, requests.recv()).await {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(_idle) => {
+                    // No new request gets in now (the dispatcher starts another task for it);
+                    // those already queued are still delivered, below.
+                    requests.close();
+                    match requests.try_recv() {
+                        Ok(request) => request,
+                        Err(_) => break,
+                    }
                 }
-            }
+            },
         };
+        let (request, merged) = merge_pushes(request, &mut requests, &mut held);
         if connection
             .as_ref()
             .is_some_and(|c| c.last_used.elapsed() >= REUSE_IDLE_MAX)
@@ -344,12 +351,67 @@ async fn peer(
             connection = None;
         }
         // A full mailbox loses this answer; the requesting actor times the request out.
+        for (id, answer_to) in merged {
+            let _ = answer_to.send(PeerAnswer {
+                id,
+                result: result.clone(),
+            });
+        }
         let _ = request.answer_to.send(PeerAnswer {
             id: request.id,
             result,
         });
     }
     counters.peer_links.dec();
+}
+
+/// Keys and values of a push's records: what `PUSH_BYTES_MAX` bounds.
+fn push_bytes(records: &[(String, crate::storage::Record)]) -> usize {
+    records
+        .iter()
+        .map(|(path, record)| path.len() + record.data.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
+/// Appends to `request`, if it is a push, the pushes queued right behind it, while their records
+/// fit one push (`PUSH_BYTES_MAX`, so a merged push is never larger than one the sync actor could
+/// make): under load a push per group commit queues up behind the one in flight, and one frame
+/// then carries them all (fewer frames, syscalls and wakeups on both sides; the same records in
+/// the same order). The first request that is not merged is left in `held`. Returns the request
+/// to send and the ids (with their answer addresses) merged into it, each to get its answer.
+fn merge_pushes(
+    mut request: PeerRequest,
+    queue: &mut mpsc::Receiver<PeerRequest>,
+    held: &mut Option<PeerRequest>,
+) -> (PeerRequest, Vec<(u64, Addr<PeerAnswer>)>) {
+    let mut merged = Vec::new();
+    let frame::SyncRequest::Push { records } = &mut request.request else {
+        return (request, merged);
+    };
+    let mut bytes = push_bytes(records);
+    while let Ok(next) = queue.try_recv() {
+        match next.request {
+            frame::SyncRequest::Push { records: more }
+                if bytes + push_bytes(&more) <= frame::PUSH_BYTES_MAX =>
+            {
+                bytes += push_bytes(&more);
+                records.extend(more);
+                merged.push((next.id, next.answer_to));
+            }
+            request_kind => {
+                *held = Some(PeerRequest {
+                    request: request_kind,
+                    ..next
+                });
+                break;
+            }
+        }
+    }
+    assert!(
+        merged.is_empty() || bytes <= frame::PUSH_BYTES_MAX,
+        "a merged push within one push's bound"
+    );
+    (request, merged)
 }
 
 /// Sends one request and reads its answer, connecting first if needed; with the answer, the
