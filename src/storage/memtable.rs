@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::Record;
+use super::{Record, Version};
 
 /// Shared between the writer (inserts, drains at checkpoints) and the readers (lookups).
 #[derive(Clone, Debug, Default)]
@@ -53,13 +53,13 @@ impl Memtable {
         }
     }
 
-    /// The records whose key `keep` accepts, in key order (cloning only those).
-    pub fn matching(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Record)> {
+    /// The versions of the records whose key `keep` accepts, in key order (no value copied).
+    pub fn versions_matching(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Version)> {
         self.read()
             .records
             .iter()
             .filter(|(path, _)| keep(path))
-            .map(|(path, record)| (path.clone(), record.clone()))
+            .map(|(path, record)| (path.clone(), record.version))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::memtable::Memtable;
 use super::store::{CommitFailure, SharedHorizon, SharedTree};
-use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, META};
+use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, KV_VERSIONS, META};
 use super::{HealthError, Horizon, ReadError, Record, Version};
 use crate::sync::HashTree;
 
@@ -154,11 +154,14 @@ impl StorageReader {
     pub fn segment(&self, segment: u16) -> Result<Vec<(String, Version)>, ReadError> {
         // The memtable first, as in `since`: a checkpoint between the two reads then shows a
         // record twice (the newer version kept), never hides it.
-        let fresh = self.memtable.matching(|p| segment_of(p) == segment);
+        let fresh = self
+            .memtable
+            .versions_matching(|p| segment_of(p) == segment);
         let mut out: BTreeMap<String, Version> = BTreeMap::new();
         let txn = self.db.begin_read()?;
         let index = txn.open_table(BY_SEGMENT)?;
-        let kv = txn.open_table(KV)?;
+        // Versions only: a segment's values are never copied to list it.
+        let kv = txn.open_table(KV_VERSIONS)?;
         for entry in index.range((segment, "")..)? {
             let (key, _) = entry?;
             let (seg, path) = key.value();
@@ -168,12 +171,12 @@ impl StorageReader {
             let record = kv.get(path)?.ok_or_else(|| ReadError::Unindexed {
                 path: path.to_owned(),
             })?;
-            out.insert(path.to_owned(), record.value().version);
+            out.insert(path.to_owned(), record.value());
         }
         // Logged writes not checkpointed yet: newer than redb's, and keys redb may not have.
-        for (path, record) in fresh {
-            let version = out.entry(path).or_insert(record.version);
-            *version = (*version).max(record.version);
+        for (path, fresh) in fresh {
+            let version = out.entry(path).or_insert(fresh);
+            *version = (*version).max(fresh);
         }
         Ok(out.into_iter().collect())
     }
