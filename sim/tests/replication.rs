@@ -278,3 +278,42 @@ fn pushes_queued_behind_a_slow_one_go_as_one_frame() {
         );
     });
 }
+
+/// A backlog of pushes bigger than a peer's storage mailbox (1,024 messages, one per record) goes
+/// through at once: merged frames carry at most `MERGED_RECORDS_MAX` records, so none is refused
+/// as `Busy` and retried.
+#[test]
+fn a_backlog_larger_than_the_peers_mailbox_is_merged_in_frames_it_can_take() {
+    sweep::run(8, async {
+        let nodes = std::sync::Arc::new(cluster(2).await);
+        nodes[1].tcp_stall().set();
+        // 40 clients at once: group commits of many writes, up to 64 pushes waiting on the peer.
+        let clients: Vec<_> = (0..40)
+            .map(|c| {
+                let nodes = std::sync::Arc::clone(&nodes);
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let (status, _) = nodes[0].put(&format!("m/{c}/{i}"), "1").await;
+                        assert_eq!(status, StatusCode::OK);
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nodes[1].tcp_stall().lift();
+        // Within a second of simulated time (80 ms here); frames of every record queued were
+        // refused as Busy and retried for 3.1 s before the cap.
+        let took = converged(&nodes[..], 1_600, Duration::from_secs(1)).await;
+        println!("converged {took:?} after the stall");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            counter(&nodes[0], "kvs_replication_pushes_abandoned_total").await,
+            0
+        );
+        let frames = "kvs_frame_requests_total{kind=\"push\",direction=\"sent\"}";
+        println!("{} push frames", metric(&nodes[0], frames).await);
+    });
+}

@@ -365,6 +365,17 @@ async fn peer(
     counters.peer_links.dec();
 }
 
+/// Most records pushes merged into one frame carry (a push larger on its own goes alone): well
+/// under what one group commit takes and what a peer's storage mailbox holds, which a frame's
+/// records enter one by one (a push that does not fit is answered `Busy`).
+pub const MERGED_RECORDS_MAX: usize = 256;
+const _: () = assert!(MERGED_RECORDS_MAX * 4 <= crate::storage::BATCH_WRITES_MAX);
+// A merged push fits a frame: its keys and values, each record's overhead, the enum tags.
+const _: () = assert!(
+    frame::PUSH_BYTES_MAX + MERGED_RECORDS_MAX * crate::storage::RECORD_OVERHEAD_BYTES_MAX + 64
+        <= frame::BODY_BYTES_MAX
+);
+
 /// Keys and values of a push's records: what `PUSH_BYTES_MAX` bounds.
 fn push_bytes(records: &[(String, crate::storage::Record)]) -> usize {
     records
@@ -374,8 +385,7 @@ fn push_bytes(records: &[(String, crate::storage::Record)]) -> usize {
 }
 
 /// Appends to `request`, if it is a push, the pushes queued right behind it, while their records
-/// fit one push (`PUSH_BYTES_MAX`, so a merged push is never larger than one the sync actor could
-/// make): under load a push per group commit queues up behind the one in flight, and one frame
+/// fit one push (`PUSH_BYTES_MAX`) and number at most [`MERGED_RECORDS_MAX`]: under load a push per group commit queues up behind the one in flight, and one frame
 /// then carries them all (fewer frames, syscalls and wakeups on both sides; the same records in
 /// the same order). The first request that is not merged is left in `held`. Returns the request
 /// to send and the ids (with their answer addresses) merged into it, each to get its answer.
@@ -392,7 +402,8 @@ fn merge_pushes(
     while let Ok(next) = queue.try_recv() {
         match next.request {
             frame::SyncRequest::Push { records: more }
-                if bytes + push_bytes(&more) <= frame::PUSH_BYTES_MAX =>
+                if bytes + push_bytes(&more) <= frame::PUSH_BYTES_MAX
+                    && records.len() + more.len() <= MERGED_RECORDS_MAX =>
             {
                 bytes += push_bytes(&more);
                 records.extend(more);
@@ -408,8 +419,9 @@ fn merge_pushes(
         }
     }
     assert!(
-        merged.is_empty() || bytes <= frame::PUSH_BYTES_MAX,
-        "a merged push within one push's bound"
+        merged.is_empty()
+            || (bytes <= frame::PUSH_BYTES_MAX && records.len() <= MERGED_RECORDS_MAX),
+        "a merged push within its bounds"
     );
     (request, merged)
 }

@@ -38,13 +38,27 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<Str
                 .any(|&(from, to)| from <= t && t <= to.saturating_add(REFUTE_TIME))
         })
     };
-    // Nodes a node declared down while it was cut off: others may take the verdict up.
+    // Nodes a node declared down while it was cut off: others may take the verdict up, until the
+    // node is back (a member up of its next generation).
     let mut condemned: BTreeSet<String> = BTreeSet::new();
     let mut found = Vec::new();
     for line in lines {
-        let Some((t, by, down)) = member_down(line) else {
+        if let Some((_, up)) = line.split_once(" member up node_id=") {
+            let up = up.split(' ').next().unwrap_or_default();
+            condemned.remove(up);
+            continue;
+        }
+        if !line.contains(" member down node_id=") {
+            continue;
+        }
+        let Some((t, by, down, left)) = member_down(line) else {
+            // A changed log line must not turn the check off silently.
+            found.push(format!("accuracy check: cannot read `{line}`"));
             continue;
         };
+        if left {
+            continue;
+        }
         if cut_off_at(by, t) {
             condemned.insert(down.to_owned());
         }
@@ -58,24 +72,29 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<Str
     found
 }
 
-/// The time, the node declaring and the node declared down, of a `member down` line that is not
-/// a graceful leave (`t=812ms node-2 member down node_id=node-3 left=false`).
-fn member_down(line: &str) -> Option<(u64, &str, &str)> {
+/// The time, the node declaring, the node declared down and whether it left gracefully, of a
+/// `member down` line (`t=812ms node-2 member down node_id=node-3 left=false`).
+fn member_down(line: &str) -> Option<(u64, &str, &str, bool)> {
     let (before, after) = line.split_once(" member down node_id=")?;
     let (down, rest) = after.split_once(' ')?;
-    if !rest.starts_with("left=false") {
-        return None;
-    }
+    let left = rest
+        .split(' ')
+        .find_map(|field| field.strip_prefix("left="))?
+        .parse()
+        .ok()?;
     let (stamp, by) = before.split_once(' ')?;
     let t = stamp.strip_prefix("t=")?.strip_suffix("ms")?.parse().ok()?;
-    Some((t, by, down))
+    Some((t, by, down, left))
 }
 
 /// When each node could hear only part of the cluster, or nothing: from an isolation or a one-way
-/// cut until the next heal, from a pause until its resume (to the end of the run if never).
+/// cut until the next heal, from a pause until its resume (to the end of the run if never); each
+/// kind closed only by its own undo. (A crash, reboot or power cut leaves no suspicions behind:
+/// the node starts over.)
 fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>> {
     let mut windows: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut open: BTreeMap<u64, u64> = BTreeMap::new();
+    // Open windows by (node, paused).
+    let mut open: BTreeMap<(u64, bool), u64> = BTreeMap::new();
     let mut close = |n: u64, from: u64, to: u64| {
         windows
             .entry(format!("node-{n}"))
@@ -84,25 +103,30 @@ fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>
     };
     for (t, fault) in applied {
         match fault {
-            Fault::Isolate(_) | Fault::OneWay { .. } | Fault::Pause(_) => {
+            Fault::Isolate(_) | Fault::OneWay { .. } => {
                 for n in fault.nodes() {
-                    open.entry(n).or_insert(*t);
+                    open.entry((n, false)).or_insert(*t);
                 }
             }
+            Fault::Pause(n) => {
+                open.entry((*n, true)).or_insert(*t);
+            }
             Fault::Resume(n) => {
-                if let Some(from) = open.remove(n) {
+                if let Some(from) = open.remove(&(*n, true)) {
                     close(*n, from, *t);
                 }
             }
             Fault::Heal => {
-                for (n, from) in std::mem::take(&mut open) {
-                    close(n, from, *t);
+                let cuts: Vec<(u64, bool)> = open.keys().filter(|(_, p)| !p).copied().collect();
+                for key in cuts {
+                    let from = open.remove(&key).expect("listed above");
+                    close(key.0, from, *t);
                 }
             }
             _ => {}
         }
     }
-    for (n, from) in open {
+    for ((n, _), from) in open {
         close(n, from, u64::MAX);
     }
     windows
@@ -173,6 +197,27 @@ mod tests {
             found[0].contains("node-1 declared node-2 down"),
             "{found:?}"
         );
+        // A heal does not end a pause; a resume does.
+        let paused = [
+            (0, Fault::Pause(4)),
+            (10, Fault::Heal),
+            (5_000, Fault::Resume(4)),
+        ];
+        let during = lines(&[
+            "t=4000ms node-4 member down node_id=node-3 left=false",
+            "t=4100ms node-1 member down node_id=node-3 left=false",
+        ]);
+        assert!(false_downs(&paused, &during).is_empty());
+        // Once the condemned node is back, a new verdict against it is judged afresh.
+        let back = lines(&[
+            "t=4000ms node-4 member down node_id=node-3 left=false",
+            "t=4500ms node-1 member up node_id=node-3 generation=2",
+            "t=9000ms node-1 member down node_id=node-3 left=false",
+        ]);
+        assert_eq!(false_downs(&paused, &back).len(), 1);
+        // A line the check cannot read is reported, not skipped.
+        let changed = lines(&["t=1ms node-1 member down node_id=node-2 reason=x"]);
+        assert_eq!(false_downs(&[], &changed).len(), 1);
         // With loss, nothing is checked.
         let lossy = [(0, Fault::Loss(0.2))];
         let bad = lines(&["t=1ms node-1 member down node_id=node-2 left=false"]);

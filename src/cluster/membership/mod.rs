@@ -67,8 +67,9 @@ const KIND_SUSPECTED: u8 = 2;
 /// transmissions spent; once it hears the suspected member again, nobody ever tells that member,
 /// and the suspicion's timer declares a healthy member dead. The simulator's accuracy check
 /// found it: a node isolated for a second declared a healthy member dead two seconds after the
-/// partition healed. Hearing from a suspect is the evidence that it is up and reachable, so the
-/// node tells it directly, at most once per probe period.
+/// partition healed. So a node tells each member it suspects directly, every probe period while
+/// the suspicion lasts (a dead one just does not answer), and at once when it hears from one
+/// (the first packet after a cut leaves the least time to refute).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 struct Suspected {
     /// The member suspected (its exact identity: an older generation's suspicion is stale).
@@ -171,8 +172,9 @@ struct Seen {
     down_since: Option<Duration>,
     /// The generation that announced its departure.
     left_generation: Option<u64>,
-    /// When (monotonic) it was last told it is suspected ([`Suspected`]).
-    told_suspected: Option<Duration>,
+    /// When (monotonic) it was last told it is suspected ([`Suspected`]): on the tick, and on
+    /// hearing from it.
+    told_suspected: [Option<Duration>; 2],
 }
 
 /// foca's runtime: collects what a call produced, for the actor to carry out after it.
@@ -480,32 +482,31 @@ impl MembershipActor {
         self.apply(ctx);
     }
 
-    /// Tells `src`, just heard from, that this node suspects it, if it does ([`Suspected`]).
-    fn tell_if_suspected(&mut self, now: Duration, src: &NodeIdentity) {
-        let Some(incarnation) = self
+    /// Tells the members this node suspects so ([`Suspected`]): `only` (just heard from), or
+    /// every one (on the tick), each at most once per probe period and trigger while the
+    /// suspicion lasts.
+    fn tell_suspects(&mut self, now: Duration, only: Option<&NodeIdentity>) {
+        let trigger = usize::from(only.is_some());
+        let suspects: Vec<(NodeIdentity, foca::Incarnation)> = self
             .swim()
             .iter_membership_state()
-            .find(|m| m.id() == src && m.state() == State::Suspect)
-            .map(foca::Member::incarnation)
-        else {
-            return;
-        };
-        let seen = self.seen.entry(src.addr).or_default();
-        if seen
-            .told_suspected
-            .is_some_and(|at| now.saturating_sub(at) < PROBE_PERIOD)
-        {
-            return;
+            .filter(|m| m.state() == State::Suspect && only.is_none_or(|id| m.id() == id))
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        for (id, incarnation) in suspects {
+            let seen = self.seen.entry(id.addr).or_default();
+            if seen.told_suspected[trigger].is_some_and(|at| now.saturating_sub(at) < PROBE_PERIOD)
+            {
+                continue;
+            }
+            seen.told_suspected[trigger] = Some(now);
+            let mut notice = vec![KIND_SUSPECTED];
+            let addr = id.addr;
+            let suspected = Suspected { id, incarnation };
+            notice.extend(postcard::to_allocvec(&suspected).expect("an identity encodes"));
+            tracing::debug!(node_id = %suspected.id.node_id, incarnation, "told a member it is suspected");
+            self.send(addr, notice);
         }
-        seen.told_suspected = Some(now);
-        let mut notice = vec![KIND_SUSPECTED];
-        let suspected = Suspected {
-            id: src.clone(),
-            incarnation,
-        };
-        notice.extend(postcard::to_allocvec(&suspected).expect("an identity encodes"));
-        tracing::debug!(node_id = %src.node_id, incarnation, "told a member it is suspected");
-        self.send(src.addr, notice);
     }
 
     fn send(&self, to: SocketAddr, payload: Vec<u8>) {
@@ -530,7 +531,8 @@ impl MembershipActor {
             OwnedNotification::DataReceived(header) => {
                 let wall = ctx.clock().wall_ms();
                 self.seen.entry(header.src.addr).or_default().last_seen_ms = wall;
-                self.tell_if_suspected(now, &header.src);
+                // At once: the first packet after a cut is the suspect's chance to refute in time.
+                self.tell_suspects(now, Some(&header.src));
             }
             OwnedNotification::MemberUp(id) => {
                 tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, "member up");
@@ -601,6 +603,9 @@ impl MembershipActor {
                 tracing::debug!(error = %e, "SWIM timer");
             }
             self.apply(ctx);
+        }
+        if !self.leaving {
+            self.tell_suspects(now, None);
         }
         if let Some(join) = self.join {
             if now >= join.at {
@@ -684,8 +689,12 @@ impl MembershipActor {
             Some((&KIND_SUSPECTED, body)) => match postcard::from_bytes::<Suspected>(body) {
                 Ok(notice) => {
                     let swim = self.swim.as_mut().expect("foca is created in started");
-                    // A notice about an earlier generation is stale: that identity is gone.
-                    if &notice.id == swim.identity() {
+                    // Only from an active member (foca takes gossip only from those too), and
+                    // only about this identity: a notice about an earlier generation is stale.
+                    let member = swim
+                        .iter_membership_state()
+                        .any(|m| m.id().addr == from && m.state() != State::Down);
+                    if member && &notice.id == swim.identity() {
                         let suspicion =
                             foca::Member::new(notice.id, notice.incarnation, State::Suspect);
                         if let Err(e) =

@@ -316,6 +316,42 @@ fn a_node_cut_off_briefly_does_not_get_a_healthy_member_declared_dead() {
     }
 }
 
+#[test]
+fn in_a_large_cluster_a_node_cut_off_briefly_gets_no_healthy_member_declared_dead() {
+    // With 40 members a suspect may not send the cut-off node anything before the suspicion
+    // runs out: the node tells its suspects every probe period, not only when it hears one.
+    let n = 40;
+    let mut lan = Lan::new(n);
+    lan.run(Duration::from_secs(10));
+    for i in 0..n {
+        assert_eq!(
+            lan.statuses(i).len(),
+            n,
+            "node {i} knows everyone before the cut"
+        );
+    }
+    lan.isolate(n - 1);
+    lan.run(Duration::from_millis(2_500));
+    lan.cut.clear();
+    let last = format!("n{}", n - 1);
+    for step in 0..(10_000 / TICK.as_millis()) {
+        lan.step();
+        for i in 0..n - 1 {
+            let dead: Vec<String> = lan
+                .statuses(i)
+                .into_iter()
+                .filter(|(id, s)| *s == MemberStatus::Dead && *id != last)
+                .map(|(id, _)| id)
+                .collect();
+            assert!(
+                dead.is_empty(),
+                "node {i} lists {dead:?} dead, {} ms after the cut healed",
+                step * TICK.as_millis()
+            );
+        }
+    }
+}
+
 fn sorted_statuses(lan: &mut Lan, i: usize) -> Vec<(String, MemberStatus)> {
     let mut status = lan.statuses(i);
     status.sort();
