@@ -27,7 +27,7 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<Str
     }
     let touched: BTreeSet<String> = applied
         .iter()
-        .filter(|(_, f)| cuts_off(f))
+        .filter(|(_, f)| f.cuts_off_membership())
         .flat_map(|(_, f)| f.nodes())
         .map(|n| format!("node-{n}"))
         .collect();
@@ -130,29 +130,6 @@ fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>
         close(n, from, u64::MAX);
     }
     windows
-}
-
-/// Whether `fault` may take its nodes out of the membership (as seen by others, or as they see
-/// others).
-fn cuts_off(fault: &Fault) -> bool {
-    match fault {
-        Fault::Isolate(_)
-        | Fault::OneWay { .. }
-        | Fault::Crash(_)
-        | Fault::Leave(_)
-        | Fault::Reboot(_)
-        | Fault::Pause(_)
-        | Fault::Resume(_)
-        | Fault::PowerOff(_)
-        | Fault::PowerOn(_) => true,
-        Fault::TcpStall(_)
-        | Fault::TcpResume(_)
-        | Fault::Skew { .. }
-        | Fault::Drift { .. }
-        | Fault::Join(_)
-        | Fault::Loss(_)
-        | Fault::Heal => false,
-    }
 }
 
 #[cfg(test)]
