@@ -29,7 +29,7 @@ use kvs::host::task::{BusyTime, TaskHost};
 use kvs::host::Host;
 use kvs::node::{ClusterSpec, Node, NodeSpec, RunSeed};
 use kvs::seam::Clock;
-use kvs::storage::{OpenError, Record, StorageReader, Store};
+use kvs::storage::{OpenError, Record, RecordHead, StorageReader, Store};
 use kvs::sync::Pace;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
@@ -219,13 +219,13 @@ impl SimNode {
         reader.get(key).expect("a live node's store reads")
     }
 
-    /// Its records of many keys, read from one snapshot (between two simulated events, when no
-    /// checkpoint can run).
-    pub fn records<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<Option<Record>> {
+    /// The heads (version, tombstone) of its records of many keys, read from one snapshot
+    /// (between two simulated events, when no checkpoint can run) without copying values.
+    pub fn heads<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<Option<RecordHead>> {
         let reader = self.lock().reader.clone();
         let reads = reader.point_reads().expect("a live node's store reads");
         keys.into_iter()
-            .map(|key| reads.get(key).expect("a live node's store reads"))
+            .map(|key| reads.head(key).expect("a live node's store reads"))
             .collect()
     }
 

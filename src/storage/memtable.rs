@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Record, Version};
+use super::{Record, RecordHead, Version};
 
 /// Shared between the writer (inserts, drains at checkpoints) and the readers (lookups).
 #[derive(Clone, Debug, Default)]
@@ -27,6 +27,11 @@ impl Memtable {
     /// The newest logged record for `path` not yet in redb.
     pub fn get(&self, path: &str) -> Option<Record> {
         self.read().records.get(path).cloned()
+    }
+
+    /// The head of the newest logged record for `path` not yet in redb (no value copied).
+    pub fn head(&self, path: &str) -> Option<RecordHead> {
+        self.read().records.get(path).map(Record::head)
     }
 
     /// How many times it was cleared so far.

@@ -33,7 +33,7 @@ pub use actor::{
 pub use error::{CommitError, HealthError, OpenError, ReadError, WriteError};
 pub use horizon::Horizon;
 pub use reader::{PointReads, StorageReader};
-pub use record::{Record, Resolution, Version};
+pub use record::{Record, RecordHead, Resolution, Version};
 pub use store::Store;
 pub use tables::MEMBERS_REMEMBERED_MAX;
 pub use wal::{Wal, WalBatch, FRAME_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX};

@@ -7,30 +7,32 @@ use std::sync::Arc;
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::memtable::Memtable;
+use super::record::{RecordHead, StoredHead};
 use super::store::{CommitFailure, SharedHorizon, SharedTree};
-use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, KV_VERSIONS, META};
+use super::tables::{segment_of, BY_SEGMENT, BY_TIME, KV, KV_HEADS, META};
 use super::{HealthError, Horizon, ReadError, Record, Version};
 use crate::sync::HashTree;
 
 /// Point reads from one snapshot ([`StorageReader::point_reads`]).
 pub struct PointReads {
     memtable: Memtable,
-    table: ReadOnlyTable<&'static str, Record>,
+    table: ReadOnlyTable<&'static str, StoredHead>,
     /// The memtable's clears when the snapshot was taken.
     clears: u64,
 }
 
 impl PointReads {
-    /// The record for `path` (live or tombstone), as [`StorageReader::get`] would read it.
-    pub fn get(&self, path: &str) -> Result<Option<Record>, ReadError> {
-        let found = self.memtable.get(path);
+    /// The head of the record for `path` (live or tombstone) that [`StorageReader::get`] would
+    /// read, without copying its value.
+    pub fn head(&self, path: &str) -> Result<Option<RecordHead>, ReadError> {
+        let found = self.memtable.head(path);
         assert_eq!(
             self.memtable.clears(),
             self.clears,
             "point reads outlived a checkpoint"
         );
-        if let Some(record) = found {
-            return Ok(Some(record));
+        if let Some(head) = found {
+            return Ok(Some(head));
         }
         Ok(self.table.get(path)?.map(|stored| stored.value()))
     }
@@ -94,7 +96,7 @@ impl StorageReader {
         let clears = self.memtable.clears();
         Ok(PointReads {
             memtable: self.memtable.clone(),
-            table: self.db.begin_read()?.open_table(KV)?,
+            table: self.db.begin_read()?.open_table(KV_HEADS)?,
             clears,
         })
     }
@@ -161,7 +163,7 @@ impl StorageReader {
         let txn = self.db.begin_read()?;
         let index = txn.open_table(BY_SEGMENT)?;
         // Versions only: a segment's values are never copied to list it.
-        let kv = txn.open_table(KV_VERSIONS)?;
+        let kv = txn.open_table(KV_HEADS)?;
         for entry in index.range((segment, "")..)? {
             let (key, _) = entry?;
             let (seg, path) = key.value();
@@ -171,7 +173,7 @@ impl StorageReader {
             let record = kv.get(path)?.ok_or_else(|| ReadError::Unindexed {
                 path: path.to_owned(),
             })?;
-            out.insert(path.to_owned(), record.value());
+            out.insert(path.to_owned(), record.value().version);
         }
         // Logged writes not checkpointed yet: newer than redb's, and keys redb may not have.
         for (path, fresh) in fresh {

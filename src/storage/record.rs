@@ -138,34 +138,63 @@ impl Value for Record {
     }
 }
 
-/// The version alone of a stored [`Record`]: the same stored bytes, decoded only as far as the
-/// version (its first field), so that listing a segment's (key, version) pairs for anti-entropy
-/// copies no value (one may be 64 MiB). Read-only: nothing is ever stored through it.
-#[derive(Debug)]
-pub struct StoredVersion;
+/// What a writer needs of a key's current record to decide a write: its version and whether it
+/// is a tombstone. Reading it copies no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    /// The record's version.
+    pub version: Version,
+    /// Whether the record is a delete marker.
+    pub tombstone: bool,
+}
 
-impl Value for StoredVersion {
-    type SelfType<'a> = Version;
+impl Record {
+    /// This record's head.
+    pub fn head(&self) -> RecordHead {
+        RecordHead {
+            version: self.version,
+            tombstone: self.is_tombstone(),
+        }
+    }
+}
+
+/// The head alone of a stored [`Record`]: the same stored bytes, decoded only as far as the
+/// version (its first field) and whether a value follows the origin, so that a writer's lookups
+/// and the listing of a segment's (key, version) pairs for anti-entropy copy no value (one may
+/// be 64 MiB). Read-only: nothing is ever stored through it.
+#[derive(Debug)]
+pub struct StoredHead;
+
+impl Value for StoredHead {
+    type SelfType<'a> = RecordHead;
     type AsBytes<'a> = Vec<u8>;
 
     fn fixed_width() -> Option<usize> {
         Record::fixed_width()
     }
 
-    fn from_bytes<'a>(data: &'a [u8]) -> Version
+    fn from_bytes<'a>(data: &'a [u8]) -> RecordHead
     where
         Self: 'a,
     {
-        postcard::take_from_bytes::<Version>(data)
-            .expect("a stored record decodes (database written by this format)")
-            .0
+        const STORED: &str = "a stored record decodes (database written by this format)";
+        let (version, rest) = postcard::take_from_bytes::<Version>(data).expect(STORED);
+        // The origin: a length-prefixed string, skipped as bytes (same encoding).
+        let (_, rest) = postcard::take_from_bytes::<&[u8]>(rest).expect(STORED);
+        // The value: an option, tagged 0 (none: a tombstone) or 1 (some, the bytes follow).
+        let tombstone = match rest.first() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("{STORED}"),
+        };
+        RecordHead { version, tombstone }
     }
 
-    fn as_bytes<'a, 'b: 'a>(_: &'a Version) -> Vec<u8>
+    fn as_bytes<'a, 'b: 'a>(_: &'a RecordHead) -> Vec<u8>
     where
         Self: 'b,
     {
-        unreachable!("records are stored as whole records, never through their version")
+        unreachable!("records are stored as whole records, never through their head")
     }
 
     /// The record's own: the same table, read through another type.
@@ -179,8 +208,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stored_records_version_reads_alone() {
-        for data in [None, Some(vec![b'7'; 100_000])] {
+    fn a_stored_records_head_reads_alone() {
+        for data in [None, Some(vec![b'7'; 100_000]), Some(Vec::new())] {
             let record = Record {
                 version: Version {
                     timestamp_ms: 1_700_000_000_123,
@@ -194,7 +223,7 @@ mod tests {
                 data,
             };
             let bytes = Record::as_bytes(&record);
-            assert_eq!(StoredVersion::from_bytes(&bytes), record.version);
+            assert_eq!(StoredHead::from_bytes(&bytes), record.head());
         }
     }
 

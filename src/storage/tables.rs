@@ -2,7 +2,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::record::StoredVersion;
+use super::record::StoredHead;
 use super::{CommitError, ReadError, Record, Version};
 use crate::sync::HashTree;
 
@@ -13,8 +13,8 @@ pub fn segment_of(key: &str) -> u16 {
 
 /// Key path → [`Record`] (live value or tombstone), a typed redb value.
 pub const KV: TableDefinition<&str, Record> = TableDefinition::new("kv");
-/// [`KV`] read for versions only ([`StoredVersion`]), never written.
-pub const KV_VERSIONS: TableDefinition<&str, StoredVersion> = TableDefinition::new("kv");
+/// [`KV`] read for records' heads only ([`StoredHead`]: version, tombstone), never written.
+pub const KV_HEADS: TableDefinition<&str, StoredHead> = TableDefinition::new("kv");
 
 /// (version timestamp ms, key path) → (): every key's current version in time order, KVS's
 /// `_ts:{timestamp}:{path}` index, for bootstrap and catch-up.

@@ -149,7 +149,7 @@ pub(super) fn unsafe_states(
                 Some((key, ops, newest))
             })
             .collect();
-        let held = node.records(mine.iter().map(|(key, _, _)| key.as_str()));
+        let held = node.heads(mine.iter().map(|(key, _, _)| key.as_str()));
         for ((key, ops, newest), held) in mine.into_iter().zip(held) {
             let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
             let forgivable =
@@ -167,7 +167,7 @@ pub(super) fn unsafe_states(
                     newest.version,
                     r.version
                 )),
-                Some(r) if r.version == newest.version && newest.delete && !r.is_tombstone() => out
+                Some(r) if r.version == newest.version && newest.delete && !r.tombstone => out
                     .push(format!(
                         "resurrection: {} acknowledged the delete of {key} and holds it live",
                         node.name()
