@@ -7,14 +7,19 @@
 //!
 //! 1. **Durable PUT throughput with two live peers**, as a ratio to a standalone node: the same
 //!    load generator ([`CONNECTIONS`] keep-alive connections, random keys), one phase on a node
-//!    of its own, one on a node of a 3-node cluster that pushes every write to both peers, and
-//!    one more with the peers' data on tmpfs (`/dev/shm`), as on disks of their own: on one
-//!    machine the peers' fsyncs otherwise queue on the writer's disk.
-//! 2. **Replication lag** during that cluster phase, from the two peers'
+//!    of its own, one on a node of a 3-node cluster that pushes every write to both peers, one
+//!    more with the peers' data on tmpfs (`/dev/shm`), as on disks of their own (on one machine
+//!    the peers' fsyncs otherwise queue on the writer's disk), and one with such peers at nice 19
+//!    as well, as on CPUs of their own as far as one machine allows: the writer and the load
+//!    generator get the cores first, the peers what is left (their lag shows what that costs
+//!    them). The phases take turns, [`ROUNDS`] times each, and each ratio is of the mean
+//!    throughputs (each round's ratio is printed too): this machine's speed drifts within a run.
+//!    Each phase also prints the CPU per PUT of the writer, its peers and the load generator
+//!    (`/proc`), how busy the whole machine was, and the mean group commit of the writer and of
+//!    its peers.
+//! 2. **Replication lag** during each cluster phase, from the peers'
 //!    `kvs_replication_lag_seconds` histograms (the time from a write's stamp on the writer to
 //!    its arrival): p50 and p99 as the histogram's bucket bounds (powers of two from 1 ms).
-//!    The phases take turns, [`ROUNDS`] times each, and each ratio is of the mean throughputs
-//!    (each round's ratio is printed too): this machine's speed drifts within a run.
 //!    Reference: the writer's own PUT latency p50/p99 in the same phase.
 //! 3. **Failure detection**: 5 nodes; one is killed with SIGKILL [`KILLS`] times (restarted on
 //!    its port and seen alive everywhere in between) and the time until every other node lists
@@ -71,9 +76,11 @@ fn main() {
     let peers = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
     wait_members(&[&first, &peers[0], &peers[1]], 3);
     // The same again with the peers' data on tmpfs, as on disks of their own: on one machine the
-    // three nodes otherwise share one disk, and the peers' fsyncs queue with the writer's.
+    // three nodes otherwise share one disk, and the peers' fsyncs queue with the writer's. And
+    // once more with those peers at nice 19 as well, as on CPUs of their own (as far as one
+    // machine can: the writer and the load generator get the cores first, the peers the rest).
     let shm = std::path::Path::new("/dev/shm");
-    let shm_dirs: Vec<tempfile::TempDir> = (0..2)
+    let shm_dirs: Vec<tempfile::TempDir> = (0..4)
         .filter(|_| shm.is_dir())
         .map(|_| {
             tempfile::Builder::new()
@@ -82,61 +89,47 @@ fn main() {
                 .expect("a tmpfs directory")
         })
         .collect();
-    let shm_cluster = (!shm_dirs.is_empty()).then(|| {
-        let writer = Node::start(&[]);
-        let joining_writer = self::joining(&writer);
-        let peers: Vec<Node> = shm_dirs
-            .iter()
-            .map(|dir| {
-                let mut overrides = joining_writer.clone();
-                let path = serde_json::to_string(&dir.path()).expect("a path as YAML");
-                overrides.push(("data_dir".to_owned(), path));
-                Node::start(&pairs(&overrides))
-            })
-            .collect();
-        wait_members(&[&writer, &peers[0], &peers[1]], 3);
-        (writer, peers)
-    });
-    // The phases take turns, ROUNDS times: whatever else loads the machine meanwhile falls on
-    // all of them alike.
-    let lag_before: Vec<_> = peers.iter().map(lag_buckets).collect();
+    let shm_clusters: Vec<(Node, Vec<Node>)> = shm_dirs
+        .chunks(2)
+        .map(|dirs| {
+            let writer = Node::start(&[]);
+            let joining_writer = self::joining(&writer);
+            let peers: Vec<Node> = dirs
+                .iter()
+                .map(|dir| {
+                    let mut overrides = joining_writer.clone();
+                    let path = serde_json::to_string(&dir.path()).expect("a path as YAML");
+                    overrides.push(("data_dir".to_owned(), path));
+                    Node::start(&pairs(&overrides))
+                })
+                .collect();
+            wait_members(&[&writer, &peers[0], &peers[1]], 3);
+            (writer, peers)
+        })
+        .collect();
+    if let Some((_, niced)) = shm_clusters.get(1) {
+        niced.iter().for_each(|peer| renice(peer.pid(), 19));
+    }
     let three = [&first, &peers[0], &peers[1]];
     let work_before = replication_work(&three);
-    // Each phase's writer and, after it, its peers (for the CPU each spends per PUT).
-    let mut targets = vec![
-        ("standalone", alone.addr(), vec![alone.pid()]),
-        (
-            "cluster",
-            first.addr(),
-            vec![first.pid(), peers[0].pid(), peers[1].pid()],
-        ),
+    let mut phases = vec![
+        Phase::new("standalone node", &alone, vec![]),
+        Phase::new("node with 2 peers", &first, peers.iter().collect()),
     ];
-    if let Some((writer, shm_peers)) = &shm_cluster {
-        let mut pids = vec![writer.pid()];
-        pids.extend(shm_peers.iter().map(Node::pid));
-        targets.push(("cluster, peers on tmpfs", writer.addr(), pids));
+    let labels = ["... peers on tmpfs", "... and at nice 19"];
+    for ((writer, peers), label) in shm_clusters.iter().zip(labels) {
+        phases.push(Phase::new(label, writer, peers.iter().collect()));
     }
-    let mut rps = vec![Vec::new(); targets.len()];
-    // CPU seconds of the writer, then of its peers together, and the PUTs answered.
-    let mut cpu = vec![(0.0, 0.0, 0usize); targets.len()];
-    let mut put_latency = (0.0, 0.0);
+    // The phases take turns, ROUNDS times: whatever else loads the machine meanwhile falls on
+    // all of them alike.
     for round in 0..ROUNDS {
-        for (i, (name, addr, pids)) in targets.iter().enumerate() {
-            eprintln!("throughput, round {} of {ROUNDS}: {name}", round + 1);
-            let before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
-            let (got, latency, answered) = runtime.block_on(put_load(*addr, measure));
-            let used: Vec<f64> = pids
-                .iter()
-                .zip(&before)
-                .map(|(p, b)| cpu_secs(*p) - b)
-                .collect();
-            cpu[i].0 += used[0];
-            cpu[i].1 += used[1..].iter().sum::<f64>();
-            cpu[i].2 += answered;
-            rps[i].push(got);
-            if i == 1 {
-                put_latency = latency;
-            }
+        for phase in &mut phases {
+            eprintln!(
+                "throughput, round {} of {ROUNDS}: {}",
+                round + 1,
+                phase.name
+            );
+            phase.run(&runtime, measure);
         }
     }
     wait_converged(&[&first, &peers[0], &peers[1]]);
@@ -145,72 +138,79 @@ fn main() {
         .zip(&work_before)
         .map(|(after, before)| after - before)
         .collect();
-    let mut lag = BTreeMap::new();
-    for (peer, before) in peers.iter().zip(&lag_before) {
-        for (le, count) in lag_buckets(peer) {
-            *lag.entry(le).or_insert(0.0) += count - before.get(&le).copied().unwrap_or(0.0);
-        }
-    }
-    drop(alone);
-    drop(shm_cluster);
 
+    let alone_rps = phases[0].rps.clone();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let ratios = |v: &[f64]| {
-        let each: Vec<String> = v
-            .iter()
-            .zip(&rps[0])
-            .map(|(x, alone)| format!("{:.2}", x / alone))
-            .collect();
-        format!(
-            "ratio {:.2} (rounds: {})",
-            mean(v) / mean(&rps[0]),
-            each.join(" ")
-        )
-    };
     println!();
     println!(
         "durable PUT throughput ({CONNECTIONS} connections, {ROUNDS} rounds of {secs:.0} s per \
-         phase, phases in turn)"
+         phase, phases in turn; CPU per PUT from /proc, user + system)"
     );
-    println!("  standalone node      {:>9.0} req/s", mean(&rps[0]));
-    println!(
-        "  node with 2 peers    {:>9.0} req/s   {} (goal >= 0.80)",
-        mean(&rps[1]),
-        ratios(&rps[1])
-    );
-    if let Some(shm) = rps.get(2) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for phase in &phases {
+        let ratio = if phase.peers.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = phase
+                .rps
+                .iter()
+                .zip(&alone_rps)
+                .map(|(x, alone)| format!("{:.2}", x / alone))
+                .collect();
+            format!(
+                "ratio {:.2} (rounds: {}){}",
+                mean(&phase.rps) / mean(&alone_rps),
+                each.join(" "),
+                if phase.name == phases[1].name {
+                    " (goal >= 0.80)"
+                } else {
+                    ""
+                }
+            )
+        };
         println!(
-            "  ... peers on tmpfs   {:>9.0} req/s   {} (their fsyncs off the writer's disk)",
-            mean(shm),
-            ratios(shm)
+            "  {:<20} {:>9.0} req/s   {ratio}",
+            phase.name,
+            mean(&phase.rps)
+        );
+        let per_put = |secs: f64| secs * 1e6 / phase.puts as f64;
+        let peers = if phase.peers.is_empty() {
+            String::new()
+        } else {
+            let lag = phase.lag();
+            format!(
+                ", its 2 peers {:.0} us (batches of {:.0}); replication lag p50 <= {}, p99 <= {}",
+                per_put(phase.peers_cpu),
+                phase.batches[1].1 / phase.batches[1].0.max(1.0),
+                bucket_ms(&lag, 0.50),
+                bucket_ms(&lag, 0.99),
+            )
+        };
+        println!(
+            "  {:<20} CPU per PUT: the writer {:.0} us (batches of {:.0}){peers}; load generator {:.0} us; the \
+             machine's {cores} cores {:.0}% busy; PUT latency p50 {:.1} ms, p99 {:.1} ms",
+            "",
+            per_put(phase.writer_cpu),
+            phase.batches[0].1 / phase.batches[0].0.max(1.0),
+            per_put(phase.generator_cpu),
+            100.0 * phase.busy_ticks as f64 / phase.all_ticks.max(1) as f64,
+            phase.latency.0,
+            phase.latency.1,
         );
     }
-    let per_put = |(secs, _, puts): (f64, f64, usize)| secs * 1e6 / puts as f64;
-    let peers_per_put = |(_, secs, puts): (f64, f64, usize)| secs * 1e6 / puts as f64;
+    let writer_cpu = |p: &Phase| p.writer_cpu * 1e6 / p.puts as f64;
     println!(
-        "  CPU per PUT: the writer {:.0} us alone, {:.0} us with 2 peers (ratio {:.2}); \
-         its peers {:.0} us together (on this machine, out of the same cores)",
-        per_put(cpu[0]),
-        per_put(cpu[1]),
-        per_put(cpu[1]) / per_put(cpu[0]),
-        peers_per_put(cpu[1])
+        "  the writer's CPU per PUT with 2 peers over alone: {:.2}",
+        writer_cpu(&phases[1]) / writer_cpu(&phases[0])
     );
     println!(
-        "  meanwhile on the 3 nodes: {:.0} records pushed in {:.0} frames; anti-entropy {:.0} \
-         rounds ({:.0} repairing), {:.0} keys fetched, {:.0} pushed",
+        "  meanwhile on the 3 nodes of the first cluster: {:.0} records pushed in {:.0} frames; \
+         anti-entropy {:.0} rounds ({:.0} repairing), {:.0} keys fetched, {:.0} pushed",
         work[0], work[5], work[1], work[2], work[3], work[4]
     );
-    println!("replication lag during the cluster phase (peers' histograms, bucket bounds)");
-    println!(
-        "  p50 <= {}   p99 <= {}   ({} arrivals; goal p99 < 50 ms)",
-        bucket_ms(&lag, 0.50),
-        bucket_ms(&lag, 0.99),
-        lag.values().copied().fold(0.0, f64::max)
-    );
-    println!(
-        "  reference: the writer's PUT latency p50 {:.1} ms, p99 {:.1} ms",
-        put_latency.0, put_latency.1
-    );
+    drop(phases);
+    drop(alone);
+    drop(shm_clusters);
 
     // 3: failure detection at 5 nodes, several kills, against a graceful leave.
     let mut more = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
@@ -315,6 +315,115 @@ fn main() {
             took.as_secs_f64(),
             100.0 * bytes / everything
         );
+    }
+}
+
+/// One throughput phase: a writer, its peers (none for the standalone node), and what the
+/// rounds measured.
+struct Phase<'a> {
+    name: &'static str,
+    writer: &'a Node,
+    peers: Vec<&'a Node>,
+    /// Each round's requests per second.
+    rps: Vec<f64>,
+    /// CPU seconds of the writer, of its peers together, and of the load generator.
+    writer_cpu: f64,
+    peers_cpu: f64,
+    generator_cpu: f64,
+    /// PUTs answered.
+    puts: usize,
+    /// The whole machine's busy and total CPU ticks.
+    busy_ticks: u64,
+    all_ticks: u64,
+    /// The last round's PUT latency p50 and p99, ms.
+    latency: (f64, f64),
+    /// The peers' replication lag histograms before the first round.
+    lag_before: Vec<BTreeMap<u64, f64>>,
+    /// Group commits and the writes they held, the writer's and its peers' together.
+    batches: [(f64, f64); 2],
+}
+
+impl<'a> Phase<'a> {
+    fn new(name: &'static str, writer: &'a Node, peers: Vec<&'a Node>) -> Self {
+        let lag_before = peers.iter().map(|p| lag_buckets(p)).collect();
+        Phase {
+            name,
+            writer,
+            peers,
+            rps: Vec::new(),
+            writer_cpu: 0.0,
+            peers_cpu: 0.0,
+            generator_cpu: 0.0,
+            puts: 0,
+            busy_ticks: 0,
+            all_ticks: 0,
+            latency: (0.0, 0.0),
+            lag_before,
+            batches: [(0.0, 0.0); 2],
+        }
+    }
+
+    /// One round: the load for `measure` on the writer, and what it cost everyone.
+    fn run(&mut self, runtime: &tokio::runtime::Runtime, measure: Duration) {
+        let own = std::process::id();
+        let peers_cpu = || self.peers.iter().map(|p| cpu_secs(p.pid())).sum::<f64>();
+        let before = (
+            cpu_secs(self.writer.pid()),
+            peers_cpu(),
+            cpu_secs(own),
+            machine_ticks(),
+        );
+        let batches = |nodes: &[&Node]| {
+            let sum = |name| nodes.iter().map(|n| metric(n, name, "")).sum::<f64>();
+            (
+                sum("kvs_write_batch_writes_count"),
+                sum("kvs_write_batch_writes_sum"),
+            )
+        };
+        let batches_before = [batches(&[self.writer]), batches(&self.peers)];
+        let (got, latency, answered) = runtime.block_on(put_load(self.writer.addr(), measure));
+        let (busy, all) = machine_ticks();
+        for (i, nodes) in [vec![self.writer], self.peers.clone()].iter().enumerate() {
+            let (count, sum) = batches(nodes);
+            self.batches[i].0 += count - batches_before[i].0;
+            self.batches[i].1 += sum - batches_before[i].1;
+        }
+        self.writer_cpu += cpu_secs(self.writer.pid()) - before.0;
+        self.peers_cpu += peers_cpu() - before.1;
+        self.generator_cpu += cpu_secs(own) - before.2;
+        self.busy_ticks += busy - before.3 .0;
+        self.all_ticks += all - before.3 .1;
+        self.puts += answered;
+        self.rps.push(got);
+        self.latency = latency;
+    }
+
+    /// The peers' replication lag histograms (cumulative, ms) since the phase began.
+    fn lag(&self) -> BTreeMap<u64, f64> {
+        let mut lag = BTreeMap::new();
+        for (peer, before) in self.peers.iter().zip(&self.lag_before) {
+            for (le, count) in lag_buckets(peer) {
+                *lag.entry(le).or_insert(0.0) += count - before.get(&le).copied().unwrap_or(0.0);
+            }
+        }
+        lag
+    }
+}
+
+/// Lowers every thread of process `pid` to niceness `nice` (on Linux a niceness is a thread's:
+/// `renice` on the process id alone would leave its worker threads as they were). Threads it
+/// starts later inherit it from the thread that starts them.
+fn renice(pid: u32, nice: i32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    for task in tasks {
+        let tid = task.expect("a thread").file_name();
+        let status = std::process::Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p"])
+            .arg(&tid)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("renice");
+        assert!(status.success(), "renice of thread {tid:?} failed");
     }
 }
 
@@ -524,6 +633,21 @@ fn cpu_secs(pid: u32) -> f64 {
     let ticks: f64 =
         fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     ticks / clock_ticks_per_sec()
+}
+
+/// The whole machine's busy CPU ticks (everything but idle and I/O wait) and all its ticks,
+/// every core together, from the first line of `/proc/stat`.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("the cpu line");
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().expect("a tick count"))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    let total: u64 = ticks.iter().take(8).sum();
+    (total - ticks[3] - ticks[4], total)
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux if it cannot say).
