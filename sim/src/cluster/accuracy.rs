@@ -10,21 +10,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kvs::cluster::membership::{swim_config, PROBE_PERIOD};
+
 use super::scenario::Fault;
 
 /// How long after a node's cut ends a suspicion it formed while cut off may still run out before
-/// the suspect could refute it: the node must first hear the suspect (a probe period or two) and
-/// tell it (`membership::Suspected`), and the refutation must come back.
-const REFUTE_TIME: u64 = 1_000;
+/// the suspect could refute it: the node must first hear the suspect (within a probe period, as
+/// a node probes a member at least every period) and tell it (`membership::Suspected`, sent at
+/// once on hearing), and the refutation must come back within another.
+const REFUTE_TIME: u64 = 2 * PROBE_PERIOD.as_millis() as u64;
 
-/// Every `member down` among a run's timeline `lines` (not a graceful leave) where neither the
-/// node declared down nor the node declaring it was touched by the `applied` faults (each with
-/// the time it was applied, in the lines' milliseconds), and no node cut off at the time had
-/// declared that node down before.
-pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<String> {
-    if applied.iter().any(|(_, f)| matches!(f, Fault::Loss(_))) {
-        return Vec::new();
-    }
+/// How long after datagram loss stops a member may still be declared down for it, in a cluster
+/// of `nodes`: a probe that failed in the last moment of the loss starts a suspicion up to a
+/// probe period later, and it runs out after the suspicion timeout unless refuted before.
+fn loss_tail_ms(nodes: u32) -> u64 {
+    let suspicion = swim_config(nodes).suspect_to_down_after;
+    (PROBE_PERIOD + suspicion).as_millis() as u64
+}
+
+/// Every `member down` among a run's timeline `lines` (not a graceful leave) in a cluster of
+/// `nodes` where neither the node declared down nor the node declaring it was touched by the
+/// `applied` faults (each with the time it was applied, in the lines' milliseconds), the verdict
+/// did not come in or soon after datagram loss, and no node cut off at the time (or any node
+/// during loss) had declared that node down before.
+pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String], nodes: u32) -> Vec<String> {
+    let tail = loss_tail_ms(nodes);
+    let lossy = loss_windows(applied);
+    let lossy_at = |t: u64| {
+        lossy
+            .iter()
+            .any(|&(from, to)| from <= t && t <= to.saturating_add(tail))
+    };
     let touched: BTreeSet<String> = applied
         .iter()
         .filter(|(_, f)| f.cuts_off_membership())
@@ -59,7 +75,7 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String]) -> Vec<Str
         if left {
             continue;
         }
-        if cut_off_at(by, t) {
+        if cut_off_at(by, t) || lossy_at(t) {
             condemned.insert(down.to_owned());
         }
         let untouched = |n: &str| !touched.contains(n);
@@ -85,6 +101,28 @@ fn member_down(line: &str) -> Option<(u64, &str, &str, bool)> {
     let (stamp, by) = before.split_once(' ')?;
     let t = stamp.strip_prefix("t=")?.strip_suffix("ms")?.parse().ok()?;
     Some((t, by, down, left))
+}
+
+/// When datagrams were being lost (on every link): from a loss until a heal or a loss of 0
+/// (to the end of the run if neither came).
+fn loss_windows(applied: &[(u64, Fault)]) -> Vec<(u64, u64)> {
+    let mut windows = Vec::new();
+    let mut open: Option<u64> = None;
+    for (t, fault) in applied {
+        match fault {
+            Fault::Loss(rate) if *rate > 0.0 => {
+                open.get_or_insert(*t);
+            }
+            Fault::Loss(_) | Fault::Heal => {
+                if let Some(from) = open.take() {
+                    windows.push((from, *t));
+                }
+            }
+            _ => {}
+        }
+    }
+    windows.extend(open.map(|from| (from, u64::MAX)));
+    windows
 }
 
 /// When each node could hear only part of the cluster, or nothing: from an isolation or a one-way
@@ -168,6 +206,7 @@ mod tests {
                 "t=3010ms node-1 member down node_id=node-4 left=false",
                 "t=3020ms node-3 member down node_id=node-1 left=true",
             ]),
+            4,
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
@@ -184,21 +223,39 @@ mod tests {
             "t=4000ms node-4 member down node_id=node-3 left=false",
             "t=4100ms node-1 member down node_id=node-3 left=false",
         ]);
-        assert!(false_downs(&paused, &during).is_empty());
+        assert!(false_downs(&paused, &during, 4).is_empty());
         // Once the condemned node is back, a new verdict against it is judged afresh.
         let back = lines(&[
             "t=4000ms node-4 member down node_id=node-3 left=false",
             "t=4500ms node-1 member up node_id=node-3 generation=2",
             "t=9000ms node-1 member down node_id=node-3 left=false",
         ]);
-        assert_eq!(false_downs(&paused, &back).len(), 1);
+        assert_eq!(false_downs(&paused, &back, 4).len(), 1);
         // A line the check cannot read is reported, not skipped.
         let changed = lines(&["t=1ms node-1 member down node_id=node-2 reason=x"]);
-        assert_eq!(false_downs(&[], &changed).len(), 1);
-        // With loss, nothing is checked.
-        let lossy = [(0, Fault::Loss(0.2))];
-        let bad = lines(&["t=1ms node-1 member down node_id=node-2 left=false"]);
-        assert!(false_downs(&lossy, &bad).is_empty());
-        assert_eq!(false_downs(&[], &bad).len(), 1);
+        assert_eq!(false_downs(&[], &changed, 4).len(), 1);
+        // A verdict during datagram loss, or within the loss's tail after it stopped, is excused
+        // (and others may take it up); one after the tail is not.
+        let tail = loss_tail_ms(4);
+        assert_eq!(tail, 3_000, "a probe period and 2.5 s of suspicion");
+        let lossy = [
+            (1_000, Fault::Loss(0.2)),
+            (2_000, Fault::Loss(0.3)),
+            (5_000, Fault::Heal),
+        ];
+        let down = |t: u64, by: u8, down: u8| {
+            format!("t={t}ms node-{by} member down node_id=node-{down} left=false")
+        };
+        let at = |t| false_downs(&lossy, &[down(t, 1, 2)], 4);
+        assert_eq!(at(999).len(), 1, "before the loss");
+        assert!(at(1_000).is_empty() && at(5_000 + tail).is_empty());
+        assert_eq!(at(5_001 + tail).len(), 1, "after the tail");
+        let taken_up = [down(4_000, 1, 2), down(9_000, 3, 2)];
+        assert!(false_downs(&lossy, &taken_up, 4).is_empty());
+        // Loss never stopped: everything after it began is excused; a loss of 0 stops it.
+        let endless = [(1_000, Fault::Loss(0.2))];
+        assert!(false_downs(&endless, &[down(60_000, 1, 2)], 4).is_empty());
+        let stopped = [(1_000, Fault::Loss(0.2)), (2_000, Fault::Loss(0.0))];
+        assert_eq!(false_downs(&stopped, &[down(60_000, 1, 2)], 4).len(), 1);
     }
 }

@@ -320,7 +320,11 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         .await;
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
-    violations.extend(accuracy::false_downs(&applied, &trace.lines()));
+    violations.extend(accuracy::false_downs(
+        &applied,
+        &trace.lines(),
+        nodes.len() as u32,
+    ));
     Outcome { trace, violations }
 }
 
