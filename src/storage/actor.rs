@@ -100,9 +100,16 @@ pub enum StorageMsg {
     },
     /// What this node vouches for about keys it lacks changed (the sync actor learnt it).
     Horizon(HorizonChange),
-    /// The cluster members to rejoin through after a restart changed (the membership actor
-    /// sends them; at most `MEMBERS_REMEMBERED_MAX`).
-    Members(Vec<std::net::SocketAddr>),
+    /// What a restart rejoins with changed (the membership actor sends it): the cluster members
+    /// to rejoin through (at most `MEMBERS_REMEMBERED_MAX`), and the generation the node runs
+    /// under now, which a node declared down while alive raises without restarting: the next
+    /// start must come above it, or it would rejoin as an identity the cluster holds down.
+    Members {
+        /// The members to rejoin through.
+        members: Vec<std::net::SocketAddr>,
+        /// The node's current generation.
+        generation: u64,
+    },
 }
 
 /// A change of the node's [`Horizon`], persisted before it takes effect.
@@ -594,15 +601,20 @@ impl StorageActor {
 
     /// Persists and publishes the node's new [`Horizon`]. A failure fails the actor, as a failed
     /// commit does.
-    /// Durably records the members a restart rejoins through. They touch no record, so the
-    /// writes queued meanwhile are not flushed first.
-    fn remember_members(&mut self, ctx: &mut dyn Context<StorageMsg>, members: &[SocketAddr]) {
+    /// Durably records the members a restart rejoins through and the generation it must come
+    /// above. They touch no record, so the writes queued meanwhile are not flushed first.
+    fn remember_members(
+        &mut self,
+        ctx: &mut dyn Context<StorageMsg>,
+        members: &[SocketAddr],
+        generation: u64,
+    ) {
         if self.failure.is_some() {
             return;
         }
         let members = &members[..members.len().min(MEMBERS_REMEMBERED_MAX)];
         let mut result = None;
-        ctx.blocking(&mut || result = Some(self.store.remember_members(members)));
+        ctx.blocking(&mut || result = Some(self.store.remember_members(members, generation)));
         match result.expect("the host ran the commit") {
             Ok(()) => tracing::debug!(members = members.len(), "remembered the cluster's members"),
             Err(e) => {
@@ -877,8 +889,11 @@ impl Actor for StorageActor {
                 self.change_horizon(ctx, change);
                 return self.decide(ctx);
             }
-            StorageMsg::Members(members) => {
-                self.remember_members(ctx, &members);
+            StorageMsg::Members {
+                members,
+                generation,
+            } => {
+                self.remember_members(ctx, &members, generation);
                 return self.decide(ctx);
             }
         };

@@ -141,8 +141,13 @@ impl Store {
         &self.members
     }
 
-    /// Durably replaces the remembered members (what the next start reads).
-    pub(super) fn remember_members(&self, members: &[SocketAddr]) -> Result<(), CommitError> {
+    /// Durably replaces the remembered members and raises the stored generation to `generation`
+    /// if it is below (what the next start reads, and bumps).
+    pub(super) fn remember_members(
+        &self,
+        members: &[SocketAddr],
+        generation: u64,
+    ) -> Result<(), CommitError> {
         assert!(members.len() <= MEMBERS_REMEMBERED_MAX);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -151,6 +156,11 @@ impl Store {
             table.retain(|_, ()| false)?;
             for member in members {
                 table.insert(member.to_string().as_str(), ())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get(META_GENERATION)?.map_or(0, |v| v.value());
+            if generation > stored {
+                meta.insert(META_GENERATION, generation)?;
             }
         }
         txn.commit()?;

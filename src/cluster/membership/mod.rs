@@ -238,11 +238,15 @@ pub struct MembershipActor {
     /// Who is told the live peers with their join times (the conflict actor), and what it was
     /// last told.
     voters_to: Option<(Addr<ConflictMsg>, Vec<Voter>)>,
-    /// Who records the members to rejoin through after a restart (storage), what it was last
-    /// told, and when to look for a change next (reaping changes the list without a
-    /// notification).
-    remember_in: Option<(Addr<StorageMsg>, Vec<SocketAddr>, Duration)>,
+    /// Who records the members to rejoin through after a restart and this node's generation
+    /// (storage), what it was last told, and when to look for a change next (reaping changes
+    /// the list without a notification).
+    remember_in: Option<(Addr<StorageMsg>, Remembered, Duration)>,
 }
+
+/// What a restart rejoins with: the members to rejoin through, and the generation it must start
+/// above.
+type Remembered = (Vec<SocketAddr>, u64);
 
 /// How often the remembered members are compared with the member list (a reaped member leaves
 /// it without a notification).
@@ -316,14 +320,17 @@ impl MembershipActor {
         }
     }
 
-    /// Has `storage` record the members to rejoin through after a restart: every listed member
-    /// but this node and those that left (alive, suspect, or dead and not reaped yet).
+    /// Has `storage` record the members to rejoin through after a restart (every listed member
+    /// but this node and those that left: alive, suspect, or dead and not reaped yet), and the
+    /// generation this node runs under, which rises when it is declared down while alive: a
+    /// restart must start above it.
     pub fn remember_in(mut self, storage: Addr<StorageMsg>) -> Self {
-        self.remember_in = Some((storage, self.spec.remembered.clone(), Duration::ZERO));
+        let told = (self.spec.remembered.clone(), self.spec.me.generation);
+        self.remember_in = Some((storage, told, Duration::ZERO));
         self
     }
 
-    /// Sends the members to remember to storage if they changed.
+    /// Sends the members and the generation to remember to storage if they changed.
     fn remember(&mut self, ctx: &mut dyn Context<MembershipMsg>) {
         if self.remember_in.is_none() || self.leaving {
             return;
@@ -337,12 +344,17 @@ impl MembershipActor {
             .filter(|addr| *addr != me)
             .collect();
         members.truncate(MEMBERS_REMEMBERED_MAX);
+        let now = (members, self.swim().identity().generation);
         let next = ctx.clock().monotonic() + REMEMBER_EVERY;
         let (storage, last, at) = self.remember_in.as_mut().expect("checked above");
         *at = next;
         // Remembered as told only once delivered: a full mailbox is tried again later.
-        if *last != members && storage.send(StorageMsg::Members(members.clone())).is_ok() {
-            *last = members;
+        let msg = || StorageMsg::Members {
+            members: now.0.clone(),
+            generation: now.1,
+        };
+        if *last != now && storage.send(msg()).is_ok() {
+            *last = now;
         }
     }
 
@@ -573,6 +585,8 @@ impl MembershipActor {
                     generation = id.generation,
                     "declared down while alive: rejoined under a new generation"
                 );
+                // At once: a restart before the next look would start under this generation.
+                self.remember(ctx);
             }
             OwnedNotification::Defunct => tracing::debug!("SWIM defunct"),
             OwnedNotification::DataSent(_) | OwnedNotification::ProbeFailed(..) => {}

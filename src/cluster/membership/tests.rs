@@ -20,12 +20,15 @@ impl Mailbox<Outgoing> for Wire {
 
 /// What a node's storage was last told to remember.
 #[derive(Default)]
-struct Memory(Mutex<Option<Vec<SocketAddr>>>);
+struct Memory(Mutex<Option<(Vec<SocketAddr>, u64)>>);
 
 impl Mailbox<StorageMsg> for Memory {
     fn deliver(&self, msg: StorageMsg) -> Result<(), SendError> {
         match msg {
-            StorageMsg::Members(members) => *self.0.lock().unwrap() = Some(members),
+            StorageMsg::Members {
+                members,
+                generation,
+            } => *self.0.lock().unwrap() = Some((members, generation)),
             _ => panic!("membership only asks storage to remember members"),
         }
         Ok(())
@@ -34,7 +37,21 @@ impl Mailbox<StorageMsg> for Memory {
 
 impl Memory {
     fn last(&self) -> Vec<SocketAddr> {
-        self.0.lock().unwrap().clone().expect("told at least once")
+        self.0
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("told at least once")
+            .0
+    }
+
+    fn generation(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("told at least once")
+            .1
     }
 }
 
@@ -483,6 +500,40 @@ fn a_restarted_member_replaces_its_stale_self() {
         let n2: Vec<&Member> = members.iter().filter(|m| m.id == "n2").collect();
         assert_eq!(n2.len(), 1, "node {i}: {members:?}");
         assert_eq!(n2[0].status, MemberStatus::Alive, "node {i}");
+    }
+}
+
+#[test]
+fn a_generation_raised_while_running_is_remembered_so_a_restart_comes_above_it() {
+    let mut lan = Lan::new(3);
+    lan.run(Duration::from_secs(5));
+    assert_eq!(lan.nodes[2].memory.generation(), 1);
+    // Cut off until declared dead, then back: it rejoins under generation 2 without restarting.
+    lan.isolate(2);
+    lan.run(Duration::from_secs(15));
+    lan.cut.clear();
+    lan.run(Duration::from_secs(10));
+    let remembered = lan.nodes[2].memory.generation();
+    assert_eq!(remembered, 2, "the new generation reached storage");
+    // It leaves, and restarts as the store would start it (one above what it stored): the
+    // others take it back, though they hold generation 2 as departed.
+    let (reply, _) = reply_channel();
+    let node = &mut lan.nodes[2];
+    node.actor
+        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    lan.run(Duration::from_secs(2));
+    lan.nodes[2].up = false;
+    assert!(lan.statuses(0).contains(&("n2".into(), MemberStatus::Left)));
+    lan.boot(2, remembered + 1);
+    lan.run(Duration::from_secs(10));
+    for i in 0..3 {
+        let mut status = lan.statuses(i);
+        status.sort();
+        assert_eq!(
+            status,
+            all(MemberStatus::Alive, &["n0", "n1", "n2"]),
+            "node {i}"
+        );
     }
 }
 

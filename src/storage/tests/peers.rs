@@ -247,7 +247,11 @@ fn the_members_to_rejoin_through_survive_a_restart_and_are_replaced_whole() {
         let remembered = store.remembered_members().to_vec();
         if let Some(members) = members {
             let mut actor = StorageActor::new(store.clone(), wal, "node-a");
-            actor.handle(&mut TestContext::new(T0, 42), StorageMsg::Members(members));
+            let msg = StorageMsg::Members {
+                members,
+                generation: 1,
+            };
+            actor.handle(&mut TestContext::new(T0, 42), msg);
         }
         remembered
     };

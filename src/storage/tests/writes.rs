@@ -324,7 +324,10 @@ fn a_write_followed_only_by_a_message_that_is_not_a_write_is_not_stranded() {
             forget: Vec::new(),
         },
         || StorageMsg::Horizon(HorizonChange::AgreedWith(Horizon::FOUNDER)),
-        || StorageMsg::Members(Vec::new()),
+        || StorageMsg::Members {
+            members: Vec::new(),
+            generation: 1,
+        },
     ];
     for (i, other) in others.into_iter().enumerate() {
         let (_store, mut actor, mut ctx) = setup();

@@ -17,7 +17,7 @@
 //! The actor never knows how frames travel: it sends [`PeerRequest`]s to an address the host
 //! glue (`host::frames`) serves, and gets [`SyncMsg::Request`]s and [`SyncMsg::Answer`]s back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -107,6 +107,8 @@ enum Stage {
     Leaves,
     Segments,
     Fetch,
+    /// Everything compared and fetched; waiting for the peer to take the round's pushes.
+    Pushes,
 }
 
 /// What a round does after an answer.
@@ -142,6 +144,10 @@ struct Round {
     whole: bool,
     /// How many segments or keys the request in flight asks for.
     asking: usize,
+    /// The round's pushes not answered yet (ids): a round is whole only once the peer took
+    /// them, and with nothing left to ask it waits for them (`Stage::Pushes`) from `waiting_since`.
+    pushes: BTreeSet<u64>,
+    waiting_since: Option<Duration>,
 }
 
 /// How long a bootstrapping node waits for a live peer before it gives up and starts empty.
@@ -274,6 +280,7 @@ impl SyncActor {
         for id in lost {
             let push = self.in_flight.remove(&id).expect("listed above");
             self.retry_later(now, id, push);
+            self.round_push_settled(now, id, false);
         }
         while let Some(entry) = self.retries.first_entry() {
             if entry.key().0 > now {
@@ -302,7 +309,7 @@ impl Actor for SyncActor {
     fn handle(&mut self, ctx: &mut dyn Context<SyncMsg>, msg: SyncMsg) {
         let now = ctx.clock().monotonic();
         match msg {
-            SyncMsg::Peers(peers) => self.set_peers(peers),
+            SyncMsg::Peers(peers) => self.set_peers(ctx.clock().monotonic(), peers),
             SyncMsg::Committed(records) => self.replicate(now, records),
             SyncMsg::Request {
                 from,

@@ -11,9 +11,15 @@ impl SyncActor {
     }
 
     /// Takes the new live peer list; drops the pushes waiting for peers no longer on it.
-    pub(super) fn set_peers(&mut self, peers: Vec<SocketAddr>) {
+    pub(super) fn set_peers(&mut self, now: Duration, peers: Vec<SocketAddr>) {
         let gone = |p: &Push| !peers.contains(&p.to);
         let before = self.in_flight.len() + self.retries.len();
+        let dropped_ids: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| gone(p))
+            .map(|(id, _)| *id)
+            .collect();
         self.in_flight.retain(|_, p| !gone(p));
         self.retries.retain(|_, p| !gone(p));
         let dropped = before - self.in_flight.len() - self.retries.len();
@@ -27,6 +33,9 @@ impl SyncActor {
             }
         }
         self.peers = peers;
+        for id in dropped_ids {
+            self.round_push_settled(now, id, false);
+        }
     }
 
     /// Sends `records` to every live peer, in pushes of at most `PUSH_BYTES_MAX`.
@@ -48,7 +57,9 @@ impl SyncActor {
         }
     }
 
-    pub(super) fn send(&mut self, now: Duration, mut push: Push) {
+    /// Sends `push` (or schedules a retry if the transport cannot take it now); the id of the
+    /// request in flight, if it went.
+    pub(super) fn send(&mut self, now: Duration, mut push: Push) -> Option<u64> {
         push.attempts += 1;
         push.sent_at = now;
         self.next_id += 1;
@@ -62,9 +73,13 @@ impl SyncActor {
         match self.transport.send(push.to, id, request) {
             Ok(()) => {
                 self.in_flight.insert(id, push);
+                Some(id)
             }
             // The transport is saturated or gone: as if the peer had not answered.
-            Err(SendError::Full | SendError::Stopped) => self.retry_later(now, id, push),
+            Err(SendError::Full | SendError::Stopped) => {
+                self.retry_later(now, id, push);
+                None
+            }
         }
     }
 
@@ -98,10 +113,11 @@ impl SyncActor {
         let Some(push) = self.in_flight.remove(&id) else {
             return;
         };
-        match result {
-            Ok(SyncResponse::Accepted) => {}
-            Ok(_) | Err(_) => self.retry_later(now, id, push),
+        let accepted = matches!(result, Ok(SyncResponse::Accepted));
+        if !accepted {
+            self.retry_later(now, id, push);
         }
+        self.round_push_settled(now, id, accepted);
     }
 }
 

@@ -8,12 +8,12 @@ impl SyncActor {
     /// round whose answer is overdue.
     pub(super) fn maybe_start_round(&mut self, ctx: &mut dyn Context<SyncMsg>) {
         let now = ctx.clock().monotonic();
-        if let Some(Round {
-            asked: Some((_, sent_at)),
-            ..
-        }) = &self.round
-        {
-            if now.saturating_sub(*sent_at) < IN_FLIGHT_TIMEOUT {
+        let waiting_since = self
+            .round
+            .as_ref()
+            .and_then(|r| r.asked.map(|(_, sent_at)| sent_at).or(r.waiting_since));
+        if let Some(since) = waiting_since {
+            if now.saturating_sub(since) < IN_FLIGHT_TIMEOUT {
                 return;
             }
             self.end_round(now);
@@ -34,6 +34,8 @@ impl SyncActor {
             horizon: None,
             whole: true,
             asking: 0,
+            pushes: BTreeSet::new(),
+            waiting_since: None,
         });
         self.send_due(now);
     }
@@ -187,8 +189,14 @@ impl SyncActor {
         let (stage, request, delay, asking) = match step {
             Step::Next(stage, request, delay, asking) => (stage, request, delay, asking),
             Step::Done => {
-                self.round_whole();
-                return self.end_round(now);
+                let round = self.round.as_mut().expect("a round in progress");
+                if round.pushes.is_empty() {
+                    self.round_whole();
+                    return self.end_round(now);
+                }
+                round.stage = Stage::Pushes;
+                round.waiting_since = Some(now);
+                return;
             }
             Step::Abort => return self.end_round(now),
         };
@@ -200,6 +208,23 @@ impl SyncActor {
             self.send_due(now);
         } else {
             self.resume_after(ctx, delay);
+        }
+    }
+
+    /// The push `id` was answered (`accepted` if the peer took it) or given up on: if it was one
+    /// of the round's, the round is whole only if the peer took it, and a round waiting for
+    /// nothing but its pushes ends once they are all settled.
+    pub(super) fn round_push_settled(&mut self, now: Duration, id: u64, accepted: bool) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if !round.pushes.remove(&id) {
+            return;
+        }
+        round.whole &= accepted;
+        if round.stage == Stage::Pushes && round.pushes.is_empty() {
+            self.round_whole();
+            self.end_round(now);
         }
     }
 
@@ -253,7 +278,12 @@ impl SyncActor {
                     attempts: 0,
                     sent_at: now,
                 };
-                self.send(now, push);
+                let Some(id) = self.send(now, push) else {
+                    return false;
+                };
+                if let Some(round) = &mut self.round {
+                    round.pushes.insert(id);
+                }
                 all
             }
             Ok(_) => false,

@@ -47,6 +47,8 @@ struct Fixture {
     counters: SyncCounters,
     /// Timers the actor set, by when they fire.
     timers: Vec<(Duration, SyncMsg)>,
+    /// The store the actor reads, and a writer for tests that need local records.
+    writer: crate::storage::StorageActor,
 }
 
 /// No anti-entropy round within these tests' hours.
@@ -74,7 +76,7 @@ fn paced(
     };
     let (storage, storage_addr) = sink(storage_refuses);
     let counters = SyncCounters::default();
-    let (store, _) = crate::storage::Store::open(
+    let (store, wal) = crate::storage::Store::open(
         redb::backends::InMemoryBackend::new(),
         redb::backends::InMemoryBackend::new(),
         0,
@@ -94,6 +96,7 @@ fn paced(
         storage,
         counters,
         timers: Vec::new(),
+        writer: crate::storage::StorageActor::new(store, wal, "n1"),
     };
     f.actor.started(&mut f.ctx);
     f.collect_timers();
@@ -123,6 +126,23 @@ impl Fixture {
         for (after, msg) in self.ctx.scheduled.drain(..) {
             self.timers.push((now + after, msg));
         }
+    }
+
+    /// Writes `key` on this node, as a client would, at the fixture's wall clock.
+    fn put_locally(&mut self, key: &str, json: &str) -> Version {
+        let (reply, mut rx) = reply_channel();
+        let write = Write::Put {
+            path: key.into(),
+            data: bytes::Bytes::copy_from_slice(json.as_bytes()),
+            reply,
+        };
+        let mut ctx = TestContext::new(self.ctx.clock.wall_ms(), 7);
+        crate::storage::testing::handle_settled(
+            &mut self.writer,
+            &mut ctx,
+            StorageMsg::Write(write),
+        );
+        rx.try_recv().unwrap().expect("answered").expect("written")
     }
 
     fn sent(&self) -> Vec<PeerRequest> {
@@ -619,4 +639,87 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
         (before..=after).contains(&cutoffs[0]),
         "{cutoffs:?} {before} {after}"
     );
+}
+
+#[test]
+fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
+    let pace = Pace {
+        round_every: Duration::from_secs(2),
+        ..NO_ROUNDS
+    };
+    let grace = Duration::from_secs(60);
+    // Answers the pushed round's requests as a peer holding `k` older than this node does, and
+    // answers its push with `push_answer` (none: left unanswered); the purge cutoffs that follow.
+    let round = |push_answer: Option<SyncResponse>| -> Vec<u64> {
+        let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace).clustered());
+        let wall0 = f.ctx.clock.wall_ms();
+        f.ctx.clock.set_wall_ms(wall0 + 100_000);
+        let ours = f.put_locally("k", "2");
+        let older = Version::new(ours.timestamp_ms - 1, [0; 16]);
+        let mut theirs = crate::sync::HashTree::default();
+        theirs.replace("k", None, &older);
+        let segment = crate::sync::HashTree::segment_of("k") as u16;
+        f.handle(SyncMsg::Peers(vec![peer(2)]));
+        f.run(pace.round_every);
+        let mut push = None;
+        loop {
+            let sent = f.sent();
+            if sent.is_empty() {
+                break;
+            }
+            for request in sent {
+                let response = match &request.request {
+                    SyncRequest::Branches => SyncResponse::Branches {
+                        hashes: theirs.branches().to_vec(),
+                        horizon: Horizon::FOUNDER,
+                    },
+                    SyncRequest::Leaves { branches } => SyncResponse::Leaves(
+                        branches
+                            .iter()
+                            .map(|b| (*b, theirs.leaves(usize::from(*b)).to_vec()))
+                            .collect(),
+                    ),
+                    SyncRequest::Segments { segments } => {
+                        assert_eq!(segments, &[segment]);
+                        SyncResponse::Segments(SegmentLists {
+                            lists: vec![(segment, vec![("k".into(), older)])],
+                            truncated: false,
+                            horizon: Horizon::FOUNDER,
+                        })
+                    }
+                    SyncRequest::Push { records } => {
+                        assert_eq!(records.len(), 1);
+                        assert_eq!(records[0].1.version, ours);
+                        push = Some(request);
+                        continue;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                f.answer(&request, response);
+            }
+        }
+        let push = push.expect("the round pushed k");
+        f.storage.0.lock().unwrap().clear();
+        if let Some(answer) = push_answer {
+            f.answer(&push, answer);
+        }
+        f.run(pace.round_every);
+        let sent = std::mem::take(&mut *f.storage.0.lock().unwrap());
+        sent.into_iter()
+            .filter_map(|m| match m {
+                StorageMsg::Purge {
+                    tombstones_before_ms,
+                    ..
+                } => Some(tombstones_before_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    // Taken: the round is whole, and tombstones older than its beginning may go.
+    let taken = round(Some(SyncResponse::Accepted));
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0] > 0, "{taken:?}");
+    // Refused, or not answered yet: nothing proven, nothing collected.
+    assert_eq!(round(Some(SyncResponse::Busy)), [0]);
+    assert_eq!(round(None), [0]);
 }
