@@ -421,9 +421,14 @@ fn renice(pid: u32, nice: i32) {
             .args(["-n", &nice.to_string(), "-p"])
             .arg(&tid)
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .expect("renice");
-        assert!(status.success(), "renice of thread {tid:?} failed");
+        // A thread that ended meanwhile (an idle blocking thread) needs no niceness.
+        let gone = !std::path::Path::new(&format!("/proc/{pid}/task"))
+            .join(&tid)
+            .exists();
+        assert!(status.success() || gone, "renice of thread {tid:?} failed");
     }
 }
 

@@ -42,11 +42,11 @@ pub const BATCH_CONTENT_BYTES_MAX: usize = if WRITE_BYTES_MAX > BATCH_BYTES_MAX 
 };
 /// A checkpoint (the memtable into redb in one durable commit, log reset) after this many
 /// logged records... Bigger checkpoints write each redb page once for more writes: in the HTTP
-/// bench (32 clients, batches of about 32), checkpoints every 32 batches gave 0.21 of the
-/// baseline, every 128 gave 0.27-0.33, every 256 (this many records) 0.30. Counted in records,
-/// not batches, so that a node's peers, whose batches are the pushes they receive (about 17
-/// records each in the cluster bench), checkpoint no more often per write than the node that
-/// took the writes.
+/// bench (32 clients), checkpoints every 32 batches gave 0.21 of the baseline, every 128 gave
+/// 0.27-0.33, every 256 0.30 (this many records is 256 batches of 32). Counted in records, not
+/// batches, so that a node's peers, whose batches are the pushes they receive (19 records each
+/// in the cluster bench, the writer's 16), checkpoint no more often per write than the node
+/// that took the writes.
 pub const CHECKPOINT_RECORDS: usize = 8 * 1024;
 /// ...or after this many logged batches (a lone client's batches hold one write each)...
 pub const CHECKPOINT_BATCHES: u32 = 1024;

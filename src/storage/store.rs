@@ -122,7 +122,8 @@ impl Store {
         self.keys_at_open
     }
 
-    /// This boot's generation: 1 at the first open of the database, one more at every open after.
+    /// This boot's generation: 1 at the first open of the database, then one above the stored
+    /// generation, which every open bumps and a running node may raise (`remember_members`).
     pub fn generation(&self) -> u64 {
         self.generation
     }

@@ -66,9 +66,9 @@ pub const META_PURGED_MS: &str = "purged_through_ms";
 /// absent: 0, a founding node's).
 pub const META_COMPLETE_SINCE_MS: &str = "complete_since_ms";
 
-/// `META` key: how many times this database was opened: the node's generation, bumped durably on
-/// every start, so that a restarted node's identity beats its previous boot's in the membership
-/// protocol.
+/// `META` key: the node's generation, bumped durably on every start, so that a restarted node's
+/// identity beats its previous boot's in the membership protocol, and raised by a running node
+/// that was declared down while alive and rejoined under a new one (`Store::remember_members`).
 pub const META_GENERATION: &str = "generation";
 
 /// Writes `records` in order, each replacing its key's record and moving the key's time-index entry.

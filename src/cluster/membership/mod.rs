@@ -748,6 +748,9 @@ impl MembershipActor {
         if self.leaving {
             return;
         }
+        // Last chance to store a generation raised while running (a send refused by a full
+        // mailbox is retried only while not leaving): a restart must come above it.
+        self.remember(ctx);
         self.leaving = true;
         self.join = None;
         let mut notice = vec![KIND_LEAVING];

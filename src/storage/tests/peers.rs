@@ -235,6 +235,30 @@ fn a_data_dir_in_another_storage_format_is_refused_before_anything_is_read() {
 }
 
 #[test]
+fn a_generation_raised_while_running_is_what_the_next_start_bumps() {
+    let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
+    let (store, wal) = Store::open(db.clone(), log.clone(), T0).unwrap();
+    assert_eq!(store.generation(), 1);
+    let mut actor = StorageActor::new(store.clone(), wal, "node-a");
+    let mut ctx = TestContext::new(T0, 42);
+    for generation in [5, 3] {
+        let msg = StorageMsg::Members {
+            members: Vec::new(),
+            generation,
+        };
+        actor.handle(&mut ctx, msg);
+    }
+    drop(actor);
+    drop(store);
+    let (store, _) = Store::open(db, log, T0).unwrap();
+    assert_eq!(
+        store.generation(),
+        6,
+        "above the highest told, never lowered"
+    );
+}
+
+#[test]
 fn the_members_to_rejoin_through_survive_a_restart_and_are_replaced_whole() {
     let (db, log) = (FlakyBackend::default(), FlakyBackend::default());
     let addrs = |ports: std::ops::Range<u16>| -> Vec<std::net::SocketAddr> {

@@ -309,7 +309,7 @@ impl Actor for SyncActor {
     fn handle(&mut self, ctx: &mut dyn Context<SyncMsg>, msg: SyncMsg) {
         let now = ctx.clock().monotonic();
         match msg {
-            SyncMsg::Peers(peers) => self.set_peers(ctx.clock().monotonic(), peers),
+            SyncMsg::Peers(peers) => self.set_peers(now, peers),
             SyncMsg::Committed(records) => self.replicate(now, records),
             SyncMsg::Request {
                 from,

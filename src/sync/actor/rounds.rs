@@ -5,7 +5,7 @@ use super::*;
 
 impl SyncActor {
     /// Starts a round with a random live peer if it is time and none is running; gives up a
-    /// round whose answer is overdue.
+    /// round whose answer, or whose pushes' answers, are overdue.
     pub(super) fn maybe_start_round(&mut self, ctx: &mut dyn Context<SyncMsg>) {
         let now = ctx.clock().monotonic();
         let waiting_since = self
@@ -190,7 +190,8 @@ impl SyncActor {
             Step::Next(stage, request, delay, asking) => (stage, request, delay, asking),
             Step::Done => {
                 let round = self.round.as_mut().expect("a round in progress");
-                if round.pushes.is_empty() {
+                // A round already not whole has nothing to wait for.
+                if round.pushes.is_empty() || !round.whole {
                     self.round_whole();
                     return self.end_round(now);
                 }

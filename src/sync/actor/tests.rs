@@ -645,12 +645,13 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
 fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
     let pace = Pace {
         round_every: Duration::from_secs(2),
+        catchup_every: Duration::from_secs(2),
         ..NO_ROUNDS
     };
     let grace = Duration::from_secs(60);
     // Answers the pushed round's requests as a peer holding `k` older than this node does, and
     // answers its push with `push_answer` (none: left unanswered); the purge cutoffs that follow.
-    let round = |push_answer: Option<SyncResponse>| -> Vec<u64> {
+    let round = |push_answer: Option<SyncResponse>| -> (Vec<u64>, Fixture) {
         let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace).clustered());
         let wall0 = f.ctx.clock.wall_ms();
         f.ctx.clock.set_wall_ms(wall0 + 100_000);
@@ -705,7 +706,8 @@ fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
         }
         f.run(pace.round_every);
         let sent = std::mem::take(&mut *f.storage.0.lock().unwrap());
-        sent.into_iter()
+        let cutoffs = sent
+            .into_iter()
             .filter_map(|m| match m {
                 StorageMsg::Purge {
                     tombstones_before_ms,
@@ -713,13 +715,22 @@ fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
                 } => Some(tombstones_before_ms),
                 _ => None,
             })
-            .collect()
+            .collect();
+        (cutoffs, f)
     };
     // Taken: the round is whole, and tombstones older than its beginning may go.
-    let taken = round(Some(SyncResponse::Accepted));
+    let (taken, _) = round(Some(SyncResponse::Accepted));
     assert_eq!(taken.len(), 1);
     assert!(taken[0] > 0, "{taken:?}");
     // Refused, or not answered yet: nothing proven, nothing collected.
-    assert_eq!(round(Some(SyncResponse::Busy)), [0]);
-    assert_eq!(round(None), [0]);
+    assert_eq!(round(Some(SyncResponse::Busy)).0, [0]);
+    let (unanswered, mut f) = round(None);
+    assert_eq!(unanswered, [0]);
+    // A push never answered is given up on, and so is the round waiting for it: rounds go on.
+    f.sent();
+    f.run(IN_FLIGHT_TIMEOUT + pace.round_every);
+    assert!(
+        f.sent().iter().any(|r| r.request == SyncRequest::Branches),
+        "a new round began"
+    );
 }
