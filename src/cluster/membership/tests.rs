@@ -269,15 +269,7 @@ fn a_silent_member_is_suspected_then_dead_and_comes_back_when_heard_again() {
     }
     lan.cut.clear();
     lan.run(Duration::from_secs(30));
-    for i in 0..3 {
-        let mut status = lan.statuses(i);
-        status.sort();
-        assert_eq!(
-            status,
-            all(MemberStatus::Alive, &["n0", "n1", "n2"]),
-            "node {i}"
-        );
-    }
+    every_node_sees_all_alive(&mut lan, "");
 }
 
 #[test]
@@ -291,15 +283,7 @@ fn suspicions_a_node_formed_while_cut_off_do_not_outlive_its_return() {
         lan.run(Duration::from_millis(cut_ms));
         lan.cut.clear();
         lan.run(Duration::from_secs(20));
-        for i in 0..4 {
-            let mut status = lan.statuses(i);
-            status.sort();
-            assert_eq!(
-                status,
-                all(MemberStatus::Alive, &["n0", "n1", "n2", "n3"]),
-                "node {i}, cut off for {cut_ms} ms"
-            );
-        }
+        every_node_sees_all_alive(&mut lan, &format!(", cut off for {cut_ms} ms"));
     }
 }
 
@@ -364,6 +348,19 @@ fn sorted_statuses(lan: &mut Lan, i: usize) -> Vec<(String, MemberStatus)> {
     status
 }
 
+/// Asserts that every node of `lan` lists every node alive (`context` ends the message).
+fn every_node_sees_all_alive(lan: &mut Lan, context: &str) {
+    let ids: Vec<String> = (0..lan.nodes.len()).map(|i| format!("n{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for i in 0..lan.nodes.len() {
+        assert_eq!(
+            sorted_statuses(lan, i),
+            all(MemberStatus::Alive, &ids),
+            "node {i}{context}"
+        );
+    }
+}
+
 #[test]
 fn a_restarted_founder_rejoins_through_the_members_it_remembered() {
     let mut lan = Lan::new(3);
@@ -381,13 +378,7 @@ fn a_restarted_founder_rejoins_through_the_members_it_remembered() {
     assert_eq!(lan.statuses(0), all(MemberStatus::Alive, &["n0"]));
     lan.boot_with(0, 3, Vec::new(), remembered);
     lan.run(Duration::from_secs(5));
-    for i in 0..3 {
-        assert_eq!(
-            sorted_statuses(&mut lan, i),
-            all(MemberStatus::Alive, &["n0", "n1", "n2"]),
-            "node {i}"
-        );
-    }
+    every_node_sees_all_alive(&mut lan, "");
 }
 
 #[test]
@@ -526,15 +517,7 @@ fn a_generation_raised_while_running_is_remembered_so_a_restart_comes_above_it()
     assert!(lan.statuses(0).contains(&("n2".into(), MemberStatus::Left)));
     lan.boot(2, remembered + 1);
     lan.run(Duration::from_secs(10));
-    for i in 0..3 {
-        let mut status = lan.statuses(i);
-        status.sort();
-        assert_eq!(
-            status,
-            all(MemberStatus::Alive, &["n0", "n1", "n2"]),
-            "node {i}"
-        );
-    }
+    every_node_sees_all_alive(&mut lan, "");
 }
 
 #[test]

@@ -145,6 +145,20 @@ impl Fixture {
         rx.try_recv().unwrap().expect("answered").expect("written")
     }
 
+    /// The cutoffs of the purges asked of storage since the last look (other messages dropped).
+    fn purge_cutoffs(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.storage.0.lock().unwrap())
+            .into_iter()
+            .filter_map(|m| match m {
+                StorageMsg::Purge {
+                    tombstones_before_ms,
+                    ..
+                } => Some(tombstones_before_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn sent(&self) -> Vec<PeerRequest> {
         std::mem::take(&mut *self.requests.0.lock().unwrap())
     }
@@ -597,18 +611,7 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
     };
     let grace = Duration::from_secs(60);
     let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace).clustered());
-    let cutoffs = |f: &Fixture| -> Vec<u64> {
-        std::mem::take(&mut *f.storage.0.lock().unwrap())
-            .into_iter()
-            .filter_map(|m| match m {
-                StorageMsg::Purge {
-                    tombstones_before_ms,
-                    ..
-                } => Some(tombstones_before_ms),
-                _ => None,
-            })
-            .collect()
-    };
+    let cutoffs = Fixture::purge_cutoffs;
     let wall0 = f.ctx.clock.wall_ms();
     f.ctx.clock.set_wall_ms(wall0 + 100_000);
     // Cut off from the start: nothing is collected, however old.
@@ -705,18 +708,7 @@ fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
             f.answer(&push, answer);
         }
         f.run(pace.round_every);
-        let sent = std::mem::take(&mut *f.storage.0.lock().unwrap());
-        let cutoffs = sent
-            .into_iter()
-            .filter_map(|m| match m {
-                StorageMsg::Purge {
-                    tombstones_before_ms,
-                    ..
-                } => Some(tombstones_before_ms),
-                _ => None,
-            })
-            .collect();
-        (cutoffs, f)
+        (f.purge_cutoffs(), f)
     };
     // Taken: the round is whole, and tombstones older than its beginning may go.
     let (taken, _) = round(Some(SyncResponse::Accepted));
