@@ -3,7 +3,7 @@
 //!
 //! A `tracing` layer picks the production code's own log events (by message, see [`REPORTED`])
 //! out of every node's log and appends them to the trace of the run on the current thread, named
-//! by the node that logged them (`t=812ms node-2 member down node_id=node-3 left=false`). madsim
+//! by the node that logged them (`t=812ms node-2 member down node_id=node-3 generation=1 left=false`). madsim
 //! runs a simulation on the thread that started it, so the trace is per thread ([`follow`]); the
 //! events are emitted in the simulation's deterministic order, so the lines replay with the seed.
 //! The same subscriber prints every node's log when `RUST_LOG` is set ([`install`]).

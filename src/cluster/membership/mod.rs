@@ -565,7 +565,7 @@ impl MembershipActor {
                 let seen = self.seen.entry(id.addr).or_default();
                 seen.down_since = Some(now);
                 let left = seen.left_generation == Some(id.generation);
-                tracing::info!(node_id = %id.node_id, addr = %id.addr, left, "member down");
+                tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, left, "member down");
                 self.resize();
             }
             OwnedNotification::Rename(old, new) => {
