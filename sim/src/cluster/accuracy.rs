@@ -1,12 +1,14 @@
-//! The failure detector's accuracy: a node that no fault touched is never declared down by
-//! another node that no fault touched, unless a node that was cut off at the time (or had been
-//! until less than [`REFUTE_TIME`] before), or any node during datagram loss, declared that
-//! generation of it down first (SWIM spreads a verdict; foca's is final for that generation).
-//! Partitions, crashes, leaves, pauses and power cuts may take a node out of the cluster, and a
-//! node they cut off may declare anyone down; a clock skew or drift, a TCP stall (gossip is
-//! UDP), another node's trouble, or suspicions a node formed while cut off and kept after it came
-//! back must not. Datagram loss can legitimately fail every probe of a healthy node, so verdicts
-//! during loss and for a while after it are excused.
+//! The failure detector's accuracy: no generation of a node is declared down while nothing
+//! excuses it. SWIM spreads a verdict and foca's is final for a generation, so only the first
+//! verdict on each (node, generation) is judged; the others take it up. It is excused when the
+//! node declaring was cut off at the time (isolated, on a one-way cut or paused, or had been
+//! until less than [`REFUTE_TIME`] before: its suspicions formed while cut off may run out
+//! before the suspect can refute them), when the node declared down was away (cut off or paused
+//! until less than [`REFUTE_TIME`] before; crashed, powered off or gone after a graceful leave
+//! until less than the loss tail before), or during datagram loss and its tail (loss can fail
+//! every probe of a healthy node). Every other verdict is a false positive: a clock skew or
+//! drift, a TCP stall (gossip is UDP), another node's trouble, or an old fault must not kill
+//! anyone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,52 +16,41 @@ use kvs::cluster::membership::{swim_config, PROBE_PERIOD};
 
 use super::scenario::Fault;
 
-/// How long after a node's cut ends a suspicion it formed while cut off may still run out before
-/// the suspect could refute it: the node must first hear the suspect (within a probe period, as
-/// a node probes a member at least every period) and tell it (`membership::Suspected`, sent at
-/// once on hearing), and the refutation must come back within another.
+/// How long after a node's cut ends a suspicion formed across it may still run out before the
+/// suspect could refute it: the suspecting node must first hear the suspect (within a probe
+/// period, as a node probes a member at least every period) and tell it
+/// (`membership::Suspected`, sent at once on hearing), and the refutation must come back within
+/// another.
 const REFUTE_TIME: u64 = 2 * PROBE_PERIOD.as_millis() as u64;
 
-/// How long after datagram loss stops a member may still be declared down for it, in a cluster
-/// of `nodes`: a probe that failed in the last moment of the loss starts a suspicion up to a
-/// probe period later, and it runs out after the suspicion timeout unless refuted before; a
-/// node that learns the suspicion by gossip starts its own timer when it hears it, up to a
-/// couple of probe periods later still.
+/// How long after datagram loss stops (or a node stopped for good) a member may still be
+/// declared down for it, in a cluster of `nodes`: a probe that failed in the last moment starts
+/// a suspicion up to a probe period later, and it runs out after the suspicion timeout unless
+/// refuted before; a node that learns the suspicion by gossip starts its own timer when it
+/// hears it, up to a couple of probe periods later still.
 fn loss_tail_ms(nodes: u32) -> u64 {
     let suspicion = swim_config(nodes).suspect_to_down_after;
     (3 * PROBE_PERIOD + suspicion).as_millis() as u64
 }
 
-/// Every `member down` among a run's timeline `lines` (not a graceful leave) in a cluster of
-/// `nodes` where neither the node declared down nor the node declaring it was touched by the
-/// `applied` faults (each with the time it was applied, in the lines' milliseconds), the verdict
-/// did not come in or soon after datagram loss, and no node cut off at the time (or any node
-/// during loss) had declared that node down before.
+/// The first `member down` of each (node, generation) among a run's timeline `lines` (not a
+/// graceful leave) in a cluster of `nodes` that nothing in the `applied` faults (each with the
+/// time it was applied, in the lines' milliseconds) excuses.
 pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String], nodes: u32) -> Vec<String> {
     let tail = loss_tail_ms(nodes);
-    let lossy = loss_windows(applied);
-    let lossy_at = |t: u64| {
-        lossy
-            .iter()
-            .any(|&(from, to)| from <= t && t <= to.saturating_add(tail))
+    let lossy = loss_windows(applied, tail);
+    let cut_off = away_windows(applied, tail, &[Away::Cut, Away::Paused]);
+    let away = away_windows(
+        applied,
+        tail,
+        &[Away::Cut, Away::Paused, Away::Off, Away::Left],
+    );
+    let within = |windows: &BTreeMap<String, Vec<(u64, u64)>>, node: &str, t: u64| {
+        windows
+            .get(node)
+            .is_some_and(|w| w.iter().any(|&(from, to)| from <= t && t <= to))
     };
-    let touched: BTreeSet<String> = applied
-        .iter()
-        .filter(|(_, f)| f.cuts_off_membership())
-        .flat_map(|(_, f)| f.nodes())
-        .map(|n| format!("node-{n}"))
-        .collect();
-    let windows = cut_off_windows(applied);
-    let cut_off_at = |node: &str, t: u64| {
-        windows.get(node).is_some_and(|w| {
-            w.iter()
-                .any(|&(from, to)| from <= t && t <= to.saturating_add(REFUTE_TIME))
-        })
-    };
-    // Generations of nodes that a node cut off (or any node during loss) declared down: foca's
-    // verdict is final for a generation, so everyone else may take it up, however late the
-    // gossip reaches them (even after the node rejoined under its next generation).
-    let mut condemned: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut judged: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut found = Vec::new();
     for line in lines {
         if !line.contains(" member down node_id=") {
@@ -70,17 +61,17 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String], nodes: u32
             found.push(format!("accuracy check: cannot read `{line}`"));
             continue;
         };
-        if down.left {
+        if down.left || !judged.insert((down.node.to_owned(), down.generation)) {
             continue;
         }
-        let verdict = (down.node.to_owned(), down.generation);
-        if cut_off_at(down.by, down.t) || lossy_at(down.t) {
-            condemned.insert(verdict.clone());
-        }
-        let untouched = |n: &str| !touched.contains(n);
-        if untouched(down.by) && untouched(down.node) && !condemned.contains(&verdict) {
+        let excused = lossy
+            .iter()
+            .any(|&(from, to)| from <= down.t && down.t <= to)
+            || within(&cut_off, down.by, down.t)
+            || within(&away, down.node, down.t);
+        if !excused {
             found.push(format!(
-                "false positive: {} declared {} down, and no fault touched either ({line})",
+                "false positive: {} declared {} down, and no fault excuses it ({line})",
                 down.by, down.node
             ));
         }
@@ -124,9 +115,9 @@ impl<'a> MemberDown<'a> {
     }
 }
 
-/// When datagrams were being lost (on every link): from a loss until a heal or a loss of 0
-/// (to the end of the run if neither came).
-fn loss_windows(applied: &[(u64, Fault)]) -> Vec<(u64, u64)> {
+/// When datagrams were being lost (on every link), with `tail` after: from a loss until a heal
+/// or a loss of 0 (to the end of the run if neither came).
+fn loss_windows(applied: &[(u64, Fault)], tail: u64) -> Vec<(u64, u64)> {
     let mut windows = Vec::new();
     let mut open: Option<u64> = None;
     for (t, fault) in applied {
@@ -136,7 +127,7 @@ fn loss_windows(applied: &[(u64, Fault)]) -> Vec<(u64, u64)> {
             }
             Fault::Loss(_) | Fault::Heal => {
                 if let Some(from) = open.take() {
-                    windows.push((from, *t));
+                    windows.push((from, t.saturating_add(tail)));
                 }
             }
             _ => {}
@@ -146,47 +137,96 @@ fn loss_windows(applied: &[(u64, Fault)]) -> Vec<(u64, u64)> {
     windows
 }
 
-/// When each node could hear only part of the cluster, or nothing: from an isolation or a one-way
-/// cut until the next heal, from a pause until its resume (to the end of the run if never); each
-/// kind closed only by its own undo. (A crash, reboot or power cut leaves no suspicions behind:
-/// the node starts over.)
-fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>> {
+/// Why a node is away from the cluster, as far as verdicts on it or by it go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Away {
+    /// Isolated or on a one-way cut, until the next heal.
+    Cut,
+    /// Paused, until resumed.
+    Paused,
+    /// Powered off until powered on, or crashed or rebooted (its old generation is gone).
+    Off,
+    /// Gone after a graceful leave, until it boots again.
+    Left,
+}
+
+/// When each node was away for one of the `wanted` reasons, each window stretched by the time
+/// a verdict may still follow once the node is back: [`REFUTE_TIME`] for a cut or a pause (the
+/// node is alive and can refute), the loss `tail` for the others (its old generation is
+/// suspected, then declared down, as a silent node is). A window not closed by its own undo
+/// lasts to the end of the run.
+fn away_windows(
+    applied: &[(u64, Fault)],
+    tail: u64,
+    wanted: &[Away],
+) -> BTreeMap<String, Vec<(u64, u64)>> {
     let mut windows: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    // Open windows by (node, paused).
-    let mut open: BTreeMap<(u64, bool), u64> = BTreeMap::new();
-    let mut close = |n: u64, from: u64, to: u64| {
-        windows
-            .entry(format!("node-{n}"))
-            .or_default()
-            .push((from, to));
+    let mut push = |n: u64, away: Away, from: u64, to: u64| {
+        if wanted.contains(&away) {
+            let grace = match away {
+                Away::Cut | Away::Paused => REFUTE_TIME,
+                Away::Off | Away::Left => tail,
+            };
+            windows
+                .entry(format!("node-{n}"))
+                .or_default()
+                .push((from, to.saturating_add(grace)));
+        }
     };
-    for (t, fault) in applied {
-        match fault {
+    let mut open: BTreeMap<(u64, Away), u64> = BTreeMap::new();
+    for &(t, ref fault) in applied {
+        let mut close = |n: u64, away: Away| open.remove(&(n, away)).map(|from| (n, away, from));
+        let closed: Vec<(u64, Away, u64)> = match *fault {
+            Fault::Pause(n) => {
+                open.entry((n, Away::Paused)).or_insert(t);
+                vec![]
+            }
+            Fault::PowerOff(n) => {
+                open.entry((n, Away::Off)).or_insert(t);
+                vec![]
+            }
+            Fault::Leave(n) => {
+                open.entry((n, Away::Left)).or_insert(t);
+                vec![]
+            }
+            Fault::Resume(n) => close(n, Away::Paused).into_iter().collect(),
+            Fault::PowerOn(n) => [close(n, Away::Off), close(n, Away::Left)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Fault::Crash(n) | Fault::Reboot(n) => close(n, Away::Left)
+                .into_iter()
+                .chain([(n, Away::Off, t)])
+                .collect(),
             Fault::Isolate(_) | Fault::OneWay { .. } => {
                 for n in fault.nodes() {
-                    open.entry((n, false)).or_insert(*t);
+                    open.entry((n, Away::Cut)).or_insert(t);
                 }
-            }
-            Fault::Pause(n) => {
-                open.entry((*n, true)).or_insert(*t);
-            }
-            Fault::Resume(n) => {
-                if let Some(from) = open.remove(&(*n, true)) {
-                    close(*n, from, *t);
-                }
+                vec![]
             }
             Fault::Heal => {
-                let cuts: Vec<(u64, bool)> = open.keys().filter(|(_, p)| !p).copied().collect();
-                for key in cuts {
-                    let from = open.remove(&key).expect("listed above");
-                    close(key.0, from, *t);
-                }
+                let cuts: Vec<(u64, Away)> = open
+                    .keys()
+                    .filter(|(_, away)| *away == Away::Cut)
+                    .copied()
+                    .collect();
+                cuts.into_iter()
+                    .filter_map(|(n, away)| open.remove(&(n, away)).map(|from| (n, away, from)))
+                    .collect()
             }
-            _ => {}
+            Fault::Loss(_)
+            | Fault::Skew { .. }
+            | Fault::Drift { .. }
+            | Fault::TcpStall(_)
+            | Fault::TcpResume(_)
+            | Fault::Join(_) => vec![],
+        };
+        for (n, away, from) in closed {
+            push(n, away, from, t);
         }
     }
-    for ((n, _), from) in open {
-        close(n, from, u64::MAX);
+    for ((n, away), from) in open {
+        push(n, away, from, u64::MAX);
     }
     windows
 }
@@ -195,12 +235,15 @@ fn cut_off_windows(applied: &[(u64, Fault)]) -> BTreeMap<String, Vec<(u64, u64)>
 mod tests {
     use super::*;
 
-    fn lines(lines: &[&str]) -> Vec<String> {
-        lines.iter().map(|l| l.to_string()).collect()
+    fn down(t: u64, by: u8, down: u8, generation: u64) -> String {
+        format!(
+            "t={t}ms node-{by} member down node_id=node-{down} generation={generation} left=false"
+        )
     }
 
     #[test]
-    fn a_down_between_untouched_nodes_is_a_false_positive_unless_a_cut_off_node_said_it_first() {
+    fn only_a_verdict_no_fault_excuses_is_a_false_positive_and_only_the_first_on_a_generation_is_judged(
+    ) {
         let applied = [
             (100, Fault::Isolate(vec![4])),
             (
@@ -215,73 +258,113 @@ mod tests {
         ];
         let found = false_downs(
             &applied,
-            &lines(&[
-                // Isolated node 4 declares node 3 down while cut off: node 1 may follow.
-                "t=800ms node-4 member down node_id=node-3 generation=1 left=false",
-                "t=900ms node-1 member down node_id=node-3 generation=1 left=false",
-                // Well after the heal, node 4's verdict on node 2 is its own mistake, and
-                // node 1 following it is a false positive.
-                "t=3000ms node-4 member down node_id=node-2 generation=1 left=false",
-                "t=3005ms node-1 member down node_id=node-2 generation=1 left=false",
-                // Anyone may declare node 4 down, and a graceful leave is no verdict.
-                "t=3010ms node-1 member down node_id=node-4 generation=1 left=false",
-                "t=3020ms node-3 member down node_id=node-1 generation=1 left=true",
-            ]),
+            &[
+                // Isolated node 4 declares node 3 down while cut off: node 1 may take it up.
+                down(800, 4, 3, 1),
+                down(900, 1, 3, 1),
+                // Anyone may declare node 4 down while it is cut off, or soon after.
+                down(1_500, 1, 4, 1),
+                // Well after the heal, node 4's verdict on node 2 is its own mistake (node 1
+                // taking it up is not judged again).
+                down(3_000, 4, 2, 1),
+                down(3_005, 1, 2, 1),
+                // A skew or a TCP stall excuses nothing.
+                down(3_100, 3, 1, 1),
+                // Neither does an old cut.
+                down(5_000, 3, 4, 2),
+                // A graceful leave is no verdict.
+                "t=3020ms node-3 member down node_id=node-1 generation=1 left=true".to_owned(),
+            ],
             4,
         );
-        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found.len(), 3, "{found:?}");
         assert!(
-            found[0].contains("node-1 declared node-2 down"),
+            found[0].contains("node-4 declared node-2 down"),
             "{found:?}"
         );
+        assert!(
+            found[1].contains("node-3 declared node-1 down"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].contains("node-3 declared node-4 down"),
+            "{found:?}"
+        );
+
         // A heal does not end a pause; a resume does.
         let paused = [
             (0, Fault::Pause(4)),
             (10, Fault::Heal),
             (5_000, Fault::Resume(4)),
         ];
-        let during = lines(&[
-            "t=4000ms node-4 member down node_id=node-3 generation=1 left=false",
-            "t=4100ms node-1 member down node_id=node-3 generation=1 left=false",
-        ]);
-        assert!(false_downs(&paused, &during, 4).is_empty());
+        let found = false_downs(
+            &paused,
+            &[
+                down(4_000, 4, 3, 1),
+                down(5_500, 1, 4, 1),
+                down(6_100, 1, 4, 2),
+            ],
+            4,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("t=6100ms"), "{found:?}");
+
         // The verdict on a generation may reach a node after that node already saw the next
-        // generation (seed 507988239 of bootstrap_past_grace), but a verdict on the next
+        // generation (seed 507988239 of bootstrap_past_grace); a verdict on the next
         // generation is judged afresh.
-        let back = lines(&[
-            "t=4000ms node-4 member down node_id=node-3 generation=1 left=false",
-            "t=4010ms node-4 member up node_id=node-3 generation=2",
-            "t=4012ms node-1 member down node_id=node-3 generation=1 left=false",
-            "t=9000ms node-1 member down node_id=node-3 generation=2 left=false",
-        ]);
+        let back = [
+            down(4_000, 4, 3, 1),
+            "t=4010ms node-4 member up node_id=node-3 generation=2".to_owned(),
+            down(4_012, 1, 3, 1),
+            down(9_000, 1, 3, 2),
+        ];
         let found = false_downs(&paused, &back, 4);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("generation=2"), "{found:?}");
-        // A line the check cannot read is reported, not skipped.
-        let changed = lines(&["t=1ms node-1 member down node_id=node-2 reason=x"]);
-        assert_eq!(false_downs(&[], &changed, 4).len(), 1);
-        // A verdict during datagram loss, or within the loss's tail after it stopped, is excused
-        // (and others may take it up); one after the tail is not.
+
+        // A node crashed, rebooted, powered off or gone may be declared down until a loss tail
+        // after it is back.
         let tail = loss_tail_ms(4);
         assert_eq!(tail, 4_000, "three probe periods and 2.5 s of suspicion");
+        let crashed = [(1_000, Fault::Crash(2))];
+        assert!(false_downs(&crashed, &[down(1_000 + tail, 1, 2, 1)], 4).is_empty());
+        assert_eq!(
+            false_downs(&crashed, &[down(1_001 + tail, 1, 2, 1)], 4).len(),
+            1
+        );
+        assert_eq!(false_downs(&crashed, &[down(999, 1, 2, 1)], 4).len(), 1);
+        let off = [(0, Fault::PowerOff(2)), (10_000, Fault::PowerOn(2))];
+        assert!(false_downs(&off, &[down(9_000, 1, 2, 1)], 4).is_empty());
+        assert_eq!(
+            false_downs(&off, &[down(10_001 + tail, 1, 2, 2)], 4).len(),
+            1
+        );
+        let gone = [(0, Fault::Leave(3))];
+        assert!(false_downs(&gone, &[down(50_000, 1, 3, 1)], 4).is_empty());
+        let back = [(0, Fault::Leave(3)), (100, Fault::Reboot(3))];
+        assert_eq!(false_downs(&back, &[down(101 + tail, 1, 3, 2)], 4).len(), 1);
+
+        // A line the check cannot read is reported, not skipped.
+        let changed = ["t=1ms node-1 member down node_id=node-2 reason=x".to_owned()];
+        assert_eq!(false_downs(&[], &changed, 4).len(), 1);
+
+        // A verdict during datagram loss, or within the loss's tail after it stopped, is excused
+        // (and others may take it up); one after the tail is not.
         let lossy = [
             (1_000, Fault::Loss(0.2)),
             (2_000, Fault::Loss(0.3)),
             (5_000, Fault::Heal),
         ];
-        let down = |t: u64, by: u8, down: u8| {
-            format!("t={t}ms node-{by} member down node_id=node-{down} generation=1 left=false")
-        };
-        let at = |t| false_downs(&lossy, &[down(t, 1, 2)], 4);
+        let at = |t| false_downs(&lossy, &[down(t, 1, 2, 1)], 4);
         assert_eq!(at(999).len(), 1, "before the loss");
         assert!(at(1_000).is_empty() && at(5_000 + tail).is_empty());
         assert_eq!(at(5_001 + tail).len(), 1, "after the tail");
-        let taken_up = [down(4_000, 1, 2), down(9_000, 3, 2)];
+        let taken_up = [down(4_000, 1, 2, 1), down(9_000, 3, 2, 1)];
         assert!(false_downs(&lossy, &taken_up, 4).is_empty());
         // Loss never stopped: everything after it began is excused; a loss of 0 stops it.
         let endless = [(1_000, Fault::Loss(0.2))];
-        assert!(false_downs(&endless, &[down(60_000, 1, 2)], 4).is_empty());
+        assert!(false_downs(&endless, &[down(60_000, 1, 2, 1)], 4).is_empty());
         let stopped = [(1_000, Fault::Loss(0.2)), (2_000, Fault::Loss(0.0))];
-        assert_eq!(false_downs(&stopped, &[down(60_000, 1, 2)], 4).len(), 1);
+        assert_eq!(false_downs(&stopped, &[down(60_000, 1, 2, 1)], 4).len(), 1);
     }
 }

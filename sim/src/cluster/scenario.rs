@@ -340,30 +340,6 @@ pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
 }
 
 impl Fault {
-    /// Whether it may take its nodes out of the membership, as others see them or as they see
-    /// others (the failure detector's accuracy check, `accuracy`). A clock skew or drift, a TCP
-    /// stall (gossip is UDP) or datagram loss (judged apart) does not.
-    pub fn cuts_off_membership(&self) -> bool {
-        match self {
-            Fault::Isolate(_)
-            | Fault::OneWay { .. }
-            | Fault::Crash(_)
-            | Fault::Leave(_)
-            | Fault::Reboot(_)
-            | Fault::Pause(_)
-            | Fault::Resume(_)
-            | Fault::PowerOff(_)
-            | Fault::PowerOn(_) => true,
-            Fault::TcpStall(_)
-            | Fault::TcpResume(_)
-            | Fault::Skew { .. }
-            | Fault::Drift { .. }
-            | Fault::Join(_)
-            | Fault::Loss(_)
-            | Fault::Heal => false,
-        }
-    }
-
     /// The nodes it strikes (a joining node is not struck: it starts).
     pub fn nodes(&self) -> Vec<u64> {
         match self {
