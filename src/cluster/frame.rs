@@ -22,8 +22,9 @@ use crate::storage::{Horizon, Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 /// The first bytes of a frame connection: what tells it apart from HTTP on the shared port.
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
 /// The frame format this build speaks (2: versions carry conflict decisions, votes; 3: segment
-/// lists carry the purge watermark; 4: branches and segment lists carry the whole horizon).
-pub const VERSION: u8 = 4;
+/// lists carry the purge watermark; 4: branches and segment lists carry the whole horizon; 5:
+/// anti-entropy rounds end with a durability barrier).
+pub const VERSION: u8 = 5;
 /// Bytes of the connection nonce.
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the hello: magic, version, nonce.
@@ -87,6 +88,10 @@ pub enum SyncRequest {
         /// Key path of the cursor.
         after_path: String,
     },
+    /// The end of a whole anti-entropy round: answered [`SyncResponse::Synced`] only once the
+    /// receiver synced every record it took before this request, so that the asker may collect
+    /// the deletes the receiver now holds.
+    Barrier,
 }
 
 impl SyncRequest {
@@ -101,6 +106,7 @@ impl SyncRequest {
             SyncRequest::Fetch { .. } => "fetch",
             SyncRequest::Versions { .. } => "versions",
             SyncRequest::Since { .. } => "since",
+            SyncRequest::Barrier => "barrier",
         }
     }
 }
@@ -130,6 +136,8 @@ pub enum SyncResponse {
     Page(Vec<(String, Record)>),
     /// For each key asked, in order, the version this node holds (`None`: none).
     Versions(Vec<Option<Version>>),
+    /// Every record this node took before the [`SyncRequest::Barrier`] is synced to its disk.
+    Synced,
 }
 
 /// The answer to [`SyncRequest::Segments`].

@@ -93,6 +93,9 @@ pub enum StorageMsg {
     /// The writer's own timer: sync the peers' records logged unsynced
     /// ([`PEER_RECORDS_SYNC_DELAY`]).
     SyncLog,
+    /// A durability barrier (a peer's anti-entropy round ends with one): answered once every
+    /// write that came before it is logged and synced, or with the error that stopped storage.
+    Barrier(Reply<WriteResult<()>>),
     /// Garbage collection (the sync actor sends it after every anti-entropy round): remove the
     /// tombstones stamped before `tombstones_before_ms` (now less `tombstone_grace`), at most
     /// [`PURGE_KEYS_MAX`] of them, and the `forget` records (each only if still at that version).
@@ -585,6 +588,19 @@ impl Actor for StorageActor {
                 self.purge_queued = false;
                 self.tombstones_before_ms = self.tombstones_before_ms.max(tombstones_before_ms);
                 self.purge(ctx, forget);
+                return self.decide(ctx);
+            }
+            StorageMsg::Barrier(reply) => {
+                // Everything before the barrier is pending or logged: commit it, sync it.
+                self.flush(ctx);
+                self.sync_log(ctx);
+                match &self.failure {
+                    None => {
+                        assert!(self.pending.is_empty() && self.wal.is_synced());
+                        reply.send(Ok(()));
+                    }
+                    Some(failure) => reply.send(Err(failure.clone())),
+                }
                 return self.decide(ctx);
             }
             StorageMsg::Horizon(change) => {

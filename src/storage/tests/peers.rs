@@ -166,6 +166,22 @@ fn peers_records_are_visible_at_once_and_synced_soon_after_or_before_a_client_is
         })),
     );
     assert_eq!(syncs(), at_open + 4);
+    // A durability barrier (the end of a peer's anti-entropy round) is answered only once every
+    // record before it is logged and synced, even one still waiting for its batch.
+    let (msg, _) = apply("p7", remote(T0 + 1, 7, Some("1")));
+    ctx.backlog = 1;
+    actor.handle(&mut ctx, msg);
+    let (reply, rx) = reply_channel();
+    ctx.backlog = 0;
+    actor.handle(&mut ctx, StorageMsg::Barrier(reply));
+    answered(rx).unwrap();
+    assert_eq!(syncs(), at_open + 5);
+    assert!(data(&store, "p7").is_some());
+    // With nothing unsynced, a barrier costs no sync.
+    let (reply, rx) = reply_channel();
+    actor.handle(&mut ctx, StorageMsg::Barrier(reply));
+    answered(rx).unwrap();
+    assert_eq!(syncs(), at_open + 5);
 }
 
 #[test]

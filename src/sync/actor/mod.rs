@@ -27,7 +27,9 @@ use crate::api::{KeyPath, Mode, SharedMode};
 use crate::cluster::frame::{SyncRequest, SyncResponse, PUSH_BYTES_MAX};
 use crate::limits::{NODE_ID_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::seam::{reply_channel, Actor, Addr, Context, Reply, SendError};
-use crate::storage::{Horizon, HorizonChange, Record, StorageMsg, StorageReader, Version, Write};
+use crate::storage::{
+    Horizon, HorizonChange, Record, StorageMsg, StorageReader, Version, Write, WriteResult,
+};
 
 use super::repair::{self, FETCH_KEYS_MAX, SEGMENTS_PER_ROUND_MAX};
 use super::{Pace, PeerAnswer, PeerLink, SyncCounters, TransportError};
@@ -109,6 +111,8 @@ enum Stage {
     Fetch,
     /// Everything compared and fetched; waiting for the peer to take the round's pushes.
     Pushes,
+    /// Waiting for the peer to sync what it took ([`SyncRequest::Barrier`]).
+    Barrier,
 }
 
 /// What a round does after an answer.
@@ -317,7 +321,7 @@ impl Actor for SyncActor {
                 reply,
             } => {
                 let wall_ms = ctx.clock().wall_ms();
-                reply.send(self.serve(wall_ms, from, request));
+                self.serve(wall_ms, from, request, reply);
             }
             SyncMsg::Answer(PeerAnswer { id, result }) => self.answered(ctx, id, result),
             SyncMsg::Tick => {

@@ -171,6 +171,10 @@ impl SyncActor {
                     }
                 }
             }
+            (Stage::Barrier, Ok(SyncResponse::Synced)) => {
+                self.round_whole();
+                return self.end_round(now);
+            }
             (Stage::Fetch, Ok(SyncResponse::Records(records))) => {
                 round.whole &= records.len() == asking;
                 let count = records.len() as u64;
@@ -190,10 +194,8 @@ impl SyncActor {
             Step::Next(stage, request, delay, asking) => (stage, request, delay, asking),
             Step::Done => {
                 let round = self.round.as_mut().expect("a round in progress");
-                // A round already not whole has nothing to wait for.
                 if round.pushes.is_empty() || !round.whole {
-                    self.round_whole();
-                    return self.end_round(now);
+                    return self.barrier(now);
                 }
                 round.stage = Stage::Pushes;
                 round.waiting_since = Some(now);
@@ -224,14 +226,30 @@ impl SyncActor {
         }
         round.whole &= accepted;
         if round.stage == Stage::Pushes && round.pushes.is_empty() {
-            self.round_whole();
-            self.end_round(now);
+            self.barrier(now);
         }
     }
 
-    /// The round ended with nothing left over: this node holds what the peer held when the round
-    /// began, so it may vouch for what the peer vouches for, and collect tombstones older than
-    /// that moment.
+    /// Everything compared, fetched and pushed: a whole round asks the peer to sync what it
+    /// took (a record it acknowledged but lost in a power cut must not have let this node
+    /// collect the delete it was); a round already not whole has nothing to wait for and ends.
+    fn barrier(&mut self, now: Duration) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        if !round.whole {
+            return self.end_round(now);
+        }
+        round.stage = Stage::Barrier;
+        round.waiting_since = None;
+        round.next = Some((now, SyncRequest::Barrier));
+        self.send_due(now);
+    }
+
+    /// The round ended with nothing left over, and the peer synced what it took: this node holds
+    /// what the peer held when the round began, and the peer durably holds what this node held,
+    /// so it may vouch for what the peer vouches for, and collect tombstones older than that
+    /// moment.
     pub(super) fn round_whole(&mut self) {
         let Some(round) = &self.round else {
             return;

@@ -4,16 +4,26 @@
 use super::*;
 
 impl SyncActor {
-    /// Answers a peer's request.
+    /// Answers a peer's request through `reply`: at once, or, for a barrier, once storage
+    /// synced everything handed to it before.
     pub(super) fn serve(
         &mut self,
         wall_ms: u64,
         from: SocketAddr,
         request: SyncRequest,
-    ) -> SyncResponse {
+        reply: Reply<SyncResponse>,
+    ) {
         let answer = match request {
-            SyncRequest::Push { records } => {
-                return self.receive(wall_ms, from, records, Via::Push)
+            SyncRequest::Push { records } => Ok(self.receive(wall_ms, from, records, Via::Push)),
+            SyncRequest::Barrier => {
+                // Behind every record this actor handed to storage, in the same mailbox.
+                let synced = reply.map(|done: WriteResult<()>| match done {
+                    Ok(()) => SyncResponse::Synced,
+                    Err(_) => SyncResponse::Busy,
+                });
+                // A full mailbox drops the reply: the asker hears `Busy`.
+                let _ = self.storage.send(StorageMsg::Barrier(synced));
+                return;
             }
             SyncRequest::Branches => Ok(repair::answer_branches(&self.reader)),
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
@@ -25,10 +35,10 @@ impl SyncActor {
                 after_path,
             } => repair::answer_since(&self.reader, after_ms, &after_path),
         };
-        answer.unwrap_or_else(|e| {
+        reply.send(answer.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "anti-entropy: answering a peer");
             SyncResponse::Busy
-        })
+        }))
     }
 
     /// Hands a peer's records to storage; `Busy` if storage cannot take them now. Pushed records

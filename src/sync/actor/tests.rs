@@ -6,7 +6,7 @@ use super::*;
 use crate::cluster::frame::SegmentLists;
 use crate::seam::testing::TestContext;
 use crate::seam::{Clock, Mailbox};
-use crate::storage::{Horizon, HorizonChange, Version};
+use crate::storage::{Horizon, HorizonChange, Version, WriteError};
 use crate::sync::{PeerRequest, BRANCHES, LEAVES_PER_BRANCH};
 use push::chunks;
 
@@ -319,6 +319,42 @@ fn a_peers_records_are_validated_and_handed_to_storage() {
 }
 
 #[test]
+fn a_barrier_is_answered_once_storage_synced_what_came_before_it() {
+    let barrier = |done: Option<WriteResult<()>>| {
+        let mut f = fixture(None);
+        let (reply, _) = reply_channel();
+        f.handle(SyncMsg::Request {
+            from: peer(2),
+            request: SyncRequest::Push {
+                records: vec![("k".into(), record("1"))],
+            },
+            reply,
+        });
+        let (reply, mut answer) = reply_channel();
+        f.handle(SyncMsg::Request {
+            from: peer(2),
+            request: SyncRequest::Barrier,
+            reply,
+        });
+        assert_eq!(answer.try_recv(), Ok(None), "not before storage answers");
+        let mut storage = f.storage.0.lock().unwrap();
+        assert!(matches!(storage[0], StorageMsg::Write(Write::Apply { .. })));
+        let Some(StorageMsg::Barrier(synced)) = storage.pop() else {
+            panic!("a barrier behind the record");
+        };
+        match done {
+            Some(done) => synced.send(done),
+            None => drop(synced),
+        }
+        answer.try_recv()
+    };
+    assert_eq!(barrier(Some(Ok(()))), Ok(Some(SyncResponse::Synced)));
+    let failed = Err(WriteError::TooLarge { size_bytes: 1 });
+    assert_eq!(barrier(Some(failed)), Ok(Some(SyncResponse::Busy)));
+    assert!(barrier(None).is_err(), "dropped: the glue answers Busy");
+}
+
+#[test]
 fn a_record_stamped_far_in_the_future_is_refused_as_skewed() {
     let mut f = fixture(None);
     let mut future = record("1");
@@ -482,7 +518,20 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
         },
     );
     assert_eq!(f.counters.rounds_in_agreement.get(), 1);
-    // Holding the same keys, this node may vouch for what the peer vouches for.
+    // Holding the same keys, this node may vouch for what the peer vouches for, once the peer
+    // synced them.
+    let barrier = f.one_sent();
+    assert_eq!(barrier.request, SyncRequest::Barrier);
+    assert!(
+        !f.storage
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, StorageMsg::Horizon(_))),
+        "not before the peer synced"
+    );
+    f.answer(&barrier, SyncResponse::Synced);
     assert!(
         f.storage.0.lock().unwrap().iter().any(|m| matches!(
             m,
@@ -632,7 +681,13 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
             horizon: Horizon::FOUNDER,
         },
     );
+    // Not until the peer synced what it holds (a durability barrier).
+    let barrier = f.one_sent();
+    assert_eq!(barrier.request, SyncRequest::Barrier);
     cutoffs(&f);
+    f.run(pace.round_every);
+    assert_eq!(cutoffs(&f), [0]);
+    f.answer(&barrier, SyncResponse::Synced);
     f.run(pace.round_every);
     // 200 s after the round, tombstones older than 60 s would do, but only those older than the
     // round's beginning go.
@@ -645,7 +700,7 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
 }
 
 #[test]
-fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
+fn a_round_is_whole_only_once_the_peer_took_its_pushes_and_synced_them() {
     let pace = Pace {
         round_every: Duration::from_secs(2),
         catchup_every: Duration::from_secs(2),
@@ -653,8 +708,11 @@ fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
     };
     let grace = Duration::from_secs(60);
     // Answers the pushed round's requests as a peer holding `k` older than this node does, and
-    // answers its push with `push_answer` (none: left unanswered); the purge cutoffs that follow.
-    let round = |push_answer: Option<SyncResponse>| -> (Vec<u64>, Fixture) {
+    // answers its push with `push_answer` and the barrier that follows with `barrier_answer`
+    // (none: left unanswered); the purge cutoffs that follow.
+    let round = |push_answer: Option<SyncResponse>,
+                 barrier_answer: Option<SyncResponse>|
+     -> (Vec<u64>, Fixture) {
         let mut f = paced(pace, None, |actor| actor.tombstone_grace(grace).clustered());
         let wall0 = f.ctx.clock.wall_ms();
         f.ctx.clock.set_wall_ms(wall0 + 100_000);
@@ -704,19 +762,34 @@ fn a_round_that_pushes_is_whole_only_once_the_peer_took_its_pushes() {
         }
         let push = push.expect("the round pushed k");
         f.storage.0.lock().unwrap().clear();
+        let accepted = push_answer == Some(SyncResponse::Accepted);
         if let Some(answer) = push_answer {
             f.answer(&push, answer);
+        }
+        // The barrier comes once the push is taken, not before.
+        let sent = f.sent();
+        if accepted {
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            assert_eq!(sent[0].request, SyncRequest::Barrier);
+            if let Some(answer) = barrier_answer {
+                f.answer(&sent[0], answer);
+            }
+        } else {
+            assert!(sent.is_empty(), "{sent:?}");
         }
         f.run(pace.round_every);
         (f.purge_cutoffs(), f)
     };
-    // Taken: the round is whole, and tombstones older than its beginning may go.
-    let (taken, _) = round(Some(SyncResponse::Accepted));
+    // Taken and synced: the round is whole, and tombstones older than its beginning may go.
+    let (taken, _) = round(Some(SyncResponse::Accepted), Some(SyncResponse::Synced));
     assert_eq!(taken.len(), 1);
     assert!(taken[0] > 0, "{taken:?}");
-    // Refused, or not answered yet: nothing proven, nothing collected.
-    assert_eq!(round(Some(SyncResponse::Busy)).0, [0]);
-    let (unanswered, mut f) = round(None);
+    // Refused, not answered yet, or taken but not synced: nothing proven, nothing collected.
+    assert_eq!(round(Some(SyncResponse::Busy), None).0, [0]);
+    let accepted = Some(SyncResponse::Accepted);
+    assert_eq!(round(accepted.clone(), Some(SyncResponse::Busy)).0, [0]);
+    assert_eq!(round(accepted, None).0, [0]);
+    let (unanswered, mut f) = round(None, None);
     assert_eq!(unanswered, [0]);
     // A push never answered is given up on, and so is the round waiting for it: rounds go on.
     f.sent();
