@@ -145,7 +145,12 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
     let collects = Collects::of(&scenario);
-    let monitor = Monitor::start(nodes.clone(), Arc::clone(&acked), collects.clone());
+    let monitor = Monitor::start(
+        nodes.clone(),
+        Arc::clone(&acked),
+        collects.clone(),
+        trace.clone(),
+    );
     // Decisions listed by nodes before their power cuts, and what reading them found.
     let (mut archived, mut early) = (Vec::new(), Vec::new());
     // The nodes paused or powered off now, and the reboots waiting for each to run again.

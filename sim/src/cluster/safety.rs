@@ -38,10 +38,13 @@ pub(super) struct Monitor {
 }
 
 impl Monitor {
+    /// Checks `nodes` every `MONITOR_EVERY`; violations are stamped with `trace`'s time, as the
+    /// timeline's lines are.
     pub(super) fn start(
         nodes: Vec<Arc<SimNode>>,
         acked: AckLog,
         collects: Option<Collects>,
+        trace: crate::trace::Trace,
     ) -> Monitor {
         let nodes = Arc::new(Mutex::new(nodes));
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -51,7 +54,6 @@ impl Monitor {
             Arc::clone(&violations),
             Arc::clone(&stop),
         );
-        let started = tokio::time::Instant::now();
         let task = tokio::spawn(async move {
             while !halt.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(MONITOR_EVERY).await;
@@ -61,7 +63,7 @@ impl Monitor {
                 let found = unsafe_states(&nodes, &log, collects.as_ref());
                 drop(log);
                 if !found.is_empty() {
-                    let at = started.elapsed().as_millis();
+                    let at = trace.now_ms();
                     let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
                     all.extend(
                         found
@@ -95,8 +97,9 @@ impl Monitor {
 }
 
 /// What garbage collection may take, in a scenario that collects tombstones (README,
-/// "Deletes"): a key whose newest acknowledged operation is a delete may end absent (its
-/// tombstone collected), and so may a write acknowledged by a node the scenario cuts off (by a
+/// "Deletes"): a key whose newest acknowledged operation is a delete, or a write that collided
+/// with an acknowledged delete (same millisecond), may end absent (its tombstone collected), and
+/// so may a write acknowledged by a node the scenario cuts off (by a
 /// partition, a crash, a leave, a pause or a power cut) if a peer collected a newer tombstone before the write could
 /// reach it. Nothing else.
 #[derive(Debug, Clone)]
@@ -151,7 +154,7 @@ pub(super) fn unsafe_states(
             .collect();
         let held = node.heads(mine.iter().map(|(key, _, _)| key.as_str()));
         for ((key, ops, newest), held) in mine.into_iter().zip(held) {
-            let deleted_since = ops.iter().any(|o| o.delete && o.version >= newest.version);
+            let deleted_since = deleted_at_or_after(ops, &newest.version);
             let forgivable =
                 collects.is_some_and(|c| deleted_since || c.cut_off.contains(node.name()));
             match held {
@@ -179,6 +182,16 @@ pub(super) fn unsafe_states(
     out
 }
 
+/// Whether a delete of the key was acknowledged at `version` or later, or at its timestamp: a
+/// delete stamped in the same millisecond as a write collides with it, and may win the vote
+/// (`tombstone_grace` seed 172276071: the write lost to the oldest node's delete, whose tombstone
+/// was then collected). Whether the vote followed KVS's rules is `check_collisions`' to judge.
+fn deleted_at_or_after(ops: &[Acked], version: &Version) -> bool {
+    ops.iter().any(|o| {
+        o.delete && (o.version >= *version || o.version.timestamp_ms == version.timestamp_ms)
+    })
+}
+
 /// The safety invariants on the converged keyspace `finals`: for every key, the final version is
 /// not older than any acknowledged write or delete of it, and a key deleted last ends deleted;
 /// a key may end absent only where tombstone collection excuses it ([`Collects`]).
@@ -195,9 +208,11 @@ pub(super) fn final_losses(
         match finals.get(key.as_str()) {
             // The newest operation a delete, its tombstone collected; or the newest a write
             // a cut-off node took, forgotten (README, "Deletes"; `Collects`).
-            None if collects
-                .as_ref()
-                .is_some_and(|c| newest.delete || c.cut_off.contains(&newest.by)) => {}
+            None if collects.as_ref().is_some_and(|c| {
+                newest.delete
+                    || deleted_at_or_after(ops, &newest.version)
+                    || c.cut_off.contains(&newest.by)
+            }) => {}
             None => violations.push(format!(
                 "lost write: {key} acknowledged by {} at {:?}, absent everywhere",
                 newest.by, newest.version

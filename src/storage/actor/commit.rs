@@ -53,11 +53,24 @@ impl StorageActor {
                     self.purges.records_obsolete.inc();
                 }
                 outcomes.push(Outcome::Apply(applied));
-                if applied == Applied::Collision {
-                    self.collisions.push(Collision {
-                        path: path.to_owned(),
-                        timestamp_ms: record.version.timestamp_ms,
-                    });
+                match applied {
+                    Applied::Collision => {
+                        self.collisions.push(Collision {
+                            path: path.to_owned(),
+                            timestamp_ms: stamped,
+                        });
+                        contest(
+                            &mut self.contested,
+                            &mut self.contested_untracked,
+                            path,
+                            stamped,
+                        );
+                    }
+                    // This node's version carries the decision: the vote is over.
+                    Applied::LostCollision => {
+                        self.contested.remove(path);
+                    }
+                    _ => {}
                 }
                 if matches!(applied, Applied::Stored | Applied::WonCollision) {
                     if let Some(c) = &current {
@@ -124,6 +137,19 @@ impl StorageActor {
                 tree.replace(path, old.as_ref(), &record.version);
             }
             drop(tree);
+            // A decided version, or a newer one, ends a key's contest.
+            if !self.contested.is_empty() {
+                for (path, record) in &logged {
+                    let v = &record.version;
+                    if self
+                        .contested
+                        .get(path)
+                        .is_some_and(|&t| v.timestamp_ms > t || v.resolution.is_some())
+                    {
+                        self.contested.remove(path);
+                    }
+                }
+            }
             memtable.insert(logged);
         } else if durable {
             // A client's answer may rest on a peer's record not yet synced (a DELETE that found
@@ -131,6 +157,16 @@ impl StorageActor {
             self.wal.sync().map_err(CommitError::Wal)?;
         }
         Ok(outcomes)
+    }
+
+    /// The stamp from which no tombstone may be collected while collisions wait for their vote.
+    pub(super) fn contested_since(&self) -> u64 {
+        let tracked = self.contested.values().min().copied();
+        tracked
+            .into_iter()
+            .chain(self.contested_untracked)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     pub(super) fn record(&self, version: Version, data: Option<Vec<u8>>) -> Record {
@@ -147,4 +183,29 @@ pub(super) enum Outcome {
     Put(Version),
     Delete(DeleteOutcome),
     Apply(Applied),
+}
+
+/// Notes in `contested` that `path` met a collision at `timestamp_ms`, or in `untracked` if it is
+/// full (see `StorageActor::contested`).
+fn contest(
+    contested: &mut BTreeMap<String, u64>,
+    untracked: &mut Option<u64>,
+    path: &str,
+    timestamp_ms: u64,
+) {
+    if contested.len() < CONTESTED_MAX || contested.contains_key(path) {
+        let t = contested.entry(path.to_owned()).or_insert(timestamp_ms);
+        *t = (*t).min(timestamp_ms);
+    } else {
+        if untracked.is_none() {
+            tracing::warn!(
+                contested = CONTESTED_MAX,
+                "too many undecided collisions to track: tombstones stamped after the oldest \
+                 are kept until the node restarts"
+            );
+        }
+        let oldest = untracked.get_or_insert(timestamp_ms);
+        *oldest = (*oldest).min(timestamp_ms);
+    }
+    assert!(contested.len() <= CONTESTED_MAX);
 }

@@ -237,6 +237,10 @@ pub struct Collision {
     pub timestamp_ms: u64,
 }
 
+/// Most keys storage tracks as contested at once (see `StorageActor::contested`): as many as the
+/// conflict actor may have waiting for a vote.
+pub const CONTESTED_MAX: usize = crate::sync::conflict::WAITING_MAX;
+
 /// How long a batch smaller than the writer's expected concurrency may wait for more writes before
 /// committing anyway. (tokio rounds timers up to a millisecond; a lone writer never waits.)
 pub const LINGER: Duration = Duration::from_micros(500);
@@ -307,6 +311,15 @@ pub struct StorageActor {
     arbiter: Option<Addr<ConflictMsg>>,
     /// The collisions met by the commit in progress, for the arbiter.
     collisions: Vec<Collision>,
+    /// Keys met in a collision of two undecided versions (path: their timestamp), until a
+    /// decided or newer version of the key is stored. This node keeps its own version (its vote)
+    /// and lacks the other: if its version is a tombstone, collecting it before the vote would
+    /// let it vouch that the other version was deleted, and peers forget it, whatever the vote
+    /// says. So no tombstone stamped at or after the oldest of them is collected.
+    contested: BTreeMap<String, u64>,
+    /// The oldest collision `contested` had no room for ([`CONTESTED_MAX`]): it holds the
+    /// collection back too, until the node restarts (anti-entropy then meets it again).
+    contested_untracked: Option<u64>,
     pending: Vec<Write>,
     pending_bytes: usize,
     /// Number of the batch being gathered (bumped by every commit).
@@ -346,6 +359,8 @@ impl StorageActor {
             committed_local: Vec::new(),
             arbiter: None,
             collisions: Vec::new(),
+            contested: BTreeMap::new(),
+            contested_untracked: None,
             origin: origin.into(),
             pending: Vec::new(),
             pending_bytes: 0,

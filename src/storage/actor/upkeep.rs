@@ -16,7 +16,8 @@ impl StorageActor {
         if self.failure.is_some() {
             return;
         }
-        let before_ms = self.tombstones_before_ms;
+        // A tombstone in an undecided collision is this node's vote: it outlives the vote.
+        let before_ms = self.tombstones_before_ms.min(self.contested_since());
         let expired = match expired_tombstones(self.store.db(), before_ms, 1) {
             Ok(expired) => expired,
             Err(e) => return tracing::warn!(error = %e, "garbage collection: reading tombstones"),

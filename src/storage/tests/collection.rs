@@ -274,3 +274,49 @@ fn a_horizon_change_commits_the_records_queued_before_it_under_the_old_horizon()
     assert_eq!(answered(rx).unwrap(), Applied::Stored);
     assert_eq!(store.horizon(), peer);
 }
+
+#[test]
+fn a_tombstone_in_an_undecided_collision_outlives_the_vote() {
+    let (store, mut actor, mut ctx) = setup();
+    let counters = PurgeCounters::default();
+    actor = actor.count_purges(counters.clone());
+    for key in ["k", "j", "other"] {
+        handle_settled(&mut actor, &mut ctx, put(key, "1").0);
+    }
+    // This node deletes k and j in the same millisecond as a peer writes each: collisions.
+    ctx.clock.set_wall_ms(T0 + 1000);
+    handle_settled(&mut actor, &mut ctx, delete("k").0);
+    handle_settled(&mut actor, &mut ctx, delete("j").0);
+    for (key, uuid) in [("k", 1), ("j", 2)] {
+        let (msg, rx) = apply(key, remote(T0 + 1000, uuid, Some("2")));
+        handle_settled(&mut actor, &mut ctx, msg);
+        assert_eq!(answered(rx).unwrap(), Applied::Collision, "{key}");
+    }
+    ctx.clock.set_wall_ms(T0 + 2000);
+    handle_settled(&mut actor, &mut ctx, delete("other").0);
+    // Long past the grace: the tombstones of k and j are this node's votes, not collected, and
+    // neither is any later one (the watermark stays below the oldest contest).
+    actor.handle(&mut ctx, purge(T0 + 9000, Vec::new()));
+    assert_eq!(counters.tombstones_purged.get(), 0);
+    assert!(store.reader().get("k").unwrap().unwrap().is_tombstone());
+    assert_eq!(store.reader().horizon().purged_through_ms, 0);
+    // The vote on k decided (its decided version stored): k's contest is over; j's still holds
+    // "other" back.
+    let mut decided = remote(T0 + 1000, 1, Some("2"));
+    decided.version.resolution = Some(crate::storage::Resolution {
+        votes: 2,
+        oldest_joined_ms: T0,
+    });
+    let (msg, rx) = apply("k", decided);
+    handle_settled(&mut actor, &mut ctx, msg);
+    assert_eq!(answered(rx).unwrap(), Applied::WonCollision);
+    actor.handle(&mut ctx, purge(T0 + 9000, Vec::new()));
+    assert_eq!(counters.tombstones_purged.get(), 0);
+    // A newer write of j ends its contest too: "other"'s tombstone goes.
+    ctx.clock.set_wall_ms(T0 + 3000);
+    handle_settled(&mut actor, &mut ctx, put("j", "3").0);
+    actor.handle(&mut ctx, purge(T0 + 9000, Vec::new()));
+    assert_eq!(counters.tombstones_purged.get(), 1);
+    assert_eq!(store.reader().get("other").unwrap(), None);
+    assert_eq!(store.reader().horizon().purged_through_ms, T0 + 2000);
+}
