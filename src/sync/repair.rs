@@ -222,6 +222,14 @@ pub struct Difference {
     pub partial: bool,
 }
 
+/// Whether two versions of a key are an undecided collision (the same millisecond, different
+/// writes, neither carrying a decision). Anti-entropy then both fetches and pushes the key, so
+/// that both nodes meet the collision: each keeps its own version (its vote), reports the
+/// collision and holds its tombstone, if it is one, until the vote (`storage::StorageActor`).
+fn undecided(a: &Version, b: &Version) -> bool {
+    a.timestamp_ms == b.timestamp_ms && a != b && a.resolution.is_none() && b.resolution.is_none()
+}
+
 /// Compares the peer's (key, version) lists of some segments with this node's.
 pub fn compare_segments(
     reader: &StorageReader,
@@ -246,13 +254,15 @@ pub fn compare_segments(
             |key: &str| !theirs.truncated || i != last || listed_through.is_some_and(|l| key < l);
         for (key, their_version) in &their {
             match ours.get(*key) {
-                Some(our_version) if our_version >= *their_version => {}
+                Some(our_version)
+                    if our_version >= *their_version && !undecided(our_version, their_version) => {}
                 _ => diff.fetch.push((*key).to_owned()),
             }
         }
         for (key, our_version) in &ours {
             match their.get(key.as_str()) {
-                Some(their_version) if *their_version >= our_version => {}
+                Some(their_version)
+                    if *their_version >= our_version && !undecided(our_version, their_version) => {}
                 None if known_absent(key)
                     && theirs.horizon.vouches_deleted(our_version.timestamp_ms) =>
                 {
@@ -422,5 +432,32 @@ mod tests {
             assert_eq!(!diff.forget.is_empty(), forgotten, "listed {listed:?}");
             assert_eq!(diff.push.is_empty(), forgotten);
         }
+    }
+
+    #[test]
+    fn an_undecided_collision_is_both_fetched_and_pushed_so_both_sides_meet_it() {
+        let ours = store(&[("k", 5)]);
+        let segment = HashTree::segment_of("k") as u16;
+        let mine = ours.reader().get("k").unwrap().unwrap().version;
+        let lists = |v: Version| SegmentLists {
+            lists: vec![(segment, vec![("k".to_string(), v)])],
+            truncated: false,
+            horizon: horizon(0, 0),
+        };
+        // Same millisecond, another write, whichever uuid is greater: both ways.
+        for uuid in [[0; 16], [9; 16]] {
+            let diff = compare_segments(&ours.reader(), &lists(Version::new(5, uuid))).unwrap();
+            assert_eq!((diff.fetch.len(), diff.push.len()), (1, 1), "{uuid:?}");
+        }
+        // The same version, or a decided one: one way or none.
+        let diff = compare_segments(&ours.reader(), &lists(mine)).unwrap();
+        assert!(diff.fetch.is_empty() && diff.push.is_empty());
+        let mut decided = Version::new(5, [0; 16]);
+        decided.resolution = Some(crate::storage::Resolution {
+            votes: 2,
+            oldest_joined_ms: 0,
+        });
+        let diff = compare_segments(&ours.reader(), &lists(decided)).unwrap();
+        assert_eq!((diff.fetch.len(), diff.push.len()), (1, 0));
     }
 }

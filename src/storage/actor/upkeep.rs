@@ -52,6 +52,8 @@ impl StorageActor {
                 let mut tree = self.store.tree().lock().unwrap_or_else(|e| e.into_inner());
                 for (path, record) in purged.iter().chain(&forgotten) {
                     tree.remove(path, &record.version);
+                    // A key gone has no vote left to wait for.
+                    self.contested.remove(path);
                 }
                 drop(tree);
                 self.purges.tombstones_purged.inc_by(purged.len() as u64);
