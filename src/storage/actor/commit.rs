@@ -161,9 +161,8 @@ impl StorageActor {
 
     /// The stamp from which no tombstone may be collected while collisions wait for their vote.
     pub(super) fn contested_since(&self) -> u64 {
-        let tracked = self.contested.values().min().copied();
+        let tracked = self.contested.values().copied();
         tracked
-            .into_iter()
             .chain(self.contested_untracked)
             .min()
             .unwrap_or(u64::MAX)
