@@ -75,22 +75,59 @@ fn kvs_rules(ballots: &[ListedBallot]) -> Option<(String, u16, u64, &'static str
     Some((winner.to_owned(), votes, oldest, reason))
 }
 
+/// Every decision made in the run: those `archived` before power cuts, and those `nodes` list now.
+pub(super) async fn all_decisions(
+    nodes: &[Arc<SimNode>],
+    archived: &[(String, ListedDecision)],
+    violations: &mut Vec<String>,
+) -> Vec<(String, ListedDecision)> {
+    let mut decisions: Vec<(String, ListedDecision)> = archived.to_vec();
+    for node in nodes {
+        decisions.extend(listed_decisions(node, violations).await);
+    }
+    decisions
+}
+
+/// The strongest decision any node made for the collision on `key` at `timestamp` (votes, then
+/// the older holder, then uuid): the one every node must end on.
+fn strongest<'a>(
+    decisions: &'a [(String, ListedDecision)],
+    key: &str,
+    timestamp: u64,
+) -> Option<&'a ListedDecision> {
+    decisions
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d.key == key && d.timestamp == timestamp)
+        .max_by(|a, b| {
+            (a.votes, b.oldest_joined_timestamp, &a.winner).cmp(&(
+                b.votes,
+                a.oldest_joined_timestamp,
+                &b.winner,
+            ))
+        })
+}
+
+/// The winning uuid of the collision on `key` at `timestamp`, if any node decided it.
+pub(super) fn winner<'a>(
+    decisions: &'a [(String, ListedDecision)],
+    key: &str,
+    timestamp: u64,
+) -> Option<&'a str> {
+    strongest(decisions, key, timestamp).map(|d| d.winner.as_str())
+}
+
 /// The collision invariants: every collision still standing at the end was decided by vote;
 /// every decision any node made follows KVS's rules over its own ballots (each member once); and
 /// every node ended on the strongest decision made for each collision.
-pub(super) async fn check_collisions(
-    nodes: &[Arc<SimNode>],
-    archived: &[(String, ListedDecision)],
+pub(super) fn check_collisions(
+    decisions: &[(String, ListedDecision)],
     finals: &[(String, kvs::storage::Record)],
     acked: &BTreeMap<String, Vec<Acked>>,
     trace: &Trace,
     violations: &mut Vec<String>,
 ) {
-    let mut decisions: Vec<(String, ListedDecision)> = archived.to_vec();
-    for node in nodes {
-        decisions.extend(listed_decisions(node, violations).await);
-    }
-    for (node, d) in &decisions {
+    for (node, d) in decisions {
         let voters: std::collections::BTreeSet<&str> =
             d.ballots.iter().map(|b| b.address.as_str()).collect();
         if voters.len() != d.ballots.len() {
@@ -144,18 +181,7 @@ pub(super) async fn check_collisions(
                 continue;
             };
             decided += 1;
-            // The strongest decision any node made for it: (votes, older holder, uuid).
-            let strongest = decisions
-                .iter()
-                .map(|(_, d)| d)
-                .filter(|d| d.key == *key && d.timestamp == *ts)
-                .max_by(|a, b| {
-                    (a.votes, b.oldest_joined_timestamp, &a.winner).cmp(&(
-                        b.votes,
-                        a.oldest_joined_timestamp,
-                        &b.winner,
-                    ))
-                });
+            let strongest = strongest(decisions, key, *ts);
             let ended = (
                 record.version.uuid_string(),
                 resolution.votes,
@@ -177,7 +203,7 @@ pub(super) async fn check_collisions(
     }
     if met > 0 {
         let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, d) in &decisions {
+        for (_, d) in decisions {
             *reasons.entry(d.reason.as_str()).or_default() += 1;
         }
         trace.record(format_args!(

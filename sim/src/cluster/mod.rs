@@ -41,8 +41,8 @@ use crate::node::SimNode;
 use crate::scenario::Outcome;
 use crate::trace::Trace;
 use crate::SimDisk;
-use collisions::{check_collisions, listed_decisions};
-use safety::{final_losses, AckLog, Acked, Collects, Monitor};
+use collisions::{all_decisions, check_collisions, listed_decisions};
+use safety::{final_losses, unexcused, AckLog, Acked, Collects, Monitor};
 use scenario::draw_swarm;
 
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
@@ -260,7 +260,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     for client in clients {
         client.await.expect("a client finished");
     }
-    let mut violations = monitor.stop().await;
+    let (mut violations, pending) = monitor.stop().await;
     violations.append(&mut early);
     apply(&net, &nodes, &Fault::Heal);
     applied.push((trace.now_ms(), Fault::Heal));
@@ -309,20 +309,16 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 "convergence: equal dumps but hash-tree roots {hashes:?}"
             ));
         }
-        let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
-        violations.extend(final_losses(&dumps[0], &acked, collects.as_ref()));
-    }
-    if let Some(dumps) = &dumps {
+        let decisions = all_decisions(&nodes, &archived, &mut violations).await;
         let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        check_collisions(
-            &nodes,
-            &archived,
+        violations.extend(final_losses(
             &dumps[0],
             &acked,
-            &trace,
-            &mut violations,
-        )
-        .await;
+            collects.as_ref(),
+            &decisions,
+        ));
+        violations.extend(unexcused(&pending, &acked, &decisions));
+        check_collisions(&decisions, &dumps[0], &acked, &trace, &mut violations);
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
     violations.extend(accuracy::false_downs(

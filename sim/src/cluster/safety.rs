@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kvs::storage::Version;
 
+use super::collisions::{winner, ListedDecision};
 use super::{ClusterScenario, Fault};
 use crate::node::SimNode;
 
@@ -25,6 +26,11 @@ pub(super) type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
 /// How often the fault phase's safety check runs (simulated time).
 const MONITOR_EVERY: Duration = Duration::from_millis(250);
 
+/// Absences the fault phase excused on a condition only the end can check: the node's write
+/// collided with an acknowledged delete (same millisecond), so the vote may have chosen the
+/// delete and its tombstone been collected. Key and timestamp → which node held nothing, when.
+pub(super) type Pending = BTreeMap<(String, u64), String>;
+
 /// The safety invariants, checked during the fault phase as well: every `MONITOR_EVERY`, each
 /// node holds, for every key acknowledged through it, a version at least as new as the newest
 /// it acknowledged (an acknowledgement is durable on its node, through partitions, crashes and
@@ -33,6 +39,7 @@ const MONITOR_EVERY: Duration = Duration::from_millis(250);
 pub(super) struct Monitor {
     nodes: Arc<Mutex<Vec<Arc<SimNode>>>>,
     violations: Arc<Mutex<Vec<String>>>,
+    pending: Arc<Mutex<Pending>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,22 +55,25 @@ impl Monitor {
     ) -> Monitor {
         let nodes = Arc::new(Mutex::new(nodes));
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let pending: Arc<Mutex<Pending>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (n, v, halt) = (
+        let (n, v, p, halt) = (
             Arc::clone(&nodes),
             Arc::clone(&violations),
+            Arc::clone(&pending),
             Arc::clone(&stop),
         );
         let task = tokio::spawn(async move {
             while !halt.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(MONITOR_EVERY).await;
                 let nodes = n.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let at = trace.now_ms();
                 // Held across the check, which does not yield: no client waits on it.
                 let log = acked.lock().unwrap_or_else(|e| e.into_inner());
-                let found = unsafe_states(&nodes, &log, collects.as_ref());
-                drop(log);
+                let mut pending = p.lock().unwrap_or_else(|e| e.into_inner());
+                let found = unsafe_states(&nodes, &log, collects.as_ref(), &mut pending, at);
+                drop((log, pending));
                 if !found.is_empty() {
-                    let at = trace.now_ms();
                     let mut all = v.lock().unwrap_or_else(|e| e.into_inner());
                     all.extend(
                         found
@@ -77,6 +87,7 @@ impl Monitor {
         Monitor {
             nodes,
             violations,
+            pending,
             stop,
             task,
         }
@@ -87,18 +98,20 @@ impl Monitor {
         *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes.to_vec();
     }
 
-    /// Stops watching; what it found.
-    pub(super) async fn stop(self) -> Vec<String> {
+    /// Stops watching; what it found, and what it excused on condition ([`Pending`]).
+    pub(super) async fn stop(self) -> (Vec<String>, Pending) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.await.expect("the monitor ran");
         let found = self.violations.lock().unwrap_or_else(|e| e.into_inner());
-        found.clone()
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        (found.clone(), pending.clone())
     }
 }
 
 /// What garbage collection may take, in a scenario that collects tombstones (README,
 /// "Deletes"): a key whose newest acknowledged operation is a delete, or a write that collided
-/// with an acknowledged delete (same millisecond), may end absent (its tombstone collected), and
+/// with an acknowledged delete (same millisecond) and lost the vote to it, may end absent (its
+/// tombstone collected), and
 /// so may a write acknowledged by a node the scenario cuts off (by a
 /// partition, a crash, a leave, a pause or a power cut) if a peer collected a newer tombstone before the write could
 /// reach it. Nothing else.
@@ -131,12 +144,16 @@ impl Collects {
 }
 
 /// Where a node holds less than it acknowledged (see [`Monitor`]). With tombstones collected,
-/// holding nothing is also fine where a delete at least as new as the node's acknowledgement was
-/// acknowledged anywhere, or where the node is one a fault cuts off ([`Collects`]).
+/// holding nothing is also fine where a delete newer than the node's acknowledgement was
+/// acknowledged anywhere, or where the node is one a fault cuts off ([`Collects`]); where the
+/// only delete as new was stamped in the same millisecond, it is fine only if the vote chose
+/// that delete, which the end checks (`pending`, noted at time `at`).
 pub(super) fn unsafe_states(
     nodes: &[Arc<SimNode>],
     acked: &BTreeMap<String, Vec<Acked>>,
     collects: Option<&Collects>,
+    pending: &mut Pending,
+    at: u64,
 ) -> Vec<String> {
     let mut out = Vec::new();
     // A node without power has no readable store; it is checked once it runs again.
@@ -154,11 +171,20 @@ pub(super) fn unsafe_states(
             .collect();
         let held = node.heads(mine.iter().map(|(key, _, _)| key.as_str()));
         for ((key, ops, newest), held) in mine.into_iter().zip(held) {
-            let deleted_since = deleted_at_or_after(ops, &newest.version);
+            let ts = newest.version.timestamp_ms;
+            let deleted_since = ops.iter().any(|o| {
+                o.delete && (o.version.timestamp_ms > ts || o.version.uuid == newest.version.uuid)
+            });
+            let colliding_delete = ops.iter().any(|o| o.delete && o.version.timestamp_ms == ts);
             let forgivable =
                 collects.is_some_and(|c| deleted_since || c.cut_off.contains(node.name()));
             match held {
                 None if forgivable => {}
+                None if collects.is_some() && colliding_delete => {
+                    pending
+                        .entry((key.clone(), ts))
+                        .or_insert_with(|| format!("{} held nothing at t={at} ms", node.name()));
+                }
                 None => out.push(format!(
                     "lost write: {} acknowledged {key} at {:?} and holds nothing",
                     node.name(),
@@ -182,14 +208,61 @@ pub(super) fn unsafe_states(
     out
 }
 
-/// Whether a delete of the key was acknowledged at `version` or later, or at its timestamp: a
-/// delete stamped in the same millisecond as a write collides with it, and may win the vote
-/// (`tombstone_grace` seed 172276071: the write lost to the oldest node's delete, whose tombstone
-/// was then collected). Whether the vote followed KVS's rules is `check_collisions`' to judge.
-fn deleted_at_or_after(ops: &[Acked], version: &Version) -> bool {
-    ops.iter().any(|o| {
-        o.delete && (o.version >= *version || o.version.timestamp_ms == version.timestamp_ms)
+/// Whether the vote on `key`'s collision at `ts` chose one of its acknowledged deletes: only
+/// then may a write stamped in that millisecond end absent (`tombstone_grace` seed 172276071:
+/// the write lost to the oldest node's delete, whose tombstone was then collected). Whether the
+/// vote followed KVS's rules is `check_collisions`' to judge.
+fn delete_won(key: &str, ops: &[Acked], ts: u64, decisions: &[(String, ListedDecision)]) -> bool {
+    winner(decisions, key, ts).is_some_and(|w| {
+        ops.iter()
+            .any(|o| o.delete && o.version.timestamp_ms == ts && o.version.uuid_string() == w)
     })
+}
+
+/// The fault phase's conditional excuses ([`Pending`]) that the decisions do not bear out.
+pub(super) fn unexcused(
+    pending: &Pending,
+    acked: &BTreeMap<String, Vec<Acked>>,
+    decisions: &[(String, ListedDecision)],
+) -> Vec<String> {
+    pending
+        .iter()
+        .filter(|((key, ts), _)| {
+            let ops = acked.get(key).map(Vec::as_slice).unwrap_or_default();
+            !delete_won(key, ops, *ts, decisions)
+        })
+        .map(|((key, ts), seen)| {
+            format!(
+                "lost write: {seen}, having acknowledged {key}@{ts}; a delete collided with it but no vote chose the delete"
+            )
+        })
+        .collect()
+}
+
+/// Whether `key` may end absent with its tombstone collected: its newest acknowledged operations
+/// (the latest millisecond's) are all deletes, or collided and the vote chose a delete, or the
+/// writes among them were all taken by nodes a fault cuts off ([`Collects`]).
+fn may_end_absent(
+    key: &str,
+    ops: &[Acked],
+    collects: &Collects,
+    decisions: &[(String, ListedDecision)],
+) -> bool {
+    let ts = ops
+        .iter()
+        .map(|o| o.version.timestamp_ms)
+        .max()
+        .expect("at least one");
+    let latest: Vec<&Acked> = ops
+        .iter()
+        .filter(|o| o.version.timestamp_ms == ts)
+        .collect();
+    latest.iter().all(|o| o.delete)
+        || (latest.len() > 1 && delete_won(key, ops, ts, decisions))
+        || latest
+            .iter()
+            .filter(|o| !o.delete)
+            .all(|o| collects.cut_off.contains(&o.by))
 }
 
 /// The safety invariants on the converged keyspace `finals`: for every key, the final version is
@@ -199,6 +272,7 @@ pub(super) fn final_losses(
     finals: &[(String, kvs::storage::Record)],
     acked: &BTreeMap<String, Vec<Acked>>,
     collects: Option<&Collects>,
+    decisions: &[(String, ListedDecision)],
 ) -> Vec<String> {
     let mut violations = Vec::new();
     let finals: BTreeMap<&str, &kvs::storage::Record> =
@@ -208,11 +282,7 @@ pub(super) fn final_losses(
         match finals.get(key.as_str()) {
             // The newest operation a delete, its tombstone collected; or the newest a write
             // a cut-off node took, forgotten (README, "Deletes"; `Collects`).
-            None if collects.as_ref().is_some_and(|c| {
-                newest.delete
-                    || deleted_at_or_after(ops, &newest.version)
-                    || c.cut_off.contains(&newest.by)
-            }) => {}
+            None if collects.is_some_and(|c| may_end_absent(key, ops, c, decisions)) => {}
             None => violations.push(format!(
                 "lost write: {key} acknowledged by {} at {:?}, absent everywhere",
                 newest.by, newest.version
@@ -238,4 +308,62 @@ pub(super) fn final_losses(
         }
     }
     violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(ts: u64, uuid: u8, delete: bool, by: &str) -> Acked {
+        Acked {
+            version: Version::new(ts, [uuid; 16]),
+            delete,
+            by: by.to_owned(),
+        }
+    }
+
+    /// A decision on k@ts choosing `winner`, as `/conflicts/` lists it.
+    fn decided(ts: u64, winner: u8) -> (String, ListedDecision) {
+        let uuid = Version::new(ts, [winner; 16]).uuid_string();
+        let listed = serde_json::json!({
+            "key": "k", "timestamp": ts, "winner": uuid, "reason": "oldest_node", "votes": 1,
+            "oldest_joined_timestamp": 1,
+            "ballots": [{"address": "node-1", "joined_timestamp": 1, "uuid": uuid}],
+        });
+        ("node-1".to_owned(), serde_json::from_value(listed).unwrap())
+    }
+
+    #[test]
+    fn a_write_that_collided_with_a_delete_may_end_absent_only_if_the_vote_chose_the_delete() {
+        let collects = Collects {
+            cut_off: BTreeSet::new(),
+        };
+        let ops = vec![op(7, 1, true, "node-1"), op(7, 2, false, "node-2")];
+        let finals = [];
+        let acked = BTreeMap::from([("k".to_owned(), ops)]);
+        // The delete won: its tombstone may be gone.
+        assert!(final_losses(&finals, &acked, Some(&collects), &[decided(7, 1)]).is_empty());
+        // The write won, or nothing was decided: the write is lost.
+        for decisions in [vec![decided(7, 2)], vec![]] {
+            let found = final_losses(&finals, &acked, Some(&collects), &decisions);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].starts_with("lost write: k"), "{found:?}");
+        }
+        // The same, for what the fault phase excused on condition.
+        let pending = Pending::from([(("k".to_owned(), 7), "node-2 held nothing".to_owned())]);
+        assert!(unexcused(&pending, &acked, &[decided(7, 1)]).is_empty());
+        assert_eq!(unexcused(&pending, &acked, &[decided(7, 2)]).len(), 1);
+        // A newer delete, or a write only a cut-off node took, needs no vote.
+        let newer = BTreeMap::from([(
+            "k".to_owned(),
+            vec![op(7, 2, false, "node-2"), op(8, 1, true, "node-1")],
+        )]);
+        assert!(final_losses(&finals, &newer, Some(&collects), &[]).is_empty());
+        let cut = Collects {
+            cut_off: BTreeSet::from(["node-2".to_owned()]),
+        };
+        assert!(final_losses(&finals, &acked, Some(&cut), &[]).is_empty());
+        // Without tombstone collection nothing may end absent.
+        assert_eq!(final_losses(&finals, &newer, None, &[]).len(), 1);
+    }
 }
