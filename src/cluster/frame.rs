@@ -23,8 +23,9 @@ use crate::storage::{Horizon, Record, Version, RECORD_OVERHEAD_BYTES_MAX};
 pub const MAGIC: [u8; 4] = *b"KVS\x01";
 /// The frame format this build speaks (2: versions carry conflict decisions, votes; 3: segment
 /// lists carry the purge watermark; 4: branches and segment lists carry the whole horizon; 5:
-/// anti-entropy rounds end with a durability barrier).
-pub const VERSION: u8 = 5;
+/// anti-entropy rounds end with a durability barrier; 6: branches and the barrier's answer say
+/// which start of the node answered).
+pub const VERSION: u8 = 6;
 /// Bytes of the connection nonce.
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the hello: magic, version, nonce.
@@ -125,6 +126,9 @@ pub enum SyncResponse {
         hashes: Vec<u64>,
         /// The answering node's horizon, read before its hashes.
         horizon: Horizon,
+        /// Which start of the answering node answered (its generation, bumped on every start):
+        /// a barrier answered by a later start proves nothing about what this one took.
+        boot: u64,
     },
     /// For each branch asked, its segment hashes in order.
     Leaves(Vec<(u16, Vec<u64>)>),
@@ -136,8 +140,13 @@ pub enum SyncResponse {
     Page(Vec<(String, Record)>),
     /// For each key asked, in order, the version this node holds (`None`: none).
     Versions(Vec<Option<Version>>),
-    /// Every record this node took before the [`SyncRequest::Barrier`] is synced to its disk.
-    Synced,
+    /// Every record this node took before the [`SyncRequest::Barrier`] is synced to its disk,
+    /// since its start `boot` (as in [`SyncResponse::Branches`]): records an earlier start took
+    /// and lost in a power cut are not among them.
+    Synced {
+        /// Which start of the answering node synced them.
+        boot: u64,
+    },
 }
 
 /// The answer to [`SyncRequest::Segments`].

@@ -31,14 +31,16 @@ pub const FETCH_KEYS_MAX: usize = 256;
 /// apart): what it finds beyond is left to the next round, which comes at the catch-up pace.
 pub const ROUND_FETCH_KEYS_MAX: usize = 16 * FETCH_KEYS_MAX;
 
-/// This node's answer to a peer's anti-entropy question (`Busy` for a malformed one).
-pub fn answer_branches(reader: &StorageReader) -> SyncResponse {
+/// This node's answer to a peer's anti-entropy question (`Busy` for a malformed one); `boot` says
+/// which start of this node answers.
+pub fn answer_branches(reader: &StorageReader, boot: u64) -> SyncResponse {
     // The horizon first: a purge between the two reads then makes the claim older than the
     // hashes (harmless), never newer.
     let horizon = reader.horizon();
     SyncResponse::Branches {
         hashes: reader.tree().branches().to_vec(),
         horizon,
+        boot,
     }
 }
 
@@ -334,7 +336,7 @@ mod tests {
         let (our_tree, their_tree) = (ours.reader().tree(), theirs.reader().tree());
         let SyncResponse::Branches {
             hashes: branches, ..
-        } = answer_branches(&theirs.reader())
+        } = answer_branches(&theirs.reader(), 1)
         else {
             panic!("branches")
         };

@@ -143,6 +143,9 @@ struct Round {
     began_ms: u64,
     /// The peer's horizon (from its branches answer).
     horizon: Option<Horizon>,
+    /// Which start of the peer answered its branches: only a barrier synced by that same start
+    /// makes the round whole (a power cut in between loses what the peer took unsynced).
+    peer_boot: Option<u64>,
     /// Whether nothing was left for a later round so far (no list cut short, every key found
     /// fetched and pushed).
     whole: bool,
@@ -209,16 +212,21 @@ pub struct SyncActor {
     /// Whether this node is part of a cluster: it has seed nodes, or has had a live peer since it
     /// started. A node alone needs no round before it collects tombstones.
     clustered: bool,
+    /// Which start of this node this is (its generation): told to peers with the branches and
+    /// the barrier's answer.
+    boot: u64,
 }
 
 impl SyncActor {
-    /// A sync actor applying peers' records through `storage` and sending through `transport`.
+    /// A sync actor applying peers' records through `storage` and sending through `transport`,
+    /// in this node's start `boot` (its generation, different on every start).
     pub fn new(
         storage: Addr<StorageMsg>,
         reader: StorageReader,
         transport: PeerLink,
         counters: SyncCounters,
         pace: Pace,
+        boot: u64,
     ) -> Self {
         SyncActor {
             bootstrap: None,
@@ -239,6 +247,7 @@ impl SyncActor {
             next_purge_at: pace.round_every,
             synced_ms: None,
             clustered: false,
+            boot,
         }
     }
 

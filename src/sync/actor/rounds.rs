@@ -32,6 +32,7 @@ impl SyncActor {
             repaired: false,
             began_ms: ctx.clock().wall_ms(),
             horizon: None,
+            peer_boot: None,
             whole: true,
             asking: 0,
             pushes: BTreeSet::new(),
@@ -109,8 +110,16 @@ impl SyncActor {
         let (peer, stage, asking) = (round.peer, round.stage, round.asking);
         let (throttle, fetch_delay) = (self.pace.throttle, self.pace.fetch_delay);
         let step = match (stage, result) {
-            (Stage::Branches, Ok(SyncResponse::Branches { hashes, horizon })) => {
+            (
+                Stage::Branches,
+                Ok(SyncResponse::Branches {
+                    hashes,
+                    horizon,
+                    boot,
+                }),
+            ) => {
                 round.horizon = Some(horizon);
+                round.peer_boot = Some(boot);
                 let branches = repair::differing_branches(&self.reader.tree(), &hashes);
                 if branches.is_empty() {
                     self.counters.rounds_in_agreement.inc();
@@ -171,8 +180,12 @@ impl SyncActor {
                     }
                 }
             }
-            (Stage::Barrier, Ok(SyncResponse::Synced)) => {
-                self.round_whole();
+            (Stage::Barrier, Ok(SyncResponse::Synced { boot })) => {
+                // Synced by another start than the one that answered the round: what the peer
+                // took before may be lost, nothing is proven.
+                if round.peer_boot == Some(boot) {
+                    self.round_whole();
+                }
                 return self.end_round(now);
             }
             (Stage::Fetch, Ok(SyncResponse::Records(records))) => {

@@ -17,15 +17,16 @@ impl SyncActor {
             SyncRequest::Push { records } => Ok(self.receive(wall_ms, from, records, Via::Push)),
             SyncRequest::Barrier => {
                 // Behind every record this actor handed to storage, in the same mailbox.
-                let synced = reply.map(|done: WriteResult<()>| match done {
-                    Ok(()) => SyncResponse::Synced,
+                let boot = self.boot;
+                let synced = reply.map(move |done: WriteResult<()>| match done {
+                    Ok(()) => SyncResponse::Synced { boot },
                     Err(_) => SyncResponse::Busy,
                 });
                 // A full mailbox drops the reply: the asker hears `Busy`.
                 let _ = self.storage.send(StorageMsg::Barrier(synced));
                 return;
             }
-            SyncRequest::Branches => Ok(repair::answer_branches(&self.reader)),
+            SyncRequest::Branches => Ok(repair::answer_branches(&self.reader, self.boot)),
             SyncRequest::Leaves { branches } => Ok(repair::answer_leaves(&self.reader, &branches)),
             SyncRequest::Segments { segments } => repair::answer_segments(&self.reader, &segments),
             SyncRequest::Fetch { keys } => repair::answer_fetch(&self.reader, &keys),

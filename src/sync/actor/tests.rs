@@ -88,6 +88,7 @@ fn paced(
         transport,
         counters.clone(),
         pace,
+        MY_BOOT,
     );
     let mut f = Fixture {
         actor: setup(actor),
@@ -102,6 +103,10 @@ fn paced(
     f.collect_timers();
     f
 }
+
+/// Which start of the node under test this is, and of its peers.
+const MY_BOOT: u64 = 7;
+const PEER_BOOT: u64 = 3;
 
 fn peer(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 8080))
@@ -348,7 +353,10 @@ fn a_barrier_is_answered_once_storage_synced_what_came_before_it() {
         }
         answer.try_recv()
     };
-    assert_eq!(barrier(Some(Ok(()))), Ok(Some(SyncResponse::Synced)));
+    assert_eq!(
+        barrier(Some(Ok(()))),
+        Ok(Some(SyncResponse::Synced { boot: MY_BOOT }))
+    );
     let failed = Err(WriteError::TooLarge { size_bytes: 1 });
     assert_eq!(barrier(Some(failed)), Ok(Some(SyncResponse::Busy)));
     assert!(barrier(None).is_err(), "dropped: the glue answers Busy");
@@ -442,6 +450,7 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
         SyncResponse::Branches {
             hashes: vec![1; BRANCHES],
             horizon: Horizon::FOUNDER,
+            boot: PEER_BOOT,
         },
     );
     // Each later request of the round waits throttle_delay_ms.
@@ -515,6 +524,7 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
         SyncResponse::Branches {
             hashes: ours,
             horizon: theirs,
+            boot: PEER_BOOT,
         },
     );
     assert_eq!(f.counters.rounds_in_agreement.get(), 1);
@@ -531,7 +541,7 @@ fn a_round_that_finds_differences_fetches_in_paced_batches_then_catches_up() {
             .any(|m| matches!(m, StorageMsg::Horizon(_))),
         "not before the peer synced"
     );
-    f.answer(&barrier, SyncResponse::Synced);
+    f.answer(&barrier, SyncResponse::Synced { boot: PEER_BOOT });
     assert!(
         f.storage.0.lock().unwrap().iter().any(|m| matches!(
             m,
@@ -679,6 +689,7 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
         SyncResponse::Branches {
             hashes,
             horizon: Horizon::FOUNDER,
+            boot: PEER_BOOT,
         },
     );
     // Not until the peer synced what it holds (a durability barrier).
@@ -687,7 +698,7 @@ fn a_cluster_member_collects_only_tombstones_older_than_its_last_whole_round() {
     cutoffs(&f);
     f.run(pace.round_every);
     assert_eq!(cutoffs(&f), [0]);
-    f.answer(&barrier, SyncResponse::Synced);
+    f.answer(&barrier, SyncResponse::Synced { boot: PEER_BOOT });
     f.run(pace.round_every);
     // 200 s after the round, tombstones older than 60 s would do, but only those older than the
     // round's beginning go.
@@ -734,6 +745,7 @@ fn a_round_is_whole_only_once_the_peer_took_its_pushes_and_synced_them() {
                     SyncRequest::Branches => SyncResponse::Branches {
                         hashes: theirs.branches().to_vec(),
                         horizon: Horizon::FOUNDER,
+                        boot: PEER_BOOT,
                     },
                     SyncRequest::Leaves { branches } => SyncResponse::Leaves(
                         branches
@@ -781,14 +793,22 @@ fn a_round_is_whole_only_once_the_peer_took_its_pushes_and_synced_them() {
         (f.purge_cutoffs(), f)
     };
     // Taken and synced: the round is whole, and tombstones older than its beginning may go.
-    let (taken, _) = round(Some(SyncResponse::Accepted), Some(SyncResponse::Synced));
+    let (taken, _) = round(
+        Some(SyncResponse::Accepted),
+        Some(SyncResponse::Synced { boot: PEER_BOOT }),
+    );
     assert_eq!(taken.len(), 1);
     assert!(taken[0] > 0, "{taken:?}");
     // Refused, not answered yet, or taken but not synced: nothing proven, nothing collected.
     assert_eq!(round(Some(SyncResponse::Busy), None).0, [0]);
     let accepted = Some(SyncResponse::Accepted);
     assert_eq!(round(accepted.clone(), Some(SyncResponse::Busy)).0, [0]);
-    assert_eq!(round(accepted, None).0, [0]);
+    assert_eq!(round(accepted.clone(), None).0, [0]);
+    // Synced by a later start of the peer (a power cut after it took the push): not proven.
+    let rebooted = SyncResponse::Synced {
+        boot: PEER_BOOT + 1,
+    };
+    assert_eq!(round(accepted, Some(rebooted)).0, [0]);
     let (unanswered, mut f) = round(None, None);
     assert_eq!(unanswered, [0]);
     // A push never answered is given up on, and so is the round waiting for it: rounds go on.
