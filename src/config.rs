@@ -138,7 +138,8 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// kvs: how long shutdown waits for in-flight work before giving up (ms).
     pub shutdown_timeout_ms: u64,
-    /// kvs: most HTTP connections open at once; more wait to be accepted.
+    /// kvs: most HTTP connections open at once (peers' frame connections have as many places of
+    /// their own); a few more wait for one to close, beyond that they are answered 503.
     pub max_connections: usize,
     /// KVS: the cluster's shared secret, 64 hex digits (256 bits); empty: read from
     /// `data_dir/cluster_secret`, or generated there by a node without seed nodes.
@@ -183,7 +184,7 @@ impl Default for Config {
 }
 
 /// The generated file's groups: each key with its meaning and unit (the default is appended).
-const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
+pub(crate) const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
     (
         "node",
         &[
@@ -221,7 +222,7 @@ const KEY_DOCS: &[(&str, &[(&str, &str)])] = &[
         "limits",
         &[
             ("max_value_bytes", "largest accepted value, bytes; larger ones get 413"),
-            ("max_connections", "most HTTP connections open at once; more wait until one closes"),
+            ("max_connections", "most HTTP connections open at once (peers get as many of their own); 64 more wait, beyond that 503"),
             ("shutdown_timeout_ms", "how long a stop waits for in-flight work, milliseconds"),
         ],
     ),

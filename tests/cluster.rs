@@ -524,6 +524,44 @@ fn three_nodes_from_kvs_configs_replicate_and_shrug_off_random_bytes() {
     }
 }
 
+/// Clients holding every HTTP connection a node takes do not cut it off from its peers: frame
+/// connections have a bound of their own (`host::listener`).
+#[test]
+fn clients_holding_every_http_connection_do_not_cut_a_node_off_from_its_peers() {
+    use std::io::Write;
+    let mut first = Node::start_bare(&[("port", "0")]);
+    let seeds = format!("[\"{}\"]", first.addr());
+    let secret = secret_of(&first);
+    let second = Node::start_bare(&[
+        ("port", "0"),
+        ("seed_nodes", seeds.as_str()),
+        ("cluster_secret", secret.as_str()),
+        ("max_connections", "1"),
+    ]);
+    wait_all_listed(&[&first, &second]);
+    // The one HTTP connection `second` takes is held by a client (this one, or the test's own
+    // kept connection while this one waits for it).
+    let mut held = std::net::TcpStream::connect(second.addr()).expect("connect");
+    held.write_all(b"GET /health HTTP/1.1\r\nhost: kvs\r\n\r\n")
+        .expect("a request");
+    // Restarted, `first` has no connection to `second` left: it must open a new one.
+    first.kill9();
+    first.restart();
+    // Empty, it first pulls the cluster's data from `second` (bootstrap), then takes writes.
+    wait_mode(&first, "normal");
+    let put = first.put("users/while-held", b"1");
+    assert_eq!(put.status, 200, "{}", put.text());
+    wait_for(
+        CONVERGE,
+        "a request of `first` answered by `second`",
+        || (metric_sum(&first, "kvs_frame_requests_total") >= 1.0).then_some(()),
+    );
+    drop(held);
+    wait_for(CONVERGE, "the write on `second`", || {
+        (second.get("users/while-held").status == 200).then_some(())
+    });
+}
+
 /// Catch-up, bootstrap and read-only replication: a read-only node takes every replicated write
 /// but refuses client writes with 403; a new node pulls the existing data while `syncing`; a
 /// node killed with SIGKILL misses writes and deletes, and anti-entropy brings it level after

@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Node;
+use common::{wait_for, Node};
 
 /// How long the client waits between sending a request's headers and its body.
 const BODY_DELAY: Duration = Duration::from_millis(100);
@@ -100,6 +100,21 @@ impl Connection {
             close,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+
+    /// Whether the server sent anything (or closed) yet, without waiting.
+    fn answered(&self) -> bool {
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true).expect("nonblocking");
+        let peeked = stream.peek(&mut [0u8; 1]);
+        stream.set_nonblocking(false).expect("blocking");
+        !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends a request's head without reading the answer.
+    fn send_get(&mut self, path: &str) {
+        let head = format!("GET {path} HTTP/1.1\r\nhost: kvs\r\n\r\n");
+        self.writer.write_all(head.as_bytes()).expect("send head");
     }
 
     /// Whether the server closed its end (EOF within a short wait).
@@ -265,5 +280,44 @@ fn connections_beyond_max_connections_wait_until_one_closes() {
         200,
         true,
         "second again",
+    );
+}
+
+#[test]
+fn http_connections_beyond_those_allowed_to_wait_are_refused_with_503_json() {
+    use kvs::host::listener::HTTP_WAITING_MAX;
+    let node = Node::start(&[("max_connections", "1")]);
+    let mut held = Connection::open(&node);
+    expect(&held.exchange("GET", "/health", None), 200, true, "held");
+    // Every waiting place taken, and one more: each sends its request at once.
+    let mut beyond: Vec<Connection> = (0..=HTTP_WAITING_MAX)
+        .map(|_| {
+            let mut conn = Connection::open(&node);
+            conn.send_get("/health");
+            conn
+        })
+        .collect();
+    let refused = wait_for(Duration::from_secs(20), "a connection refused", || {
+        beyond.iter().position(Connection::answered)
+    });
+    let mut refused = beyond.remove(refused);
+    let answer = refused.read_response().expect("a 503");
+    expect(&answer, 503, false, "beyond the waiting places");
+    assert!(answer.body.contains("too many connections"), "{answer:?}");
+    assert!(refused.closed_by_server(), "a refused connection is closed");
+    // The others wait: closing the held connection lets exactly one of them in.
+    assert!(!beyond.iter().any(Connection::answered), "only one refused");
+    drop(held);
+    let served = wait_for(
+        Duration::from_secs(20),
+        "a waiting connection served",
+        || beyond.iter().position(Connection::answered),
+    );
+    let answer = beyond[served].read_response().expect("served");
+    expect(
+        &answer,
+        200,
+        true,
+        "a waiting connection, once the held one closed",
     );
 }

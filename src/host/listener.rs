@@ -1,57 +1,95 @@
-//! The node's TCP listener: HTTP and the cluster's frames on one port, with a bound on open
-//! connections.
+//! The node's TCP listener: HTTP and the cluster's frames on one port, each kind of connection
+//! with a bound of its own.
 //!
-//! Each connection holds a permit from a semaphore of `max_connections`; when all are taken the
-//! listener stops accepting (new connections wait in the kernel's backlog) until one closes. So a
-//! flood of connections costs a bounded amount of memory and file descriptors instead of failing
-//! the node with `EMFILE` or exhausting memory.
+//! A connection is classified by its first bytes (frame connections open with
+//! `cluster::frame::MAGIC`), then holds a permit of its kind: `max_connections` HTTP connections
+//! and as many peers' frame connections. So clients holding every HTTP connection cannot cut the
+//! node off from its peers, nor a flood of connections exhaust memory or file descriptors:
+//!
+//! * at most [`UNCLASSIFIED_MAX`] connections wait to be classified; beyond, new connections wait
+//!   in the kernel's backlog;
+//! * an HTTP connection beyond `max_connections` waits for one to close, [`HTTP_WAITING_MAX`] of
+//!   them at most; beyond, it is answered 503 with a JSON error and closed;
+//! * a frame connection beyond the bound is closed (its peer connects again later) and counted
+//!   as `kvs_frame_connections_dropped_total{reason="too_many_connections"}`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::frames::Incoming;
+use crate::cluster::counters::NetCounters;
 use crate::cluster::frame::MAGIC;
 
 /// How long a new connection may take to send its first bytes before it is taken for HTTP.
 pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections accepted and not classified yet, at most (a peer's is classified within a round
+/// trip; a silent one holds its place for `CLASSIFY_TIMEOUT`).
+pub const UNCLASSIFIED_MAX: usize = 256;
+
+/// HTTP connections beyond `max_connections` waiting for one to close, at most.
+pub const HTTP_WAITING_MAX: usize = 64;
+
 /// HTTP connections accepted and classified, waiting for axum, at most.
 const HTTP_QUEUE: usize = 64;
 
-/// A TCP listener that keeps at most a fixed number of connections open, and hands the cluster's
-/// frame connections (they open with `cluster::frame::MAGIC`) to the frame transport instead of
-/// HTTP: one port for clients and peers, as KVS's `seed_nodes` assume.
+/// How long the 503 answer to an HTTP connection refused may take to write.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A TCP listener that keeps at most a fixed number of connections of each kind open, and hands
+/// the cluster's frame connections to the frame transport instead of HTTP: one port for clients
+/// and peers, as KVS's `seed_nodes` assume.
 pub struct BoundedListener {
     http: mpsc::Receiver<(BoundedStream, SocketAddr)>,
     local: SocketAddr,
     acceptor: JoinHandle<()>,
 }
 
+/// The permits of each kind of connection.
+struct Bounds {
+    unclassified: Arc<Semaphore>,
+    http: Arc<Semaphore>,
+    http_waiting: Arc<Semaphore>,
+    peers: Arc<Semaphore>,
+    /// HTTP connections refused (for logging at a bounded rate).
+    http_refused: AtomicU64,
+    counters: Arc<NetCounters>,
+}
+
 impl BoundedListener {
-    /// Accepts on `inner`, at most `max_connections` open at once (frame connections included),
-    /// sending frame connections to `frames`.
+    /// Accepts on `inner`: at most `max_connections` HTTP connections open at once, and as many
+    /// frame connections, sent to `frames`; refusals counted in `counters`.
     pub fn new(
         inner: TcpListener,
         max_connections: usize,
         frames: mpsc::Sender<Incoming>,
+        counters: Arc<NetCounters>,
     ) -> io::Result<Self> {
         assert!(
             max_connections > 0,
             "a server accepts at least one connection"
         );
         let local = inner.local_addr()?;
-        let permits = Arc::new(Semaphore::new(max_connections));
+        let bounds = Arc::new(Bounds {
+            unclassified: Arc::new(Semaphore::new(UNCLASSIFIED_MAX)),
+            http: Arc::new(Semaphore::new(max_connections)),
+            http_waiting: Arc::new(Semaphore::new(HTTP_WAITING_MAX)),
+            peers: Arc::new(Semaphore::new(max_connections)),
+            http_refused: AtomicU64::new(0),
+            counters,
+        });
         let (http_tx, http) = mpsc::channel(HTTP_QUEUE);
-        let acceptor = tokio::spawn(accept_loop(inner, permits, http_tx, frames));
+        let acceptor = tokio::spawn(accept_loop(inner, bounds, http_tx, frames));
         Ok(BoundedListener {
             http,
             local,
@@ -85,12 +123,12 @@ impl axum::serve::Listener for BoundedListener {
 
 async fn accept_loop(
     inner: TcpListener,
-    permits: Arc<Semaphore>,
+    bounds: Arc<Bounds>,
     http: mpsc::Sender<(BoundedStream, SocketAddr)>,
     frames: mpsc::Sender<Incoming>,
 ) {
     loop {
-        let permit = Arc::clone(&permits)
+        let unclassified = Arc::clone(&bounds.unclassified)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
@@ -103,20 +141,76 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (http, frames) = (http.clone(), frames.clone());
+        let (bounds, http, frames) = (Arc::clone(&bounds), http.clone(), frames.clone());
         tokio::spawn(async move {
             let is_frames = opens_with_magic(&stream).await;
+            drop(unclassified);
+            if is_frames {
+                let Ok(permit) = Arc::clone(&bounds.peers).try_acquire_owned() else {
+                    if bounds.counters.frame_drop_for("too_many_connections") {
+                        tracing::warn!(%addr, "refused a frame connection: too many open");
+                    }
+                    return;
+                };
+                let conn = BoundedStream {
+                    stream,
+                    _permit: permit,
+                };
+                let _ = frames.send((Box::new(conn), addr)).await;
+                return;
+            }
+            let Some(permit) = bounds.http_permit().await else {
+                let refused = bounds.http_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!(%addr, refused, "refused an HTTP connection: too many open and waiting");
+                }
+                refuse(stream).await;
+                return;
+            };
             let conn = BoundedStream {
                 stream,
                 _permit: permit,
             };
-            if is_frames {
-                let _ = frames.send((Box::new(conn), addr)).await;
-            } else {
-                let _ = http.send((conn, addr)).await;
-            }
+            let _ = http.send((conn, addr)).await;
         });
     }
+}
+
+impl Bounds {
+    /// An HTTP connection's permit: at once, or once one closes if fewer than `HTTP_WAITING_MAX`
+    /// wait already; `None` if too many wait.
+    async fn http_permit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.http).try_acquire_owned() {
+            return Some(permit);
+        }
+        let _waiting = Arc::clone(&self.http_waiting).try_acquire_owned().ok()?;
+        Some(
+            Arc::clone(&self.http)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed"),
+        )
+    }
+}
+
+/// Answers an HTTP connection that cannot be taken with 503 and a JSON error, and closes it
+/// (reading what the client sends until it closes too, within `REFUSE_TIMEOUT`: a socket closed
+/// with unread bytes resets the connection, and the client might lose the answer).
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str = r#"{"error":"too many connections; try again later"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 /// Whether the connection's first bytes are the frame magic (peeked: HTTP still reads them).
@@ -184,5 +278,20 @@ impl AsyncWrite for BoundedStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_generated_config_states_the_waiting_bound_this_listener_keeps() {
+        let doc = crate::config::KEY_DOCS
+            .iter()
+            .flat_map(|(_, keys)| keys.iter())
+            .find(|(key, _)| *key == "max_connections")
+            .expect("max_connections is documented")
+            .1;
+        let stated = format!("{} more wait", super::HTTP_WAITING_MAX);
+        assert!(doc.contains(&stated), "{doc:?} does not say {stated:?}");
     }
 }

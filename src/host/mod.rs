@@ -24,7 +24,7 @@ mod mailbox;
 pub mod task;
 
 #[cfg(not(madsim))]
-mod listener;
+pub mod listener;
 #[cfg(not(madsim))]
 pub mod ractor;
 #[cfg(not(madsim))]

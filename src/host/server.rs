@@ -22,6 +22,7 @@ use super::shutdown::{self, Signals};
 use super::system::{os_seed, SystemClock};
 use super::{Host, SpawnError};
 use crate::api::Mode;
+use crate::cluster::counters::NetCounters;
 use crate::cluster::frame::FrameKeys;
 use crate::cluster::{ClusterSecret, Sealer};
 use crate::config::{Config, ConfigError};
@@ -172,8 +173,13 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         .iter()
         .filter_map(|hex| ClusterSecret::from_hex(hex).ok())
         .collect();
-    let socket = GossipSocket::from_std(udp, Sealer::new(&secret, &previous), Arc::default())
-        .map_err(gossip_err)?;
+    let net_counters = Arc::new(NetCounters::default());
+    let socket = GossipSocket::from_std(
+        udp,
+        Sealer::new(&secret, &previous),
+        Arc::clone(&net_counters),
+    )
+    .map_err(gossip_err)?;
     let (frames_tx, frames) = tokio::sync::mpsc::channel(FRAME_CONNECTIONS_QUEUE);
     let seeds = resolve_seeds(&config.seed_nodes);
     let mut host = RactorHost::start(Arc::clone(&clock)).await?;
@@ -215,8 +221,8 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), ServerError> 
         "listening"
     );
 
-    let listener =
-        BoundedListener::new(listener, config.max_connections, frames_tx).map_err(listen_err)?;
+    let listener = BoundedListener::new(listener, config.max_connections, frames_tx, net_counters)
+        .map_err(listen_err)?;
     axum::serve(listener, node.router())
         .with_graceful_shutdown(shutdown::requested(signals, host.failed()))
         .await
