@@ -5,7 +5,9 @@
 //! * **convergence** within the scenario's liveness budget (simulated time): every node shows
 //!   the same hash-tree root (`keyspace_hash`) *and* the same full dump of (key, record);
 //! * **no acknowledged write lost**: for every key, the final version is not older than any
-//!   acknowledged write or delete of it, and is one of the versions written;
+//!   acknowledged write or delete of it;
+//! * **nothing invented**: every key the cluster ends with is one a client wrote, holding a value
+//!   a client sent for it (each value is unique in the run), or deleted where a client deleted it;
 //! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
 //!   (Only when no unacknowledged write to the key could be newer.)
 //! * **membership agreement**: every node lists every node `alive`, within the same budget;
@@ -42,7 +44,7 @@ use crate::scenario::Outcome;
 use crate::trace::Trace;
 use crate::SimDisk;
 use collisions::{all_decisions, check_collisions, listed_decisions};
-use safety::{final_losses, unexcused, AckLog, Acked, Collects, Monitor};
+use safety::{final_losses, invented, unexcused, AckLog, Acked, AskLog, Collects, Monitor};
 use scenario::draw_swarm;
 
 /// Runs `scenario` (inside a madsim runtime: `sweep::run`).
@@ -91,22 +93,26 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let acked: AckLog = Arc::default();
+    let asked: AskLog = Arc::default();
     let w = scenario.workload;
     let mut clients = Vec::new();
     for node in &nodes {
         for c in 0..w.clients_per_node {
             let (node, trace, acked) = (Arc::clone(node), trace.clone(), Arc::clone(&acked));
+            let asked = Arc::clone(&asked);
             clients.push(tokio::spawn(async move {
-                for _ in 0..w.ops_per_client {
+                for op in 0..w.ops_per_client {
                     let think = thread_rng().gen_range(0..=w.think_ms_max);
                     tokio::time::sleep(Duration::from_millis(think)).await;
                     let key = format!("k{}", thread_rng().gen_range(0..w.keys));
                     let delete = thread_rng().gen_bool(w.delete_ratio);
+                    // Unique in the run: the final value names the write it came from.
+                    let value = format!("{{\"by\":\"{}/{c}\",\"op\":{op}}}", node.name());
+                    ask(&asked, &key, (!delete).then_some(&value));
                     let (status, body) = if delete {
                         node.delete(&key).await
                     } else {
-                        node.put(&key, format!("{{\"by\":\"{}/{c}\"}}", node.name()))
-                            .await
+                        node.put(&key, value.clone()).await
                     };
                     let deleted = [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND];
                     let version = if delete && deleted.contains(&status) {
@@ -132,6 +138,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                             version,
                             delete,
                             by: node.name().to_owned(),
+                            value: (!delete).then_some(value),
                         });
                     }
                 }
@@ -140,7 +147,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     }
     if let Some(storm) = w.collisions {
         let (nodes, trace, acked) = (nodes.clone(), trace.clone(), Arc::clone(&acked));
-        clients.push(tokio::spawn(collide(storm, nodes, trace, acked)));
+        let asked = Arc::clone(&asked);
+        clients.push(tokio::spawn(collide(storm, nodes, trace, acked, asked)));
     }
     let net = NetSim::current();
     let started = tokio::time::Instant::now();
@@ -318,6 +326,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             &decisions,
         ));
         violations.extend(unexcused(&pending, &acked, &decisions));
+        let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+        violations.extend(invented(&dumps[0], &asked, &acked));
         check_collisions(&decisions, &dumps[0], &acked, &trace, &mut violations);
     }
     membership_agreement(&nodes, budget, &trace, &mut violations).await;
@@ -396,7 +406,13 @@ fn first_difference(
 
 /// The collision storm: each round, `storm.writers` nodes drawn anew take a PUT of one key at the
 /// same instant.
-async fn collide(storm: CollisionStorm, nodes: Vec<Arc<SimNode>>, trace: Trace, acked: AckLog) {
+async fn collide(
+    storm: CollisionStorm,
+    nodes: Vec<Arc<SimNode>>,
+    trace: Trace,
+    acked: AckLog,
+    asked: AskLog,
+) {
     for round in 0..storm.rounds {
         tokio::time::sleep(Duration::from_millis(storm.every_ms)).await;
         let key = format!("c{}", thread_rng().gen_range(0..storm.keys));
@@ -417,15 +433,16 @@ async fn collide(storm: CollisionStorm, nodes: Vec<Arc<SimNode>>, trace: Trace, 
             .iter()
             .map(|node| {
                 let (node, key) = (Arc::clone(node), key.clone());
+                let value = format!("{{\"round\":{round},\"by\":\"{}\"}}", node.name());
+                ask(&asked, &key, Some(&value));
                 tokio::spawn(async move {
-                    let value = format!("{{\"round\":{round},\"by\":\"{}\"}}", node.name());
-                    let (status, body) = node.put(&key, value).await;
-                    (node, status, body)
+                    let (status, body) = node.put(&key, value.clone()).await;
+                    (node, status, body, value)
                 })
             })
             .collect();
         for put in puts {
-            let (node, status, body) = put.await.expect("a collision PUT finished");
+            let (node, status, body, value) = put.await.expect("a collision PUT finished");
             trace.record(format_args!(
                 "{} PUT {key} -> {}",
                 node.name(),
@@ -437,6 +454,7 @@ async fn collide(storm: CollisionStorm, nodes: Vec<Arc<SimNode>>, trace: Trace, 
                     version,
                     delete: false,
                     by: node.name().to_owned(),
+                    value: Some(value),
                 });
             }
         }
@@ -489,6 +507,18 @@ async fn membership_agreement(
         }
         tokio::time::sleep(step).await;
         waited += step;
+    }
+}
+
+/// Notes that a client is about to write `value` to `key` (`None`: delete it).
+fn ask(asked: &AskLog, key: &str, value: Option<&String>) {
+    let mut asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = asked.entry(key.to_owned()).or_default();
+    match value {
+        Some(value) => {
+            entry.values.insert(value.clone());
+        }
+        None => entry.deleted = true,
     }
 }
 

@@ -18,10 +18,73 @@ pub(super) struct Acked {
     pub(super) delete: bool,
     /// The node that acknowledged it.
     pub(super) by: String,
+    /// The value written (`None`: a delete).
+    pub(super) value: Option<String>,
 }
 
 /// Every key's acknowledged operations.
 pub(super) type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
+
+/// What clients asked of a key, acknowledged or not (a write that timed out, or whose node
+/// crashed before answering, may still have landed and spread): every value they sent (each
+/// unique in the run) and whether any deleted it. Noted before the request goes.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Asked {
+    pub(super) values: BTreeSet<String>,
+    pub(super) deleted: bool,
+}
+
+/// Every key's [`Asked`].
+pub(super) type AskLog = Arc<Mutex<BTreeMap<String, Asked>>>;
+
+/// The invariant that nothing is invented: every key the cluster ends with was asked for by a
+/// client, a live value is one some client sent for that key (and, at an acknowledged version,
+/// the value of that write), and a tombstone stands where some client deleted the key.
+pub(super) fn invented(
+    finals: &[(String, kvs::storage::Record)],
+    asked: &BTreeMap<String, Asked>,
+    acked: &BTreeMap<String, Vec<Acked>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, record) in finals {
+        let same_write = acked
+            .get(key)
+            .and_then(|ops| ops.iter().find(|o| o.version.same_write(&record.version)));
+        if let Some(write) = same_write {
+            let held = record.data.as_deref().map(String::from_utf8_lossy);
+            if held.as_deref() != write.value.as_deref() {
+                out.push(format!(
+                    "invented: {key} ends at the acknowledged {:?} holding {held:?}, not what that write sent ({:?})",
+                    record.version, write.value
+                ));
+            }
+        }
+        let Some(asked) = asked.get(key) else {
+            out.push(format!(
+                "invented: {key} ends {:?}, no client wrote it",
+                record.version
+            ));
+            continue;
+        };
+        match &record.data {
+            Some(data) => {
+                let text = String::from_utf8_lossy(data);
+                if !asked.values.contains(text.as_ref()) {
+                    out.push(format!(
+                        "invented: {key} ends at {:?} holding {text:?}, a value no client sent for it",
+                        record.version
+                    ));
+                }
+            }
+            None if !asked.deleted => out.push(format!(
+                "invented: {key} ends deleted at {:?}, no client deleted it",
+                record.version
+            )),
+            None => {}
+        }
+    }
+    out
+}
 
 /// How often the fault phase's safety check runs (simulated time).
 const MONITOR_EVERY: Duration = Duration::from_millis(250);
@@ -319,6 +382,7 @@ mod tests {
             version: Version::new(ts, [uuid; 16]),
             delete,
             by: by.to_owned(),
+            value: (!delete).then(|| format!("{uuid}")),
         }
     }
 
@@ -365,5 +429,37 @@ mod tests {
         assert!(final_losses(&finals, &acked, Some(&cut), &[]).is_empty());
         // Without tombstone collection nothing may end absent.
         assert_eq!(final_losses(&finals, &newer, None, &[]).len(), 1);
+    }
+
+    #[test]
+    fn the_cluster_ends_with_nothing_no_client_asked_for() {
+        let record = |ts: u64, uuid: u8, data: Option<&str>| kvs::storage::Record {
+            version: Version::new(ts, [uuid; 16]),
+            data: data.map(|d| d.as_bytes().to_vec()),
+            origin: "node-1".to_owned(),
+        };
+        let asked = BTreeMap::from([(
+            "k".to_owned(),
+            Asked {
+                values: BTreeSet::from(["1".to_owned(), "2".to_owned()]),
+                deleted: false,
+            },
+        )]);
+        let acked = BTreeMap::from([("k".to_owned(), vec![op(7, 1, false, "node-1")])]);
+        // A value sent, unacknowledged: fine; the acknowledged write with its own value: fine.
+        assert!(invented(&[("k".into(), record(9, 2, Some("2")))], &asked, &acked).is_empty());
+        assert!(invented(&[("k".into(), record(7, 1, Some("1")))], &asked, &acked).is_empty());
+        // The acknowledged version with another write's value, a value never sent, a tombstone
+        // nobody asked for, a key nobody wrote.
+        for end in [
+            ("k", record(7, 1, Some("2"))),
+            ("k", record(9, 2, Some("3"))),
+            ("k", record(9, 2, None)),
+            ("j", record(9, 2, Some("1"))),
+        ] {
+            let found = invented(&[(end.0.into(), end.1.clone())], &asked, &acked);
+            assert_eq!(found.len(), 1, "{end:?}: {found:?}");
+            assert!(found[0].starts_with("invented: "), "{found:?}");
+        }
     }
 }
