@@ -174,7 +174,7 @@ fn fault_spans(fault: &str) -> Vec<(Option<String>, &'static str, bool)> {
     match fault.split(['(', ' ']).next().unwrap_or("") {
         "Isolate" => numbers.iter().map(|n| (node(n), "cut", true)).collect(),
         "OneWay" => one("cut", true),
-        "Loss" => vec![(None, "loss", true)],
+        "Loss" | "Latency" => vec![(None, "loss", true)],
         "Pause" => one("paused", true),
         "Resume" => one("paused", false),
         "PowerOff" => one("off", true),

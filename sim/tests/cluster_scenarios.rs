@@ -37,6 +37,11 @@ fn packet_loss() {
 }
 
 #[test]
+fn slow_network() {
+    sweep_scenario("slow_network");
+}
+
+#[test]
 fn long_partition() {
     sweep_scenario("long_partition");
 }

@@ -215,6 +215,7 @@ fn away_windows(
                     .collect()
             }
             Fault::Loss(_)
+            | Fault::Latency { .. }
             | Fault::Skew { .. }
             | Fault::Drift { .. }
             | Fault::TcpStall(_)

@@ -569,6 +569,9 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         }
         Fault::OneWay { from, to } => net.clog_link(id(*from), id(*to)),
         Fault::Loss(rate) => net.update_config(|c| c.packet_loss_rate = *rate),
+        Fault::Latency { min_ms, max_ms } => net.update_config(|c| {
+            c.send_latency = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms)
+        }),
         Fault::Crash(_)
         | Fault::Skew { .. }
         | Fault::Drift { .. }
@@ -591,7 +594,10 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
                     }
                 }
             }
-            net.update_config(|c| c.packet_loss_rate = 0.0);
+            net.update_config(|c| {
+                c.packet_loss_rate = 0.0;
+                c.send_latency = madsim::net::Config::default().send_latency;
+            });
             for node in nodes {
                 node.tcp_stall().lift();
             }

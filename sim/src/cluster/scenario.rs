@@ -145,6 +145,14 @@ pub enum Fault {
     },
     /// Lose this share of datagrams everywhere (0 to 1).
     Loss(f64),
+    /// Delay every datagram and TCP segment on every link by a time drawn between these bounds
+    /// (madsim's default is 1 to 10 ms), until `heal`: a slow or distant network.
+    Latency {
+        /// The least delay, ms.
+        min_ms: u64,
+        /// The greatest delay, ms (exclusive; above `min_ms`, at most `LATENCY_MS_MAX`).
+        max_ms: u64,
+    },
     /// Cut this node's power and boot it again (unsynced disk writes lost).
     Crash(u64),
     /// Set this node's wall clock ahead (positive) or behind (negative) of true time, in ms:
@@ -188,6 +196,9 @@ pub enum Fault {
     /// Undo every cut and loss.
     Heal,
 }
+
+/// The greatest delay a `latency` fault may set, ms: a network slower than this is a partition.
+pub const LATENCY_MS_MAX: u64 = 10_000;
 
 /// Loads `scenarios/<name>.yaml` as a cluster scenario.
 ///
@@ -237,6 +248,13 @@ pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
             assert!(
                 (0.0..1.0).contains(rate),
                 "{}: faults: loss must be within 0..1",
+                path.display()
+            );
+        }
+        if let Fault::Latency { min_ms, max_ms } = f.fault {
+            assert!(
+                min_ms < max_ms && max_ms <= LATENCY_MS_MAX,
+                "{}: faults: latency needs min_ms < max_ms <= {LATENCY_MS_MAX}",
                 path.display()
             );
         }
@@ -355,7 +373,7 @@ impl Fault {
             | Fault::TcpStall(n)
             | Fault::TcpResume(n) => vec![*n],
             Fault::Skew { node, .. } | Fault::Drift { node, .. } => vec![*node],
-            Fault::Join(_) | Fault::Loss(_) | Fault::Heal => vec![],
+            Fault::Join(_) | Fault::Loss(_) | Fault::Latency { .. } | Fault::Heal => vec![],
         }
     }
 }
@@ -508,5 +526,11 @@ mod tests {
     #[should_panic(expected = "at 2 ms: PowerOn(1) of node 1, which is not off")]
     fn powering_on_a_paused_node_is_refused() {
         with_faults("{at_ms: 1, pause: 1}, {at_ms: 2, power_on: 1}");
+    }
+
+    #[test]
+    #[should_panic(expected = "test.yaml: faults: latency needs min_ms < max_ms <= 10000")]
+    fn a_latency_range_that_is_empty_is_refused() {
+        with_faults("{at_ms: 1, latency: {min_ms: 50, max_ms: 50}}");
     }
 }
