@@ -22,6 +22,28 @@ pub struct Outcome {
     pub trace: Trace,
     /// Broken invariants, one sentence each; empty when the run passed.
     pub violations: Vec<String>,
+    /// The run's end state in full, beyond what the timeline tells ([`end_state`]): what the
+    /// determinism check compares besides the timeline.
+    pub end_state: Vec<String>,
+}
+
+/// The end state of a run, line by line: a last draw of madsim's random generator (every random
+/// choice the simulation made, every message's latency and loss, advanced it: a run that drew
+/// once more or less ends elsewhere), then `nodes`' every metric, each line prefixed with its
+/// node (every frame, datagram and byte counted, every round, conflict and write batch, every
+/// histogram bucket). Two runs of a seed must end in the same state, not only tell the same story.
+pub async fn end_state(nodes: &[&SimNode]) -> Vec<String> {
+    let mut lines = vec![format!("rng {}", thread_rng().gen::<u64>())];
+    for node in nodes.iter().filter(|n| n.is_up()) {
+        let (_, body) = node.request(axum::http::Method::GET, "/metrics", "").await;
+        lines.extend(
+            String::from_utf8_lossy(&body)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{} {l}", node.name())),
+        );
+    }
+    lines
 }
 
 /// The shape of a [`crash_durability`] run.
@@ -159,7 +181,12 @@ pub async fn crash_durability(workload: CrashWorkload) -> Outcome {
         acknowledged - violations.len(),
         node.disk().crashes(),
     ));
-    Outcome { trace, violations }
+    let end_state = end_state(&[&node]).await;
+    Outcome {
+        trace,
+        violations,
+        end_state,
+    }
 }
 
 /// The node's supervisor while the clients write: reboots the machine at the planned crash, or as

@@ -69,6 +69,12 @@ where
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, scenario())));
         if let (true, Ok(outcome)) = (replaying, &outcome) {
             print!("{}", outcome.trace.text());
+            let end = outcome.end_state.join("\n");
+            println!(
+                "end state: {} lines (metrics of every node, a last random draw), fnv1a64 {:016x}",
+                outcome.end_state.len(),
+                crate::trace::fnv1a64(end.as_bytes())
+            );
             if let Some(path) = std::env::var_os(HTML_VAR) {
                 let timeline = crate::html::parse(&outcome.trace.text());
                 let page = crate::html::page(&format!("{name}, seed {seed}"), &timeline);
@@ -84,7 +90,11 @@ where
             Ok(outcome) if outcome.violations.is_empty() && !replaying => {
                 match catch_unwind(AssertUnwindSafe(|| run(seed, scenario()))) {
                     Ok(again) => {
-                        if let Some(how) = crate::trace::divergence(&outcome.trace, &again.trace) {
+                        let how =
+                            crate::trace::divergence(&outcome.trace, &again.trace).or_else(|| {
+                                crate::trace::end_divergence(&outcome.end_state, &again.end_state)
+                            });
+                        if let Some(how) = how {
                             failures.push(format!("seed {seed}: not deterministic: {how}"));
                         }
                     }

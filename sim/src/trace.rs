@@ -71,13 +71,22 @@ pub fn divergence(a: &Trace, b: &Trace) -> Option<String> {
     if a.hash() == b.hash() {
         return None;
     }
-    let (a, b) = (a.lines(), b.lines());
-    let at = (0..a.len().max(b.len()))
-        .find(|&i| a.get(i) != b.get(i))
-        .unwrap_or(a.len());
+    first_difference(&a.lines(), &b.lines())
+        .map(|how| format!("the two runs diverged at line {how}"))
+}
+
+/// Where two runs' end states (`scenario::end_state`) first differ, if they do.
+pub fn end_divergence(a: &[String], b: &[String]) -> Option<String> {
+    first_difference(a, b)
+        .map(|how| format!("the two runs ended in different states, at line {how}"))
+}
+
+/// The first line at which `a` and `b` differ, and the two lines there.
+fn first_difference(a: &[String], b: &[String]) -> Option<String> {
+    let at = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i))?;
     let line = |l: Option<&String>| l.map_or("(nothing)".to_owned(), |l| l.clone());
     Some(format!(
-        "the two runs diverged at line {at}: `{}` then `{}`",
+        "{at}: `{}` then `{}`",
         line(a.get(at)),
         line(b.get(at))
     ))
@@ -128,5 +137,22 @@ mod tests {
                 )
             );
         });
+    }
+
+    #[test]
+    fn end_states_that_differ_name_their_first_differing_line() {
+        let a: Vec<String> = ["rng 7", "node-1 kvs_frames 3"].map(String::from).to_vec();
+        let mut b = a.clone();
+        assert_eq!(end_divergence(&a, &b), None);
+        b[1] = "node-1 kvs_frames 4".into();
+        assert_eq!(
+            end_divergence(&a, &b).as_deref(),
+            Some(
+                "the two runs ended in different states, at line 1: `node-1 kvs_frames 3` then \
+                 `node-1 kvs_frames 4`"
+            )
+        );
+        b.truncate(1);
+        assert!(end_divergence(&a, &b).is_some_and(|how| how.ends_with("then `(nothing)`")));
     }
 }

@@ -336,7 +336,13 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         &trace.lines(),
         nodes.len() as u32,
     ));
-    Outcome { trace, violations }
+    let up: Vec<&SimNode> = nodes.iter().map(|n| n.as_ref()).collect();
+    let end_state = crate::scenario::end_state(&up).await;
+    Outcome {
+        trace,
+        violations,
+        end_state,
+    }
 }
 
 /// How a node was stopped by a fault.
