@@ -505,6 +505,9 @@ fn three_nodes_from_kvs_configs_replicate_and_shrug_off_random_bytes() {
     // Replication is measured: the first node pushed, the others timed the arrivals.
     assert!(metric_sum(&first, "kvs_frame_bytes_total") > 0.0);
     assert!(metric_sum(&second, "kvs_replication_lag_seconds_count") >= 2.0);
+    // ... and the pushes were served, counted on the serving side too.
+    assert!(metric_sum(&second, "kvs_frames_served_total") >= 1.0);
+    assert!(metric_sum(&second, "kvs_frames_served_bytes_total") > 0.0);
 
     let mut rng = <rand_chacha::ChaCha12Rng as rand_core::SeedableRng>::seed_from_u64(0x006b_7673);
     for node in nodes {

@@ -27,6 +27,13 @@ pub struct FrameLabels {
     pub direction: &'static str,
 }
 
+/// A frame exchange's kind, as a metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `SyncRequest::kind`.
+    pub kind: &'static str,
+}
+
 /// Datagram and frame counters of one node.
 #[derive(Debug, Clone, Default)]
 pub struct NetCounters {
@@ -43,6 +50,11 @@ pub struct NetCounters {
     frame_bytes: Family<FrameLabels, Counter>,
     /// This node's requests answered, one per frame, by request kind (`direction="sent"`).
     frame_requests: Family<FrameLabels, Counter>,
+    /// Peers' requests this node answered, one per frame, by kind.
+    served: Family<KindLabel, Counter>,
+    /// Bytes of the peers' requests this node answered (`received`) and of its answers
+    /// (`sent`), whole frames, by kind.
+    served_bytes: Family<FrameLabels, Counter>,
     /// Peers this node has a request task (a queue and a kept connection) for now: one per peer
     /// it talked to lately, ended after `host::frames::PEER_IDLE_EXIT` without a request.
     pub peer_links: Gauge,
@@ -103,6 +115,21 @@ impl NetCounters {
         }
     }
 
+    /// Counts one peer's request this node answered, and the bytes of both frames.
+    pub fn served(&self, kind: &'static str, received: usize, sent: usize) {
+        self.served.get_or_create(&KindLabel { kind }).inc();
+        for (direction, bytes) in [("received", received), ("sent", sent)] {
+            self.served_bytes
+                .get_or_create(&FrameLabels { kind, direction })
+                .inc_by(bytes as u64);
+        }
+    }
+
+    /// How many peers' requests of `kind` this node answered.
+    pub fn served_count(&self, kind: &'static str) -> u64 {
+        self.served.get_or_create(&KindLabel { kind }).get()
+    }
+
     /// Bytes counted for `kind` in `direction`.
     pub fn exchanged_bytes(&self, kind: &'static str, direction: &'static str) -> u64 {
         self.frame_bytes
@@ -146,6 +173,16 @@ impl NetCounters {
             "frame_bytes",
             "Bytes of this node's sync requests and their answers, by kind (anti-entropy: branches, leaves, segments, fetch)",
             self.frame_bytes.clone(),
+        );
+        registry.register(
+            "frames_served",
+            "Peers' sync requests this node answered (one frame each), by kind",
+            self.served.clone(),
+        );
+        registry.register(
+            "frames_served_bytes",
+            "Bytes of the peers' sync requests this node answered (received) and of its answers (sent), by kind",
+            self.served_bytes.clone(),
         );
     }
 }

@@ -113,7 +113,7 @@ async fn serve(
     while let Some((conn, from)) = incoming.recv().await {
         let (keys, sync, counters) = (keys.clone(), sync.clone(), Arc::clone(&counters));
         tokio::spawn(async move {
-            if let Err(reason) = serve_connection(conn, from, &keys, &sync).await {
+            if let Err(reason) = serve_connection(conn, from, &keys, &sync, &counters).await {
                 if counters.frame_drop_for(reason.label()) {
                     tracing::warn!(%from, %reason, "dropped a frame connection");
                 }
@@ -143,6 +143,7 @@ async fn serve_connection(
     from: SocketAddr,
     keys: &FrameKeys,
     sync: &Addr<SyncMsg>,
+    counters: &NetCounters,
 ) -> Result<(), Rejected> {
     let mut hello = [0u8; HELLO_BYTES];
     if !read_within(&mut conn, &mut hello, REQUEST_TIMEOUT).await {
@@ -167,6 +168,7 @@ async fn serve_connection(
         };
         seq_in += 1;
         let request: WireRequest = postcard::from_bytes(&body).map_err(|_| Rejected::Malformed)?;
+        let (kind, received) = (request.request.kind(), 4 + body.len() + TAG_BYTES);
         let (reply, answer) = reply_channel();
         let msg = SyncMsg::Request {
             from,
@@ -190,6 +192,7 @@ async fn serve_connection(
         if !write_within(&mut conn, &out, REQUEST_TIMEOUT).await {
             return Ok(());
         }
+        counters.served(kind, received, out.len());
     }
 }
 
