@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_yaml, run_kvs, wait_for, Node};
+use common::{config_yaml, run_kvs, unused_port, wait_for, Node};
 
 /// How long membership may take on loopback (it takes well under a second).
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -563,6 +563,65 @@ fn clients_holding_every_http_connection_do_not_cut_a_node_off_from_its_peers() 
     wait_for(CONVERGE, "the write on `second`", || {
         (second.get("users/while-held").status == 200).then_some(())
     });
+}
+
+/// The README's secret rotation, one node at a time at each step (new secret accepted
+/// everywhere; then signed with everywhere; then the old one dropped): the nodes stay one cluster
+/// and replicate both ways after every restart.
+#[test]
+fn a_secret_is_rotated_one_node_at_a_time_and_the_cluster_never_splits() {
+    let (old, new) = (
+        format!("\"{}\"", "ab".repeat(32)),
+        format!("\"{}\"", "cd".repeat(32)),
+    );
+    let (port_a, port_b) = (unused_port().to_string(), unused_port().to_string());
+    let seeds = format!("[\"127.0.0.1:{port_a}\", \"127.0.0.1:{port_b}\"]");
+    let config = |port: &str, current: &str, previous: &str| -> Vec<(String, String)> {
+        [
+            ("port", port),
+            ("seed_nodes", &seeds),
+            ("cluster_secret", current),
+            ("cluster_secrets_previous", previous),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
+    };
+    let start = |c: &[(String, String)]| {
+        let pairs: Vec<(&str, &str)> = c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Node::start_bare(&pairs)
+    };
+    let mut nodes = [
+        start(&config(&port_a, &old, "[]")),
+        start(&config(&port_b, &old, "[]")),
+    ];
+    wait_all_listed(&[&nodes[0], &nodes[1]]);
+    let steps = [
+        (old.clone(), format!("[{new}]")),
+        (new.clone(), format!("[{old}]")),
+        (new.clone(), "[]".to_owned()),
+    ];
+    for (step, (current, previous)) in steps.iter().enumerate() {
+        for i in 0..2 {
+            let port = [&port_a, &port_b][i];
+            nodes[i].stop();
+            let c = config(port, current, previous);
+            let pairs: Vec<(&str, &str)> =
+                c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            nodes[i].restart_with(&pairs);
+            wait_all_listed(&[&nodes[0], &nodes[1]]);
+            // An empty node pulls the cluster's data first (bootstrap), then takes writes.
+            wait_mode(&nodes[i], "normal");
+            let key = format!("rotation/{step}/{i}");
+            assert_eq!(nodes[i].put(&key, b"1").status, 200);
+            let other = &nodes[1 - i];
+            wait_for(CONVERGE, &format!("{key} replicated"), || {
+                (other.get(&key).status == 200).then_some(())
+            });
+        }
+    }
+    for node in &nodes {
+        assert_eq!(metric_sum(node, "kvs_gossip_datagrams_dropped_total"), 0.0);
+    }
 }
 
 /// Catch-up, bootstrap and read-only replication: a read-only node takes every replicated write
