@@ -3,7 +3,9 @@
 //!
 //! * **Push.** Storage tells it of every local write once durable ([`SyncMsg::Committed`]); it
 //!   sends the records at once to every live peer (membership keeps it told of them,
-//!   [`SyncMsg::Peers`]), in pushes of at most `PUSH_BYTES_MAX`. A push that fails (no answer
+//!   [`SyncMsg::Peers`]), [`PUSH_FANOUT_MAX`] at most (a larger cluster's peers take turns, batch
+//!   by batch; anti-entropy brings each the batches it was not pushed), in pushes of at most
+//!   `PUSH_BYTES_MAX`. A push that fails (no answer
 //!   within the transport's timeout, a refused connection, a busy peer) is sent again with
 //!   exponential backoff, [`PUSH_ATTEMPTS`] times; what still fails is left to anti-entropy.
 //!   At most [`OUTSTANDING_PER_PEER_MAX`] pushes wait per peer (so one dead or slow peer never
@@ -45,6 +47,8 @@ pub const RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
 pub const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most pushes waiting for an answer or a retry, per peer.
 pub const OUTSTANDING_PER_PEER_MAX: usize = 64;
+/// Most peers each batch of writes is pushed to: every peer of a cluster of up to 17 nodes.
+pub const PUSH_FANOUT_MAX: usize = 16;
 /// How far ahead of this node's clock a peer's record may be stamped: beyond, the record is
 /// refused as skewed (a clock gone wrong, or a record stamped near the end of time that would
 /// leave no room for later versions).
@@ -194,6 +198,9 @@ pub struct SyncActor {
     transport: PeerLink,
     counters: SyncCounters,
     peers: Vec<SocketAddr>,
+    /// Where in `peers` the next batch's pushes begin, when there are more than
+    /// [`PUSH_FANOUT_MAX`]: the peers take turns.
+    fanout_from: usize,
     next_id: u64,
     /// Pushes sent and not answered yet, by id.
     in_flight: BTreeMap<u64, Push>,
@@ -240,6 +247,7 @@ impl SyncActor {
             transport,
             counters,
             peers: Vec::new(),
+            fanout_from: 0,
             next_id: 0,
             in_flight: BTreeMap::new(),
             retries: BTreeMap::new(),

@@ -38,10 +38,22 @@ impl SyncActor {
         }
     }
 
-    /// Sends `records` to every live peer, in pushes of at most `PUSH_BYTES_MAX`.
+    /// Sends `records` to every live peer, [`PUSH_FANOUT_MAX`] at most (taking turns), in
+    /// pushes of at most `PUSH_BYTES_MAX`.
     pub(super) fn replicate(&mut self, now: Duration, records: Vec<(String, Record)>) {
+        let fanout = self.peers.len().min(PUSH_FANOUT_MAX);
+        let from = self.fanout_from % self.peers.len().max(1);
+        self.fanout_from = from + fanout;
+        let to: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .cycle()
+            .skip(from)
+            .take(fanout)
+            .copied()
+            .collect();
         for batch in chunks(records) {
-            for peer in self.peers.clone() {
+            for &peer in &to {
                 if self.outstanding(peer) >= OUTSTANDING_PER_PEER_MAX {
                     self.counters.pushes_dropped.inc();
                     continue;

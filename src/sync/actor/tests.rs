@@ -224,6 +224,25 @@ fn a_commit_is_pushed_to_every_peer_and_an_accepted_push_is_done() {
 }
 
 #[test]
+fn a_large_clusters_peers_take_turns_at_being_pushed_to() {
+    let mut f = fixture(None);
+    let peers: Vec<SocketAddr> = (2..2 + PUSH_FANOUT_MAX as u8 + 4).map(peer).collect();
+    f.handle(SyncMsg::Peers(peers.clone()));
+    let mut pushed_to = Vec::new();
+    for i in 0..2 {
+        f.handle(SyncMsg::Committed(vec![(format!("k{i}"), record("1"))]));
+        let to: Vec<SocketAddr> = f.sent().iter().map(|r| r.to).collect();
+        let distinct: BTreeSet<SocketAddr> = to.iter().copied().collect();
+        assert_eq!(to.len(), PUSH_FANOUT_MAX, "batch {i}: {to:?}");
+        assert_eq!(distinct.len(), PUSH_FANOUT_MAX, "batch {i}: {to:?}");
+        pushed_to.extend(to);
+    }
+    // Two batches reach every peer: the second begins where the first ended.
+    let reached: BTreeSet<SocketAddr> = pushed_to.into_iter().collect();
+    assert_eq!(reached, peers.into_iter().collect());
+}
+
+#[test]
 fn a_failed_push_is_retried_with_backoff_then_left_to_anti_entropy() {
     let mut f = fixture(None);
     f.handle(SyncMsg::Peers(vec![peer(2)]));
