@@ -21,7 +21,8 @@
 //!    `kvs_replication_lag_seconds` histograms (the time from a write's stamp on the writer to
 //!    its arrival): p50 and p99 as the histogram's bucket bounds (powers of two from 1 ms).
 //!    Reference: the writer's own PUT latency p50/p99 in the same phase.
-//! 3. **Failure detection**: 5 nodes; one is killed with SIGKILL [`KILLS`] times (restarted on
+//! 3. **Failure detection**: at 3, 5 and 10 nodes ([`DETECTION_SIZES`]), a cluster of its own
+//!    each; one node is killed with SIGKILL [`KILLS`] times (restarted on
 //!    its port and seen alive everywhere in between) and the time until every other node lists
 //!    it `suspect`, then `dead`, is measured by polling `/members/` every 20 ms: median and worst.
 //!    Any other member ever seen not `alive` is a false positive, reported. Reference: the time
@@ -57,6 +58,8 @@ const PUT_KEYS: u64 = 10_000;
 const ROUNDS: usize = 3;
 /// SIGKILLs of the failure-detection phase (the probe cycle makes each detection differ).
 const KILLS: usize = 5;
+/// The cluster sizes failure detection is measured at (the goal is for 3 to 10 nodes).
+const DETECTION_SIZES: [usize; 3] = [3, 5, 10];
 /// Longest any convergence may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -212,63 +215,10 @@ fn main() {
     drop(alone);
     drop(shm_clusters);
 
-    // 3: failure detection at 5 nodes, several kills, against a graceful leave.
-    let mut more = [Node::start(&pairs(&joining)), Node::start(&pairs(&joining))];
-    let five = [&first, &peers[0], &peers[1], &more[0], &more[1]];
-    wait_members(&five, 5);
-    let watchers = [&first, &peers[0], &peers[1]];
-    let killed = more[1].node_id().to_owned();
-    let port = more[1].addr().port().to_string();
-    let (mut suspects, mut deads, mut false_positives) = (Vec::new(), Vec::new(), 0);
-    for kill in 0..KILLS {
-        eprintln!("failure detection: kill {} of {KILLS}", kill + 1);
-        let started = Instant::now();
-        more[1].kill9();
-        let (suspect, dead, fp) = watch_until(&watchers, &killed, "dead", &[], started);
-        suspects.push(suspect);
-        deads.push(dead);
-        false_positives += fp;
-        // Back on its port (the same member, a new generation), and everyone alive again.
-        let mut again = joining.clone();
-        again.push(("port".to_owned(), port.clone()));
-        more[1].restart_with(&pairs(&again));
-        let five = [&first, &peers[0], &peers[1], &more[0], &more[1]];
-        wait_members(&five, 5);
+    // 3: failure detection at 3, 5 and 10 nodes, several kills each, against a graceful leave.
+    for size in DETECTION_SIZES {
+        detection(size);
     }
-    let left_id = more[0].node_id().to_owned();
-    let started = Instant::now();
-    more[0].stop();
-    let (_, left, false_left) = watch_until(&watchers, &left_id, "left", &[], started);
-    suspects.sort();
-    deads.sort();
-    let secs = |v: &[Duration], i: usize| v[i].as_secs_f64();
-    println!("failure detection, 5 nodes, {KILLS} kills (SIGKILL; polled every 20 ms)");
-    println!(
-        "  suspect on every node after {:.2} s median ({:.2}-{:.2}); dead after {:.2} s median, \
-         {:.2} s worst (goal < 5 s); false positives: {}",
-        secs(&suspects, KILLS / 2),
-        secs(&suspects, 0),
-        secs(&suspects, KILLS - 1),
-        secs(&deads, KILLS / 2),
-        secs(&deads, KILLS - 1),
-        false_positives + false_left
-    );
-    let all = |v: &[Duration]| {
-        v.iter()
-            .map(|d| format!("{:.2}", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    println!(
-        "  every kill, sorted: suspect {} s; dead {} s",
-        all(&suspects),
-        all(&deads)
-    );
-    println!(
-        "  reference: a SIGTERM'd node listed left after {:.2} s",
-        left.as_secs_f64()
-    );
-    drop(more);
 
     // 4: bootstrap of `keys` keys.
     eprintln!("writing {keys} keys");
@@ -408,6 +358,80 @@ impl<'a> Phase<'a> {
         }
         lag
     }
+}
+
+/// Failure detection in a cluster of `size` fresh nodes: one is killed with SIGKILL [`KILLS`]
+/// times (restarted on its port and seen alive everywhere in between); prints how long until
+/// every other node lists it `suspect`, then `dead`, any false positive, and the reference, a
+/// SIGTERM'd node listed `left`.
+fn detection(size: usize) {
+    assert!(size >= 3, "a victim, a departing node and a watcher");
+    let founder = Node::start(&[]);
+    let joining = joining(&founder);
+    let mut others: Vec<Node> = (1..size).map(|_| Node::start(&pairs(&joining))).collect();
+    wait_members(&everyone(&founder, &others), size as u64);
+    // The last node is killed, the one before it leaves at the end; the rest watch.
+    let (victim, leaver) = (size - 2, size - 3);
+    let killed = others[victim].node_id().to_owned();
+    let port = others[victim].addr().port().to_string();
+    let (mut suspects, mut deads, mut false_positives) = (Vec::new(), Vec::new(), 0);
+    for kill in 0..KILLS {
+        eprintln!(
+            "failure detection, {size} nodes: kill {} of {KILLS}",
+            kill + 1
+        );
+        let started = Instant::now();
+        others[victim].kill9();
+        let watchers: Vec<&Node> = everyone(&founder, &others[..victim]);
+        let (suspect, dead, fp) = watch_until(&watchers, &killed, "dead", &[], started);
+        suspects.push(suspect);
+        deads.push(dead);
+        false_positives += fp;
+        // Back on its port (the same member, a new generation), and everyone alive again.
+        let mut again = joining.clone();
+        again.push(("port".to_owned(), port.clone()));
+        others[victim].restart_with(&pairs(&again));
+        wait_members(&everyone(&founder, &others), size as u64);
+    }
+    let left_id = others[leaver].node_id().to_owned();
+    let started = Instant::now();
+    others[leaver].stop();
+    let watchers: Vec<&Node> = everyone(&founder, &others[..leaver]);
+    let (_, left, false_left) = watch_until(&watchers, &left_id, "left", &[], started);
+    suspects.sort();
+    deads.sort();
+    let secs = |v: &[Duration], i: usize| v[i].as_secs_f64();
+    println!("failure detection, {size} nodes, {KILLS} kills (SIGKILL; polled every 20 ms)");
+    println!(
+        "  suspect on every node after {:.2} s median ({:.2}-{:.2}); dead after {:.2} s median, \
+         {:.2} s worst (goal < 5 s); false positives: {}",
+        secs(&suspects, KILLS / 2),
+        secs(&suspects, 0),
+        secs(&suspects, KILLS - 1),
+        secs(&deads, KILLS / 2),
+        secs(&deads, KILLS - 1),
+        false_positives + false_left
+    );
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  every kill, sorted: suspect {} s; dead {} s",
+        all(&suspects),
+        all(&deads)
+    );
+    println!(
+        "  reference: a SIGTERM'd node listed left after {:.2} s",
+        left.as_secs_f64()
+    );
+}
+
+/// `first` and `others`, as one list.
+fn everyone<'a>(first: &'a Node, others: &'a [Node]) -> Vec<&'a Node> {
+    std::iter::once(first).chain(others).collect()
 }
 
 /// Lowers every thread of process `pid` to niceness `nice` (on Linux a niceness is a thread's:
