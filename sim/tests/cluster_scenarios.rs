@@ -42,6 +42,11 @@ fn slow_network() {
 }
 
 #[test]
+fn mass_restart() {
+    sweep_scenario("mass_restart");
+}
+
+#[test]
 fn long_partition() {
     sweep_scenario("long_partition");
 }
