@@ -42,7 +42,11 @@ impl SyncActor {
     /// pushes of at most `PUSH_BYTES_MAX`.
     pub(super) fn replicate(&mut self, now: Duration, records: Vec<(String, Record)>) {
         let fanout = self.peers.len().min(PUSH_FANOUT_MAX);
-        let from = self.fanout_from % self.peers.len().max(1);
+        // Every peer, in membership's order, unless there are more than the fanout.
+        let from = match self.peers.len() {
+            n if n > PUSH_FANOUT_MAX => self.fanout_from % n,
+            _ => 0,
+        };
         self.fanout_from = from + fanout;
         let to: Vec<SocketAddr> = self
             .peers
