@@ -47,6 +47,11 @@ fn mass_restart() {
 }
 
 #[test]
+fn hot_keys() {
+    sweep_scenario("hot_keys");
+}
+
+#[test]
 fn long_partition() {
     sweep_scenario("long_partition");
 }

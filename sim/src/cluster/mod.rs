@@ -6,6 +6,8 @@
 //!   the same hash-tree root (`keyspace_hash`) *and* the same full dump of (key, record);
 //! * **no acknowledged write lost**: for every key, the final version is not older than any
 //!   acknowledged write or delete of it;
+//! * **reads** (`workload.get_ratio`, [`reads`]), checked as each is answered: never a value no
+//!   client sent, nothing older than the answering node acknowledged itself before the read;
 //! * **nothing invented**: every key the cluster ends with is one a client wrote, holding a value
 //!   a client sent for it (each value is unique in the run), or deleted where a client deleted it;
 //! * **no resurrection**: a key whose newest acknowledged operation is a delete ends deleted.
@@ -23,15 +25,17 @@
 
 mod accuracy;
 mod collisions;
+mod reads;
 mod safety;
 mod scenario;
 
 pub use scenario::{
-    load, ClusterScenario, ClusterWorkload, CollisionStorm, Fault, SeedNodes, Swarm, TimedFault,
+    load, ClusterScenario, ClusterWorkload, CollisionStorm, Fault, HotKeys, SeedNodes, Swarm,
+    TimedFault,
 };
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -94,18 +98,29 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
 
     let acked: AckLog = Arc::default();
     let asked: AskLog = Arc::default();
+    let bad_reads: Arc<Mutex<Vec<String>>> = Arc::default();
     let w = scenario.workload;
     let mut clients = Vec::new();
     for node in &nodes {
         for c in 0..w.clients_per_node {
             let (node, trace, acked) = (Arc::clone(node), trace.clone(), Arc::clone(&acked));
-            let asked = Arc::clone(&asked);
+            let (asked, bad_reads) = (Arc::clone(&asked), Arc::clone(&bad_reads));
             clients.push(tokio::spawn(async move {
                 for op in 0..w.ops_per_client {
                     let think = thread_rng().gen_range(0..=w.think_ms_max);
                     tokio::time::sleep(Duration::from_millis(think)).await;
-                    let key = format!("k{}", thread_rng().gen_range(0..w.keys));
+                    let key = w.pick_key();
                     let delete = thread_rng().gen_bool(w.delete_ratio);
+                    // (No draw without reads: files without them replay as before.)
+                    if !delete && w.get_ratio > 0.0 && thread_rng().gen_bool(w.get_ratio) {
+                        if let Some(bad) = read(&node, &key, &acked, &asked, &trace).await {
+                            bad_reads
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(bad);
+                        }
+                        continue;
+                    }
                     // Unique in the run: the final value names the write it came from.
                     let value = format!("{{\"by\":\"{}/{c}\",\"op\":{op}}}", node.name());
                     ask(&asked, &key, (!delete).then_some(&value));
@@ -269,6 +284,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         client.await.expect("a client finished");
     }
     let (mut violations, pending) = monitor.stop().await;
+    violations.append(&mut bad_reads.lock().unwrap_or_else(|e| e.into_inner()));
     violations.append(&mut early);
     apply(&net, &nodes, &Fault::Heal);
     applied.push((trace.now_ms(), Fault::Heal));
@@ -514,6 +530,52 @@ async fn membership_agreement(
         tokio::time::sleep(step).await;
         waited += step;
     }
+}
+
+/// A client's `GET` of `key` through `node`, traced and checked ([`reads::check`]): the
+/// violation, if any.
+async fn read(
+    node: &SimNode,
+    key: &str,
+    acked: &AckLog,
+    asked: &AskLog,
+    trace: &Trace,
+) -> Option<String> {
+    // What the node had acknowledged before the read began.
+    let floor = acked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .and_then(|ops| {
+            ops.iter()
+                .filter(|o| o.by == node.name())
+                .max_by_key(|o| o.version)
+                .cloned()
+        });
+    let (status, body) = node.get(key).await;
+    trace.record(format_args!(
+        "{} GET {key} -> {}",
+        node.name(),
+        status.as_u16()
+    ));
+    let answer = match status {
+        StatusCode::OK => reads::Answer::Found(String::from_utf8_lossy(&body).into_owned()),
+        StatusCode::NOT_FOUND => reads::Answer::Absent,
+        // Off, stopping, or refusing: nothing answered to check.
+        _ => return None,
+    };
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+    let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+    let ops = acked.get(key).map(Vec::as_slice).unwrap_or_default();
+    reads::check(
+        node.name(),
+        key,
+        &answer,
+        floor.as_ref(),
+        &asked.get(key).cloned().unwrap_or_default(),
+        ops,
+    )
+    .map(|bad| format!("{bad} (t={} ms)", trace.now_ms()))
 }
 
 /// Notes that a client is about to write `value` to `key` (`None`: delete it).

@@ -85,9 +85,41 @@ pub struct ClusterWorkload {
     pub delete_ratio: f64,
     /// Pause before each operation, drawn from 0..=max (ms).
     pub think_ms_max: u64,
+    /// Share of the operations that are not deletes that are reads (`GET`, 0 to 1; default 0:
+    /// every one a `PUT`). Each read is checked as it is answered ([`super::reads`]).
+    #[serde(default)]
+    pub get_ratio: f64,
+    /// Hot keys: a share of the operations goes to the first few keys (default none: every key
+    /// alike).
+    #[serde(default)]
+    pub hot: Option<HotKeys>,
     /// Timestamp collisions made on purpose, besides the clients' work.
     #[serde(default)]
     pub collisions: Option<CollisionStorm>,
+}
+
+/// A skewed key distribution: `share` of the operations go to keys `k0` .. `k{keys - 1}`, the
+/// rest to any key.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotKeys {
+    /// Share of the operations on the hot keys (0 to 1).
+    pub share: f64,
+    /// How many keys are hot (1 to `workload.keys`).
+    pub keys: u64,
+}
+
+impl ClusterWorkload {
+    /// The key of the next operation, by the workload's distribution (no draw beyond the uniform
+    /// one without hot keys, so files without them replay as before).
+    pub(super) fn pick_key(&self) -> String {
+        let mut rng = thread_rng();
+        let n = match self.hot {
+            Some(hot) if rng.gen_bool(hot.share) => rng.gen_range(0..hot.keys),
+            _ => rng.gen_range(0..self.keys),
+        };
+        format!("k{n}")
+    }
 }
 
 /// Timestamp collisions on purpose: rounds in which several nodes take a PUT of the same key at
@@ -224,6 +256,18 @@ pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
         "{}: workload.delete_ratio must be within 0..=1",
         path.display()
     );
+    assert!(
+        (0.0..=1.0).contains(&file.workload.get_ratio),
+        "{}: workload.get_ratio must be within 0..=1",
+        path.display()
+    );
+    if let Some(hot) = file.workload.hot {
+        assert!(
+            (0.0..=1.0).contains(&hot.share) && (1..=file.workload.keys).contains(&hot.keys),
+            "{}: workload.hot needs a share within 0..=1 and 1 to workload.keys keys",
+            path.display()
+        );
+    }
     if let Some(storm) = file.workload.collisions {
         assert!(
             (2..=file.nodes).contains(&storm.writers),
