@@ -177,7 +177,7 @@ fn fault_spans(fault: &str) -> Vec<(Option<String>, &'static str, bool)> {
         "Loss" | "Latency" => vec![(None, "loss", true)],
         "Pause" => one("paused", true),
         "Resume" => one("paused", false),
-        "PowerOff" => one("off", true),
+        "PowerOff" | "Die" => one("off", true),
         "PowerOn" => one("off", false),
         "Leave" => one("left", true),
         "TcpStall" => one("tcp", true),

@@ -52,6 +52,11 @@ fn hot_keys() {
 }
 
 #[test]
+fn dead_member() {
+    sweep_scenario("dead_member");
+}
+
+#[test]
 fn long_partition() {
     sweep_scenario("long_partition");
 }

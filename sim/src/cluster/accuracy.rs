@@ -181,7 +181,7 @@ fn away_windows(
                 open.entry((n, Away::Paused)).or_insert(t);
                 vec![]
             }
-            Fault::PowerOff(n) => {
+            Fault::PowerOff(n) | Fault::Die(n) => {
                 open.entry((n, Away::Off)).or_insert(t);
                 vec![]
             }

@@ -34,7 +34,7 @@ pub use scenario::{
     TimedFault,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +178,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let (mut archived, mut early) = (Vec::new(), Vec::new());
     // The nodes paused or powered off now, and the reboots waiting for each to run again.
     let mut stopped: BTreeMap<u64, Stopped> = BTreeMap::new();
+    // The nodes that died (`die`), by name: off for good.
+    let mut dead: BTreeSet<String> = BTreeSet::new();
     let mut deferred: BTreeMap<u64, Vec<Fault>> = BTreeMap::new();
     // Every fault applied, when (trace time): what the accuracy check may excuse.
     let mut applied: Vec<(u64, Fault)> = Vec::new();
@@ -242,6 +244,12 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 node.power_off();
                 stopped.insert(n, Stopped::Off);
             }
+            Fault::Die(n) => {
+                let node = &nodes[(n - 1) as usize];
+                archived.extend(listed_decisions(node, &mut early).await);
+                node.power_off();
+                dead.insert(node.name().to_owned());
+            }
             Fault::Resume(n) | Fault::PowerOn(n) => {
                 let Some(how) = stopped.remove(&n) else {
                     trace.record(format_args!("fault {:?} skipped: node-{n} runs", f.fault));
@@ -289,6 +297,27 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     apply(&net, &nodes, &Fault::Heal);
     applied.push((trace.now_ms(), Fault::Heal));
     trace.record("healed; checking convergence");
+    // The dead stay off: the checks are on the live nodes, and what only a dead node
+    // acknowledged may have died with it.
+    let nodes: Vec<Arc<SimNode>> = nodes
+        .iter()
+        .filter(|n| !dead.contains(n.name()))
+        .cloned()
+        .collect();
+    let acked: BTreeMap<String, Vec<Acked>> = acked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(key, ops)| {
+            let ops: Vec<Acked> = ops
+                .iter()
+                .filter(|o| !dead.contains(&o.by))
+                .cloned()
+                .collect();
+            (key.clone(), ops)
+        })
+        .filter(|(_, ops)| !ops.is_empty())
+        .collect();
 
     let budget = Duration::from_millis(scenario.liveness_budget_ms);
     let mut waited = Duration::ZERO;
@@ -334,7 +363,6 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             ));
         }
         let decisions = all_decisions(&nodes, &archived, &mut violations).await;
-        let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
         violations.extend(final_losses(
             &dumps[0],
             &acked,
@@ -346,7 +374,7 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         violations.extend(invented(&dumps[0], &asked, &acked));
         check_collisions(&decisions, &dumps[0], &acked, &trace, &mut violations);
     }
-    membership_agreement(&nodes, budget, &trace, &mut violations).await;
+    membership_agreement(&nodes, &dead, budget, &trace, &mut violations).await;
     violations.extend(accuracy::false_downs(
         &applied,
         &trace.lines(),
@@ -483,9 +511,11 @@ async fn collide(
     }
 }
 
-/// Every node lists every node `alive` (they are all up once healed), within `budget`.
+/// Every live node lists every live node `alive` and every node in `dead` `dead` (or no longer,
+/// once reaped), within `budget`.
 async fn membership_agreement(
     nodes: &[Arc<SimNode>],
+    dead: &BTreeSet<String>,
     budget: Duration,
     trace: &Trace,
     violations: &mut Vec<String>,
@@ -499,7 +529,10 @@ async fn membership_agreement(
             let members: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let list = members.as_array().cloned().unwrap_or_default();
             let alive = list.iter().filter(|m| m["status"] == "alive").count();
-            if alive != nodes.len() {
+            let undead = list.iter().any(|m| {
+                m["id"].as_str().is_some_and(|id| dead.contains(id)) && m["status"] != "dead"
+            });
+            if alive != nodes.len() || undead {
                 let others: Vec<String> = list
                     .iter()
                     .filter(|m| m["status"] != "alive")
@@ -650,6 +683,7 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
         | Fault::Resume(_)
         | Fault::PowerOff(_)
         | Fault::PowerOn(_)
+        | Fault::Die(_)
         | Fault::TcpStall(_)
         | Fault::TcpResume(_) => {
             unreachable!("crashes, clocks, stalls and leaving are the machines', not the network's")

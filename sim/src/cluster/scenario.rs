@@ -211,6 +211,9 @@ pub enum Fault {
     PowerOff(u64),
     /// Boot a node that is off.
     PowerOn(u64),
+    /// Cut this node's power for good (no fault may name it after): the live nodes must list it
+    /// dead and converge without it; what only it acknowledged may be lost with it.
+    Die(u64),
     /// Stall the frame connections this node accepted (TCP moves no bytes either way) while its
     /// gossip still flows, until `tcp_resume` or `heal`.
     TcpStall(u64),
@@ -316,10 +319,22 @@ pub fn parse(path: &std::path::Path, text: &str) -> ClusterScenario {
     // Pauses and power cuts come in pairs, and a stalled or unpowered node takes no other
     // machine fault before it runs again.
     let mut stopped: BTreeMap<u64, &Fault> = BTreeMap::new();
+    let mut dead = BTreeSet::new();
     for f in &file.faults {
         let refuse =
             |why: &str| -> ! { panic!("{}: faults: at {} ms: {why}", path.display(), f.at_ms) };
+        if let Some(n) = f.fault.nodes().into_iter().find(|n| dead.contains(n)) {
+            refuse(&format!("{:?} of node {n}, which died", f.fault));
+        }
         match &f.fault {
+            Fault::Die(n) => {
+                if let Some(why) = stopped.get(n) {
+                    refuse(&format!(
+                        "Die({n}) of node {n}, which is stopped by {why:?}"
+                    ));
+                }
+                dead.insert(*n);
+            }
             Fault::Resume(n) | Fault::PowerOn(n) => match stopped.remove(n) {
                 Some(Fault::Pause(_)) if matches!(f.fault, Fault::Resume(_)) => {}
                 Some(Fault::PowerOff(_)) if matches!(f.fault, Fault::PowerOn(_)) => {}
@@ -414,6 +429,7 @@ impl Fault {
             | Fault::Resume(n)
             | Fault::PowerOff(n)
             | Fault::PowerOn(n)
+            | Fault::Die(n)
             | Fault::TcpStall(n)
             | Fault::TcpResume(n) => vec![*n],
             Fault::Skew { node, .. } | Fault::Drift { node, .. } => vec![*node],
@@ -576,5 +592,11 @@ mod tests {
     #[should_panic(expected = "test.yaml: faults: latency needs min_ms < max_ms <= 10000")]
     fn a_latency_range_that_is_empty_is_refused() {
         with_faults("{at_ms: 1, latency: {min_ms: 50, max_ms: 50}}");
+    }
+
+    #[test]
+    #[should_panic(expected = "test.yaml: faults: at 2 ms: Crash(2) of node 2, which died")]
+    fn a_fault_on_a_dead_node_is_refused() {
+        with_faults("{at_ms: 1, die: 2}, {at_ms: 2, crash: 2}");
     }
 }
