@@ -126,8 +126,8 @@ pub enum SyncResponse {
         hashes: Vec<u64>,
         /// The answering node's horizon, read before its hashes.
         horizon: Horizon,
-        /// Which start of the answering node answered (its generation, bumped on every start):
-        /// a barrier answered by a later start proves nothing about what this one took.
+        /// Which start of the answering node answered (`sync::boot_id`: its generation and join
+        /// time): a barrier answered by a later start proves nothing about what this one took.
         boot: u64,
     },
     /// For each branch asked, its segment hashes in order.

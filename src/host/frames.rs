@@ -158,7 +158,13 @@ async fn serve_connection(
             &nonce,
             Direction::Request,
             seq_in,
-            IDLE_TIMEOUT,
+            // A peer sends its first request as soon as it connects: a connection that sends
+            // none holds its place (`host::listener`) for a request's time, not an idle one.
+            if seq_in == 0 {
+                REQUEST_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            },
         )
         .await
         {

@@ -2,16 +2,22 @@
 //! with a bound of its own.
 //!
 //! A connection is classified by its first bytes (frame connections open with
-//! `cluster::frame::MAGIC`), then holds a permit of its kind: `max_connections` HTTP connections
-//! and as many peers' frame connections. So clients holding every HTTP connection cannot cut the
-//! node off from its peers, nor a flood of connections exhaust memory or file descriptors:
+//! `cluster::frame::MAGIC`), then holds a permit of its kind: `max_connections` HTTP connections,
+//! and `max_connections` but at least [`PEER_CONNECTIONS_MIN`] frame connections. So clients
+//! holding every HTTP connection cannot cut the node off from its peers, and the connections a
+//! flood can make the node hold are bounded:
 //!
-//! * at most [`UNCLASSIFIED_MAX`] connections wait to be classified; beyond, new connections wait
-//!   in the kernel's backlog;
+//! * at most [`UNCLASSIFIED_MAX`] connections wait to be classified, or to be refused; beyond,
+//!   new connections wait in the kernel's backlog;
 //! * an HTTP connection beyond `max_connections` waits for one to close, [`HTTP_WAITING_MAX`] of
-//!   them at most; beyond, it is answered 503 with a JSON error and closed;
-//! * a frame connection beyond the bound is closed (its peer connects again later) and counted
-//!   as `kvs_frame_connections_dropped_total{reason="too_many_connections"}`.
+//!   them at most and [`HTTP_WAIT_MAX`] at most; beyond, it is answered 503 with a JSON error
+//!   and closed;
+//! * a frame connection beyond its bound is closed (its peer connects again later) and counted
+//!   as `kvs_frame_connections_dropped_total{reason="too_many_connections"}`; one that sends no
+//!   authenticated frame soon is closed by the frame transport (`host::frames`).
+//!
+//! The process needs a file descriptor limit above the sum (with the default `max_connections`
+//! of 1024: about 2,400 sockets); the node does not raise its own limit.
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +45,14 @@ pub const UNCLASSIFIED_MAX: usize = 256;
 
 /// HTTP connections beyond `max_connections` waiting for one to close, at most.
 pub const HTTP_WAITING_MAX: usize = 64;
+
+/// How long an HTTP connection beyond `max_connections` waits for one to close before it is
+/// answered 503 (clients may keep idle connections open indefinitely).
+pub const HTTP_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Frame connections a node takes at least, whatever `max_connections` says: a peer needs one
+/// per member that talks to it.
+pub const PEER_CONNECTIONS_MIN: usize = 256;
 
 /// HTTP connections accepted and classified, waiting for axum, at most.
 const HTTP_QUEUE: usize = 64;
@@ -84,7 +98,7 @@ impl BoundedListener {
             unclassified: Arc::new(Semaphore::new(UNCLASSIFIED_MAX)),
             http: Arc::new(Semaphore::new(max_connections)),
             http_waiting: Arc::new(Semaphore::new(HTTP_WAITING_MAX)),
-            peers: Arc::new(Semaphore::new(max_connections)),
+            peers: Arc::new(Semaphore::new(max_connections.max(PEER_CONNECTIONS_MIN))),
             http_refused: AtomicU64::new(0),
             counters,
         });
@@ -144,8 +158,8 @@ async fn accept_loop(
         let (bounds, http, frames) = (Arc::clone(&bounds), http.clone(), frames.clone());
         tokio::spawn(async move {
             let is_frames = opens_with_magic(&stream).await;
-            drop(unclassified);
             if is_frames {
+                drop(unclassified);
                 let Ok(permit) = Arc::clone(&bounds.peers).try_acquire_owned() else {
                     if bounds.counters.frame_drop_for("too_many_connections") {
                         tracing::warn!(%addr, "refused a frame connection: too many open");
@@ -159,7 +173,8 @@ async fn accept_loop(
                 let _ = frames.send((Box::new(conn), addr)).await;
                 return;
             }
-            let Some(permit) = bounds.http_permit().await else {
+            // The place while classifying is kept through a refusal: refusals are bounded too.
+            let Some(permit) = bounds.http_permit(unclassified).await else {
                 let refused = bounds.http_refused.fetch_add(1, Ordering::Relaxed) + 1;
                 if refused.is_power_of_two() {
                     tracing::warn!(%addr, refused, "refused an HTTP connection: too many open and waiting");
@@ -178,18 +193,21 @@ async fn accept_loop(
 
 impl Bounds {
     /// An HTTP connection's permit: at once, or once one closes if fewer than `HTTP_WAITING_MAX`
-    /// wait already; `None` if too many wait.
-    async fn http_permit(&self) -> Option<OwnedSemaphorePermit> {
+    /// wait already and one closes within `HTTP_WAIT_MAX`; `None` otherwise. The connection's
+    /// place while classifying (`unclassified`) is given back once it waits or gets its permit.
+    async fn http_permit(
+        &self,
+        unclassified: OwnedSemaphorePermit,
+    ) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = Arc::clone(&self.http).try_acquire_owned() {
             return Some(permit);
         }
         let _waiting = Arc::clone(&self.http_waiting).try_acquire_owned().ok()?;
-        Some(
-            Arc::clone(&self.http)
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed"),
-        )
+        drop(unclassified);
+        tokio::time::timeout(HTTP_WAIT_MAX, Arc::clone(&self.http).acquire_owned())
+            .await
+            .ok()
+            .map(|permit| permit.expect("the semaphore is never closed"))
     }
 }
 

@@ -156,7 +156,7 @@ impl<H: Host> Node<H> {
             link(sync.wrapping(SyncMsg::Answer)),
             sync_counters,
             pace,
-            store.generation(),
+            crate::sync::actor::boot_id(store.joined_timestamp_ms(), store.generation()),
         )
         .tombstone_grace(tombstone_grace);
         let decisions = DecisionLog::default();

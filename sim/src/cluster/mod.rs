@@ -297,16 +297,16 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     apply(&net, &nodes, &Fault::Heal);
     applied.push((trace.now_ms(), Fault::Heal));
     trace.record("healed; checking convergence");
-    // The dead stay off: the checks are on the live nodes, and what only a dead node
-    // acknowledged may have died with it.
+    // The dead stay off: the checks are on the live nodes, and what a dead node acknowledged
+    // need not survive (`acked`, for the lower bounds; `all_acked` where more is only stricter).
+    let cluster_size = nodes.len() as u32;
     let nodes: Vec<Arc<SimNode>> = nodes
         .iter()
         .filter(|n| !dead.contains(n.name()))
         .cloned()
         .collect();
-    let acked: BTreeMap<String, Vec<Acked>> = acked
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let all_acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let acked: BTreeMap<String, Vec<Acked>> = all_acked
         .iter()
         .map(|(key, ops)| {
             let ops: Vec<Acked> = ops
@@ -362,23 +362,26 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 "convergence: equal dumps but hash-tree roots {hashes:?}"
             ));
         }
-        let decisions = all_decisions(&nodes, &archived, &mut violations).await;
+        // What a dead node decided alone and never passed on binds nobody.
+        let mut decisions = all_decisions(&nodes, &archived, &mut violations).await;
+        decisions.retain(|(node, _)| !dead.contains(node));
         violations.extend(final_losses(
             &dumps[0],
             &acked,
+            &all_acked,
             collects.as_ref(),
             &decisions,
         ));
-        violations.extend(unexcused(&pending, &acked, &decisions));
+        violations.extend(unexcused(&pending, &all_acked, &decisions));
         let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
-        violations.extend(invented(&dumps[0], &asked, &acked));
+        violations.extend(invented(&dumps[0], &asked, &all_acked));
         check_collisions(&decisions, &dumps[0], &acked, &trace, &mut violations);
     }
     membership_agreement(&nodes, &dead, budget, &trace, &mut violations).await;
     violations.extend(accuracy::false_downs(
         &applied,
         &trace.lines(),
-        nodes.len() as u32,
+        cluster_size,
     ));
     let up: Vec<&SimNode> = nodes.iter().map(|n| n.as_ref()).collect();
     let end_state = crate::scenario::end_state(&up).await;

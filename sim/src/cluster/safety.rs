@@ -308,6 +308,7 @@ pub(super) fn unexcused(
 fn may_end_absent(
     key: &str,
     ops: &[Acked],
+    all: &[Acked],
     collects: &Collects,
     decisions: &[(String, ListedDecision)],
 ) -> bool {
@@ -321,7 +322,7 @@ fn may_end_absent(
         .filter(|o| o.version.timestamp_ms == ts)
         .collect();
     latest.iter().all(|o| o.delete)
-        || (latest.len() > 1 && delete_won(key, ops, ts, decisions))
+        || delete_won(key, all, ts, decisions)
         || latest
             .iter()
             .filter(|o| !o.delete)
@@ -334,6 +335,7 @@ fn may_end_absent(
 pub(super) fn final_losses(
     finals: &[(String, kvs::storage::Record)],
     acked: &BTreeMap<String, Vec<Acked>>,
+    all: &BTreeMap<String, Vec<Acked>>,
     collects: Option<&Collects>,
     decisions: &[(String, ListedDecision)],
 ) -> Vec<String> {
@@ -345,7 +347,10 @@ pub(super) fn final_losses(
         match finals.get(key.as_str()) {
             // The newest operation a delete, its tombstone collected; or the newest a write
             // a cut-off node took, forgotten (README, "Deletes"; `Collects`).
-            None if collects.is_some_and(|c| may_end_absent(key, ops, c, decisions)) => {}
+            None if collects.is_some_and(|c| {
+                let all = all.get(key).map_or(ops.as_slice(), Vec::as_slice);
+                may_end_absent(key, ops, all, c, decisions)
+            }) => {}
             None => violations.push(format!(
                 "lost write: {key} acknowledged by {} at {:?}, absent everywhere",
                 newest.by, newest.version
@@ -406,10 +411,12 @@ mod tests {
         let finals = [];
         let acked = BTreeMap::from([("k".to_owned(), ops)]);
         // The delete won: its tombstone may be gone.
-        assert!(final_losses(&finals, &acked, Some(&collects), &[decided(7, 1)]).is_empty());
+        assert!(
+            final_losses(&finals, &acked, &acked, Some(&collects), &[decided(7, 1)]).is_empty()
+        );
         // The write won, or nothing was decided: the write is lost.
         for decisions in [vec![decided(7, 2)], vec![]] {
-            let found = final_losses(&finals, &acked, Some(&collects), &decisions);
+            let found = final_losses(&finals, &acked, &acked, Some(&collects), &decisions);
             assert_eq!(found.len(), 1, "{found:?}");
             assert!(found[0].starts_with("lost write: k"), "{found:?}");
         }
@@ -422,13 +429,13 @@ mod tests {
             "k".to_owned(),
             vec![op(7, 2, false, "node-2"), op(8, 1, true, "node-1")],
         )]);
-        assert!(final_losses(&finals, &newer, Some(&collects), &[]).is_empty());
+        assert!(final_losses(&finals, &newer, &newer, Some(&collects), &[]).is_empty());
         let cut = Collects {
             cut_off: BTreeSet::from(["node-2".to_owned()]),
         };
-        assert!(final_losses(&finals, &acked, Some(&cut), &[]).is_empty());
+        assert!(final_losses(&finals, &acked, &acked, Some(&cut), &[]).is_empty());
         // Without tombstone collection nothing may end absent.
-        assert_eq!(final_losses(&finals, &newer, None, &[]).len(), 1);
+        assert_eq!(final_losses(&finals, &newer, &newer, None, &[]).len(), 1);
     }
 
     #[test]

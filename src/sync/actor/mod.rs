@@ -161,6 +161,13 @@ struct Round {
     waiting_since: Option<Duration>,
 }
 
+/// Which start of a node this is (told with branches and the barrier's answer): its generation,
+/// bumped on every start, mixed with its `joined_timestamp`, new with a new data directory
+/// (where the generation starts at 1 again).
+pub fn boot_id(joined_ms: u64, generation: u64) -> u64 {
+    joined_ms.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ generation
+}
+
 /// How long a bootstrapping node waits for a live peer before it gives up and starts empty.
 pub const BOOTSTRAP_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -219,14 +226,14 @@ pub struct SyncActor {
     /// Whether this node is part of a cluster: it has seed nodes, or has had a live peer since it
     /// started. A node alone needs no round before it collects tombstones.
     clustered: bool,
-    /// Which start of this node this is (its generation): told to peers with the branches and
-    /// the barrier's answer.
+    /// Which start of this node this is ([`boot_id`]): told to peers with the branches and the
+    /// barrier's answer.
     boot: u64,
 }
 
 impl SyncActor {
     /// A sync actor applying peers' records through `storage` and sending through `transport`,
-    /// in this node's start `boot` (its generation, different on every start).
+    /// in this node's start `boot` ([`boot_id`]).
     pub fn new(
         storage: Addr<StorageMsg>,
         reader: StorageReader,

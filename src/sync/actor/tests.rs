@@ -838,3 +838,16 @@ fn a_round_is_whole_only_once_the_peer_took_its_pushes_and_synced_them() {
         "a new round began"
     );
 }
+
+#[test]
+fn every_start_of_a_node_and_of_a_wiped_one_has_its_own_boot_id() {
+    let joined = 1_700_000_000_000;
+    let ids = [
+        boot_id(joined, 1),
+        boot_id(joined, 2),
+        boot_id(joined + 1, 1),
+        boot_id(joined + 5_000, 1),
+    ];
+    let distinct: BTreeSet<u64> = ids.into_iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+}
