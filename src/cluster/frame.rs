@@ -41,6 +41,11 @@ const _: () = assert!(PUSH_BYTES_MAX < BODY_BYTES_MAX);
 
 const FRAME_CONTEXT: &str = "kvs 2026-11 sync frame v1";
 
+/// A whole frame's bytes on the wire for a body of `body_len`: length, body, tag.
+pub const fn wire_len(body_len: usize) -> usize {
+    4 + body_len + TAG_BYTES
+}
+
 /// Which way a frame goes on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -209,7 +214,7 @@ impl FrameKeys {
             body.len()
         );
         let len = u32::try_from(body.len()).expect("BODY_BYTES_MAX fits a u32");
-        let mut frame = Vec::with_capacity(4 + body.len() + TAG_BYTES);
+        let mut frame = Vec::with_capacity(wire_len(body.len()));
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(body);
         frame.extend_from_slice(tag(&self.keys.signing, nonce, dir, seq, body).as_bytes());

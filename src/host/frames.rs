@@ -174,7 +174,7 @@ async fn serve_connection(
         };
         seq_in += 1;
         let request: WireRequest = postcard::from_bytes(&body).map_err(|_| Rejected::Malformed)?;
-        let (kind, received) = (request.request.kind(), 4 + body.len() + TAG_BYTES);
+        let (kind, received) = (request.request.kind(), frame::wire_len(body.len()));
         let (reply, answer) = reply_channel();
         let msg = SyncMsg::Request {
             from,
@@ -493,7 +493,7 @@ async fn exchange(
         Err(Ended::Refused(reason)) => return Err(TransportError::Refused(reason.label())),
     };
     c.seq_in += 1;
-    let received = 4 + body.len() + TAG_BYTES;
+    let received = frame::wire_len(body.len());
     let response: WireResponse = postcard::from_bytes(&body)
         .map_err(|_| TransportError::Refused(Rejected::Malformed.label()))?;
     if response.id != request.id {
