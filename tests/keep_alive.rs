@@ -320,4 +320,14 @@ fn http_connections_beyond_those_allowed_to_wait_are_refused_with_503_json() {
         true,
         "a waiting connection, once the held one closed",
     );
+    // The refusal is counted.
+    let metrics = beyond[served].exchange("GET", "/metrics", None);
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "kvs_http_connections_refused_total 1"),
+        "{}",
+        metrics.body
+    );
 }

@@ -55,6 +55,8 @@ pub struct NetCounters {
     /// Bytes of the peers' requests this node answered (`received`) and of its answers
     /// (`sent`), whole frames, by kind.
     served_bytes: Family<FrameLabels, Counter>,
+    /// HTTP connections answered 503 and closed: too many open and waiting (`host::listener`).
+    pub http_refused: Counter,
     /// Peers this node has a request task (a queue and a kept connection) for now: one per peer
     /// it talked to lately, ended after `host::frames::PEER_IDLE_EXIT` without a request.
     pub peer_links: Gauge,
@@ -158,6 +160,11 @@ impl NetCounters {
             "frame_connections_dropped",
             "Sync frame connections dropped, by reason",
             self.frames_dropped.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections answered 503 and closed: max_connections open and too many waiting",
+            self.http_refused.clone(),
         );
         registry.register(
             "frame_peer_links",

@@ -22,7 +22,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -75,8 +74,6 @@ struct Bounds {
     http: Arc<Semaphore>,
     http_waiting: Arc<Semaphore>,
     peers: Arc<Semaphore>,
-    /// HTTP connections refused (for logging at a bounded rate).
-    http_refused: AtomicU64,
     counters: Arc<NetCounters>,
 }
 
@@ -99,7 +96,6 @@ impl BoundedListener {
             http: Arc::new(Semaphore::new(max_connections)),
             http_waiting: Arc::new(Semaphore::new(HTTP_WAITING_MAX)),
             peers: Arc::new(Semaphore::new(max_connections.max(PEER_CONNECTIONS_MIN))),
-            http_refused: AtomicU64::new(0),
             counters,
         });
         let (http_tx, http) = mpsc::channel(HTTP_QUEUE);
@@ -175,7 +171,7 @@ async fn accept_loop(
             }
             // The place while classifying is kept through a refusal: refusals are bounded too.
             let Some(permit) = bounds.http_permit(unclassified).await else {
-                let refused = bounds.http_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                let refused = bounds.counters.http_refused.inc() + 1;
                 if refused.is_power_of_two() {
                     tracing::warn!(%addr, refused, "refused an HTTP connection: too many open and waiting");
                 }
