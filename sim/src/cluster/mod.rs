@@ -582,12 +582,7 @@ async fn read(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(key)
-        .and_then(|ops| {
-            ops.iter()
-                .filter(|o| o.by == node.name())
-                .max_by_key(|o| o.version)
-                .cloned()
-        });
+        .and_then(|ops| safety::newest_by(ops, node.name()).cloned());
     let (status, body) = node.get(key).await;
     trace.record(format_args!(
         "{} GET {key} -> {}",

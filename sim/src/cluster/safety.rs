@@ -22,6 +22,13 @@ pub(super) struct Acked {
     pub(super) value: Option<String>,
 }
 
+/// The newest of `ops` that `node` acknowledged: what it must hold (and read back) from then on.
+pub(super) fn newest_by<'a>(ops: &'a [Acked], node: &str) -> Option<&'a Acked> {
+    ops.iter()
+        .filter(|o| o.by == node)
+        .max_by_key(|o| o.version)
+}
+
 /// Every key's acknowledged operations.
 pub(super) type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
 
@@ -225,10 +232,7 @@ pub(super) fn unsafe_states(
         let mine: Vec<(&String, &Vec<Acked>, &Acked)> = acked
             .iter()
             .filter_map(|(key, ops)| {
-                let newest = ops
-                    .iter()
-                    .filter(|o| o.by == node.name())
-                    .max_by_key(|o| o.version)?;
+                let newest = newest_by(ops, node.name())?;
                 Some((key, ops, newest))
             })
             .collect();
