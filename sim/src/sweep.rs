@@ -131,8 +131,17 @@ pub(crate) struct SimTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        let elapsed = madsim::time::TimeHandle::current().elapsed();
-        write!(w, "t={}ms {}", elapsed.as_millis(), madsim::plugin::node())
+        // madsim itself logs while a runtime is being built (its seed, at info), before
+        // there is a clock or a node to name.
+        match madsim::time::TimeHandle::try_current() {
+            Some(time) => write!(
+                w,
+                "t={}ms {}",
+                time.elapsed().as_millis(),
+                madsim::plugin::node()
+            ),
+            None => write!(w, "t=- (no runtime)"),
+        }
     }
 }
 

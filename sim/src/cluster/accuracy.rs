@@ -79,6 +79,46 @@ pub(super) fn false_downs(applied: &[(u64, Fault)], lines: &[String], nodes: u32
     found
 }
 
+/// Every rejoin under a new generation among a run's timeline `lines` ("declared down while
+/// alive") that no verdict explains: a node renews its identity only when the cluster declared
+/// it down, so some node must have logged `member down` on the generation it leaves (judged
+/// itself by [`false_downs`]) at or before the rejoin. A renewal without one is a healthy member
+/// told it is down by mistake (foca 2.0.0 sent "you are down" to every member that refuted a
+/// suspicion, once the suspicion's timer ran out).
+pub(super) fn unheard_renewals(lines: &[String]) -> Vec<String> {
+    let mut verdicts: BTreeSet<(&str, u64)> = BTreeSet::new();
+    let mut found = Vec::new();
+    for line in lines {
+        if line.contains(" member down node_id=") {
+            if let Some(down) = MemberDown::read(line) {
+                verdicts.insert((down.node, down.generation));
+            }
+            // An unreadable one is reported by `false_downs`.
+            continue;
+        }
+        let Some((before, after)) = line.split_once(" declared down while alive: ") else {
+            continue;
+        };
+        let renewed = after
+            .split(' ')
+            .find_map(|field| field.strip_prefix("generation="))
+            .and_then(|g| g.parse::<u64>().ok());
+        let node = before.split(' ').nth(1);
+        let (Some(renewed), Some(node)) = (renewed, node) else {
+            found.push(format!("renewal check: cannot read `{line}`"));
+            continue;
+        };
+        if !verdicts.contains(&(node, renewed.saturating_sub(1))) {
+            found.push(format!(
+                "{node} was told it is down and rejoined, but no node declared generation {} \
+                 of it down ({line})",
+                renewed.saturating_sub(1)
+            ));
+        }
+    }
+    found
+}
+
 /// A `member down` line (`t=812ms node-2 member down node_id=node-3 generation=1 left=false`).
 struct MemberDown<'a> {
     /// When, in the run's milliseconds.
@@ -240,6 +280,36 @@ mod tests {
         format!(
             "t={t}ms node-{by} member down node_id=node-{down} generation={generation} left=false"
         )
+    }
+
+    #[test]
+    fn a_node_rejoins_under_a_new_generation_only_after_a_verdict_on_the_old_one() {
+        let renewed = |t: u64, node: u32, generation: u64| {
+            format!(
+                "t={t}ms node-{node} declared down while alive: rejoined under a new generation \
+                 generation={generation}"
+            )
+        };
+        let found = unheard_renewals(&[
+            // Declared down, then told: explained.
+            down(1_000, 1, 3, 1),
+            renewed(1_010, 3, 2),
+            // A verdict on another generation, or on another node, explains nothing.
+            renewed(2_000, 3, 3),
+            renewed(2_100, 2, 2),
+            // Nor does one that comes after the rejoin.
+            down(2_200, 1, 2, 1),
+            // Unreadable lines are reported, not skipped.
+            "t=3000ms node-4 declared down while alive: rejoined".to_owned(),
+        ]);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("node-3 was told"), "{found:?}");
+        assert!(found[0].contains("generation 2 of it"), "{found:?}");
+        assert!(found[1].starts_with("node-2 was told"), "{found:?}");
+        assert!(
+            found[2].starts_with("renewal check: cannot read"),
+            "{found:?}"
+        );
     }
 
     #[test]

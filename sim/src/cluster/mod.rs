@@ -378,11 +378,9 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         check_collisions(&decisions, &dumps[0], &acked, &trace, &mut violations);
     }
     membership_agreement(&nodes, &dead, budget, &trace, &mut violations).await;
-    violations.extend(accuracy::false_downs(
-        &applied,
-        &trace.lines(),
-        cluster_size,
-    ));
+    let lines = trace.lines();
+    violations.extend(accuracy::false_downs(&applied, &lines, cluster_size));
+    violations.extend(accuracy::unheard_renewals(&lines));
     let up: Vec<&SimNode> = nodes.iter().map(|n| n.as_ref()).collect();
     let end_state = crate::scenario::end_state(&up).await;
     Outcome {

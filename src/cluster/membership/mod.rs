@@ -252,6 +252,29 @@ type Remembered = (Vec<SocketAddr>, u64);
 /// it without a notification).
 pub const REMEMBER_EVERY: Duration = Duration::from_secs(1);
 
+/// Whether `timer` may go to foca: anything but a suspicion's timer, and that only while the
+/// suspicion stands (the member still listed under that identity at that incarnation).
+///
+/// foca 2.0.0's `ChangeSuspectToDown` checks that the member did not refute the suspicion
+/// before declaring it down, but sends it `TurnUndead` ("you are down") either way
+/// (`notify_down_members`, on in `new_lan`): `Members::apply_existing_if` answers `Some` even
+/// when its condition fails. So every refuted suspicion made a healthy member rejoin under a
+/// new generation when its timer ran out (the simulator's `dead_member` seed 1: two members
+/// renewed 2 s after a cut healed, with no verdict on either). Dropping the stale timer here
+/// leaves foca's own check as it was and sends nothing.
+fn suspicion_stands(swim: &Swim, timer: &Timer<NodeIdentity>) -> bool {
+    match timer {
+        Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } => swim
+            .iter_membership_state()
+            .any(|m| m.id() == member_id && m.incarnation() == *incarnation),
+        _ => true,
+    }
+}
+
 /// Fewest times an update (a member up, suspected, down) is sent on. foca's LAN default,
 /// 4 × log10(n + 1), is 1 or 2 below 5 members: a suspicion may then never reach the suspect
 /// (which cannot refute it and is declared down while alive), and two members that joined through
@@ -619,6 +642,9 @@ impl MembershipActor {
             }
             let timer = entry.remove();
             let swim = self.swim.as_mut().expect("foca is created in started");
+            if !suspicion_stands(swim, &timer) {
+                continue;
+            }
             if let Err(e) = swim.handle_timer(timer, &mut self.effects) {
                 tracing::debug!(error = %e, "SWIM timer");
             }

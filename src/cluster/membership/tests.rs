@@ -321,7 +321,8 @@ fn in_a_large_cluster_a_node_cut_off_briefly_gets_no_healthy_member_declared_dea
 }
 
 /// Isolates the last node for `cut`, heals, and for 10 s checks at every tick that no other
-/// node lists any member but the last dead.
+/// node lists any member but the last dead, and that none of them was told it is down (which
+/// makes a node rejoin under a new generation).
 fn cut_off_then_no_healthy_member_dies(lan: &mut Lan, cut: Duration) {
     let last = lan.nodes.len() - 1;
     let last_id = format!("n{last}");
@@ -340,6 +341,13 @@ fn cut_off_then_no_healthy_member_dies(lan: &mut Lan, cut: Duration) {
             assert!(
                 dead.is_empty(),
                 "cut off for {cut:?}: node {i} lists {dead:?} dead, {} ms after the cut healed",
+                step * TICK.as_millis()
+            );
+            assert_eq!(
+                lan.nodes[i].memory.generation(),
+                1,
+                "cut off for {cut:?}: node {i} was told it is down and rejoined, {} ms after \
+                 the cut healed",
                 step * TICK.as_millis()
             );
         }
