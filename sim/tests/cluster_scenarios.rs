@@ -102,6 +102,11 @@ fn swarm() {
 }
 
 #[test]
+fn swarm_reads() {
+    sweep_scenario("swarm_reads");
+}
+
+#[test]
 fn tombstone_grace() {
     sweep_scenario("tombstone_grace");
 }

@@ -149,12 +149,15 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                     ));
                     if let Some(version) = version {
                         let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
-                        acked.entry(key).or_default().push(Acked {
+                        acked.entry(key.clone()).or_default().push(Acked {
                             version,
                             delete,
                             by: node.name().to_owned(),
                             value: (!delete).then_some(value),
                         });
+                        if delete {
+                            delete_known(&asked, &key);
+                        }
                     }
                 }
             }));
@@ -615,8 +618,23 @@ fn ask(asked: &AskLog, key: &str, value: Option<&String>) {
         Some(value) => {
             entry.values.insert(value.clone());
         }
-        None => entry.deleted = true,
+        None => {
+            entry.deleted = true;
+            entry.deletes_unknown += 1;
+        }
     }
+}
+
+/// Notes that a delete of `key` asked before ([`ask`]) was acknowledged with a known version
+/// (in the [`AckLog`] from now on).
+fn delete_known(asked: &AskLog, key: &str) {
+    let mut asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = asked.get_mut(key).expect("asked before it was answered");
+    assert!(
+        entry.deletes_unknown > 0,
+        "a delete of {key} answered twice"
+    );
+    entry.deletes_unknown -= 1;
 }
 
 /// The version a PUT's acknowledgement names (`None`: not acknowledged).

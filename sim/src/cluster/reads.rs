@@ -1,7 +1,8 @@
 //! Reads, checked as they are answered: a node never answers a read with something no client
 //! wrote, nor with less than it acknowledged itself before the read began (its acknowledgements
 //! are durable on it: a read that goes back on one is a lost write on the read path). A read of
-//! another write stamped in the same millisecond is a collision's outcome, not a stale read.
+//! another write stamped in the same millisecond is a collision's outcome, not a stale read,
+//! and nothing found is a delete's outcome only if some delete may be newer than that write.
 
 use super::safety::{Acked, Asked};
 
@@ -54,10 +55,16 @@ pub(super) fn check(
         }
         Answer::Absent => {
             let floor = floor?;
-            (!floor.delete && !asked.deleted).then(|| {
+            // A delete explains nothing found if it may be newer than the floor: acknowledged
+            // at or after the floor's millisecond (the same one is a collision), or of a version
+            // nobody knows (on its way, or answered without one).
+            let newer_delete = acked
+                .iter()
+                .any(|o| o.delete && o.version.timestamp_ms >= floor.version.timestamp_ms);
+            (!floor.delete && !newer_delete && asked.deletes_unknown == 0).then(|| {
                 format!(
-                    "lost write on read: {node} acknowledged {key} at {:?}, nobody deleted it, \
-                     and a read found nothing",
+                    "lost write on read: {node} acknowledged {key} at {:?}, no delete that may \
+                     be newer was asked, and a read found nothing",
                     floor.version
                 )
             })
@@ -82,13 +89,15 @@ mod tests {
         }
     }
 
-    fn asked(values: &[&str], deleted: bool) -> Asked {
+    /// What clients asked: `values`, and `unknown` deletes whose version nobody knows.
+    fn asked(values: &[&str], unknown: u32) -> Asked {
         Asked {
             values: values
                 .iter()
                 .map(|v| v.to_string())
                 .collect::<BTreeSet<_>>(),
-            deleted,
+            deleted: unknown > 0,
+            deletes_unknown: unknown,
         }
     }
 
@@ -96,7 +105,7 @@ mod tests {
     fn a_read_is_neither_invented_nor_older_than_what_its_node_acknowledged() {
         let (old, new) = (op(5, Some("a")), op(7, Some("b")));
         let acked = [old.clone(), new.clone()];
-        let writes = asked(&["a", "b", "c"], false);
+        let writes = asked(&["a", "b", "c"], 0);
         let found = |v: &str| Answer::Found(v.into());
         let judge = |answer: &Answer, floor: Option<&Acked>, asked: &Asked| {
             check("node-1", "k", answer, floor, asked, &acked)
@@ -123,14 +132,30 @@ mod tests {
         assert!(stale.starts_with("stale read"), "{stale}");
         let lost = judge(&Answer::Absent, Some(&new), &writes).unwrap();
         assert!(lost.starts_with("lost write on read"), "{lost}");
-        // Nothing is fine once some client deleted the key (the delete may be newer).
+        // Nothing is fine while a delete of unknown version was asked (it may be newer)...
         assert_eq!(
-            judge(&Answer::Absent, Some(&new), &asked(&["a", "b"], true)),
+            judge(&Answer::Absent, Some(&new), &asked(&["a", "b"], 1)),
             None
         );
+        // ...or once one was acknowledged at or after the floor's millisecond...
+        let mut deleted_asked = asked(&["a", "b"], 0);
+        deleted_asked.deleted = true;
+        for (ts, excused) in [(7, true), (8, true), (6, false)] {
+            let with_delete = [old.clone(), new.clone(), op(ts, None)];
+            let verdict = check(
+                "node-1",
+                "k",
+                &Answer::Absent,
+                Some(&new),
+                &deleted_asked,
+                &with_delete,
+            );
+            assert_eq!(verdict.is_none(), excused, "a delete at {ts}: {verdict:?}");
+        }
+        // ...but not for an acknowledged delete older than the floor (the one at 6 above).
         // The node acknowledged a delete: an older value read back is stale.
         let deleted = op(9, None);
-        let back = judge(&found("b"), Some(&deleted), &asked(&["a", "b"], true)).unwrap();
+        let back = judge(&found("b"), Some(&deleted), &asked(&["a", "b"], 1)).unwrap();
         assert!(back.contains("the delete"), "{back}");
     }
 }

@@ -39,6 +39,10 @@ pub(super) type AckLog = Arc<Mutex<BTreeMap<String, Vec<Acked>>>>;
 pub(super) struct Asked {
     pub(super) values: BTreeSet<String>,
     pub(super) deleted: bool,
+    /// Deletes asked whose version is not known: on their way, or answered without one (failed,
+    /// timed out, or their node stopped), so they may have landed at any version. A delete
+    /// leaves this count once its acknowledgement names its version (then in the [`AckLog`]).
+    pub(super) deletes_unknown: u32,
 }
 
 /// Every key's [`Asked`].
@@ -454,6 +458,7 @@ mod tests {
             Asked {
                 values: BTreeSet::from(["1".to_owned(), "2".to_owned()]),
                 deleted: false,
+                deletes_unknown: 0,
             },
         )]);
         let acked = BTreeMap::from([("k".to_owned(), vec![op(7, 1, false, "node-1")])]);
