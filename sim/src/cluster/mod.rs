@@ -183,6 +183,8 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     let mut stopped: BTreeMap<u64, Stopped> = BTreeMap::new();
     // The nodes that died (`die`), by name: off for good.
     let mut dead: BTreeSet<String> = BTreeSet::new();
+    // What a dead node acknowledged that a live node held when it died ([`held_by_others`]).
+    let mut held_at_death: Vec<(String, Acked, u64)> = Vec::new();
     let mut deferred: BTreeMap<u64, Vec<Fault>> = BTreeMap::new();
     // Every fault applied, when (trace time): what the accuracy check may excuse.
     let mut applied: Vec<(u64, Fault)> = Vec::new();
@@ -250,6 +252,27 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
             Fault::Die(n) => {
                 let node = &nodes[(n - 1) as usize];
                 archived.extend(listed_decisions(node, &mut early).await);
+                let holders = nodes
+                    .iter()
+                    .zip(1u64..)
+                    .filter(|(h, i)| {
+                        *i != n && !dead.contains(h.name()) && !stopped.contains_key(i)
+                    })
+                    .map(|(h, _)| h);
+                let held = held_by_others(node.name(), holders, &acked, trace.now_ms());
+                let own = acked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .flatten()
+                    .filter(|o| o.by == node.name())
+                    .count();
+                trace.record(format_args!(
+                    "{} dies: {} of the {own} operations it acknowledged are held by live nodes",
+                    node.name(),
+                    held.len()
+                ));
+                held_at_death.extend(held);
                 node.power_off();
                 dead.insert(node.name().to_owned());
             }
@@ -301,8 +324,15 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
     applied.push((trace.now_ms(), Fault::Heal));
     trace.record("healed; checking convergence");
     // The dead stay off: the checks are on the live nodes, and what a dead node acknowledged
-    // need not survive (`acked`, for the lower bounds; `all_acked` where more is only stricter).
+    // need not survive (`acked`, for the lower bounds; `all_acked` where more is only stricter),
+    // unless a live node held it when it died and kept its power and place since: then it
+    // stands as that node's acknowledgement.
     let cluster_size = nodes.len() as u32;
+    let inherited: Vec<(String, Acked)> = held_at_death
+        .into_iter()
+        .filter(|(_, op, at)| !lost_power_or_left(&applied, &op.by, *at))
+        .map(|(key, op, _)| (key, op))
+        .collect();
     let nodes: Vec<Arc<SimNode>> = nodes
         .iter()
         .filter(|n| !dead.contains(n.name()))
@@ -321,6 +351,10 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         })
         .filter(|(_, ops)| !ops.is_empty())
         .collect();
+    let mut acked = acked;
+    for (key, op) in inherited {
+        acked.entry(key).or_default().push(op);
+    }
 
     let budget = Duration::from_millis(scenario.liveness_budget_ms);
     let mut waited = Duration::ZERO;
@@ -391,6 +425,54 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
         violations,
         end_state,
     }
+}
+
+/// The operations `dying` acknowledged that one of `holders` holds (the same write, or
+/// something newer), each as that holder's: (key, the operation with `by` the holder, when).
+/// The first holder in order vouches for it.
+fn held_by_others<'n>(
+    dying: &str,
+    holders: impl Iterator<Item = &'n Arc<SimNode>> + Clone,
+    acked: &AckLog,
+    now_ms: u64,
+) -> Vec<(String, Acked, u64)> {
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    for (key, ops) in acked.iter() {
+        for op in ops.iter().filter(|o| o.by == dying) {
+            let holder = holders.clone().find(|h| {
+                h.record(key).is_some_and(|r| {
+                    r.version.same_write(&op.version)
+                        || r.version.timestamp_ms > op.version.timestamp_ms
+                })
+            });
+            if let Some(holder) = holder {
+                let op = Acked {
+                    by: holder.name().to_owned(),
+                    ..op.clone()
+                };
+                held.push((key.clone(), op, now_ms));
+            }
+        }
+    }
+    held
+}
+
+/// Whether `node` lost power (crash, reboot, power cut, death) or left after `since` (trace
+/// time): what it held then, perhaps not yet synced (peers' records sync lazily), binds
+/// nobody.
+fn lost_power_or_left(applied: &[(u64, Fault)], node: &str, since: u64) -> bool {
+    applied.iter().any(|(at, fault)| {
+        *at >= since
+            && match fault {
+                Fault::Crash(n)
+                | Fault::Reboot(n)
+                | Fault::PowerOff(n)
+                | Fault::Die(n)
+                | Fault::Leave(n) => format!("node-{n}") == node,
+                _ => false,
+            }
+    })
 }
 
 /// How a node was stopped by a fault.
@@ -718,5 +800,27 @@ fn apply(net: &NetSim, nodes: &[Arc<SimNode>], fault: &Fault) {
                 node.tcp_stall().lift();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_node_held_binds_it_only_while_it_keeps_its_power_and_place() {
+        let applied = [
+            (100, Fault::Crash(2)),
+            (500, Fault::Isolate(vec![3])),
+            (600, Fault::Leave(3)),
+            (700, Fault::Reboot(1)),
+        ];
+        // A crash before, a cut, or another node's fault: it still holds what it held.
+        assert!(!lost_power_or_left(&applied, "node-2", 200));
+        assert!(!lost_power_or_left(&applied, "node-4", 0));
+        // A power cut, a reboot or a leave at or after: it may not.
+        assert!(lost_power_or_left(&applied, "node-2", 100));
+        assert!(lost_power_or_left(&applied, "node-3", 500));
+        assert!(lost_power_or_left(&applied, "node-1", 650));
     }
 }
