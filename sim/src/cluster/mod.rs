@@ -206,6 +206,16 @@ pub async fn run(scenario: ClusterScenario) -> Outcome {
                 ));
                 nodes.push(Arc::new(node));
                 monitor.watch(&nodes);
+                // A node cut off from the others stays cut off from the newcomer too.
+                let since_heal = applied
+                    .iter()
+                    .rposition(|(_, f)| matches!(f, Fault::Heal))
+                    .map_or(0, |i| i + 1);
+                for (_, fault) in &applied[since_heal..] {
+                    if let Fault::Isolate(_) = fault {
+                        apply(&net, &nodes, fault);
+                    }
+                }
             }
             // The swarm draws machine faults blindly. A crash or reboot that finds its node
             // stopped (by a pause or a power cut drawn earlier) waits until the node runs again:
