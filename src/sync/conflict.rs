@@ -272,9 +272,15 @@ impl ConflictActor {
         }
     }
 
+    /// Queues collisions for a vote. One met on a key whose vote is open waits for the next
+    /// vote if it is newer (the open one then ends moot), and is that vote's otherwise.
     fn collided(&mut self, collisions: Vec<Collision>) {
         for Collision { path, timestamp_ms } in collisions {
-            if self.votes.contains_key(&path) {
+            if self
+                .votes
+                .get(&path)
+                .is_some_and(|v| v.timestamp_ms >= timestamp_ms)
+            {
                 continue;
             }
             if self.waiting.len() >= WAITING_MAX && !self.waiting.contains_key(&path) {
@@ -293,11 +299,20 @@ impl ConflictActor {
             return;
         }
         let now = ctx.clock().monotonic();
+        // A key whose vote is still open waits for it to end.
+        let ready: Vec<String> = self
+            .waiting
+            .keys()
+            .filter(|path| !self.votes.contains_key(*path))
+            .take(room)
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
         let mut keys = Vec::new();
-        while keys.len() < room {
-            let Some((path, timestamp_ms)) = self.waiting.pop_first() else {
-                break;
-            };
+        for path in ready {
+            let timestamp_ms = self.waiting.remove(&path).expect("listed above");
             keys.push(path.clone());
             self.votes.insert(
                 path,
@@ -330,6 +345,24 @@ impl ConflictActor {
             }
         }
         for key in keys {
+            self.maybe_decide(ctx, &key);
+        }
+    }
+
+    /// Takes the new live peer list. An open vote stops waiting for a member no longer on it
+    /// (declared down, or gone): it would only answer when the transport gives up on it.
+    fn set_voters(&mut self, ctx: &mut dyn Context<ConflictMsg>, voters: Vec<Voter>) {
+        self.voters = voters;
+        let live: BTreeSet<SocketAddr> = self.voters.iter().map(|v| v.addr).collect();
+        let mut released = Vec::new();
+        for (key, vote) in &mut self.votes {
+            let before = vote.waiting.len();
+            vote.waiting.retain(|addr| live.contains(addr));
+            if vote.waiting.len() < before {
+                released.push(key.clone());
+            }
+        }
+        for key in released {
             self.maybe_decide(ctx, &key);
         }
     }
@@ -589,7 +622,7 @@ impl Actor for ConflictActor {
     fn handle(&mut self, ctx: &mut dyn Context<ConflictMsg>, msg: ConflictMsg) {
         match msg {
             ConflictMsg::Collisions(collisions) => self.collided(collisions),
-            ConflictMsg::Voters(voters) => self.voters = voters,
+            ConflictMsg::Voters(voters) => self.set_voters(ctx, voters),
             ConflictMsg::Answer(answer) => self.answered(ctx, answer),
             ConflictMsg::Tick => {
                 self.tick(ctx);
@@ -898,6 +931,75 @@ mod tests {
             assert!(f.requests.take().is_empty());
             assert_eq!(f.counters.moot.get(), 1);
         }
+    }
+
+    #[test]
+    fn a_member_declared_down_no_longer_holds_a_vote_up() {
+        let mut f = fixture();
+        let asked = f.collide();
+        // Peer 3 holds our write; peer 2 is unreachable, then declared down.
+        f.answer(
+            &asked[1],
+            Ok(SyncResponse::Versions(vec![Some(Version::new(T, [1; 16]))])),
+        );
+        assert_eq!(f.stored(), None, "waits for peer 2");
+        f.handle(ConflictMsg::Voters(vec![Voter {
+            addr: addr(3),
+            joined_ms: 200,
+        }]));
+        let stored = f.stored().expect("decided without peer 2");
+        assert_eq!(stored.version.resolution.map(|r| r.votes), Some(2));
+        // Its late answer changes nothing.
+        f.answer(
+            &asked[0],
+            Ok(SyncResponse::Versions(vec![Some(Version::new(T, [2; 16]))])),
+        );
+        assert_eq!(f.stored(), None);
+    }
+
+    #[test]
+    fn a_newer_collision_met_during_a_vote_on_its_key_is_voted_on_next() {
+        let mut f = fixture();
+        let asked = f.collide();
+        // Meanwhile storage meets a newer collision on k, and again the one being voted on.
+        f.handle(ConflictMsg::Collisions(vec![
+            Collision {
+                path: "k".into(),
+                timestamp_ms: T + 5,
+            },
+            Collision {
+                path: "k".into(),
+                timestamp_ms: T,
+            },
+        ]));
+        f.ctx.clock.advance(TICK);
+        f.handle(ConflictMsg::Tick);
+        assert!(f.requests.take().is_empty(), "one vote per key at a time");
+        // The open vote ends moot (a peer holds the newer write)...
+        f.answer(
+            &asked[0],
+            Ok(SyncResponse::Versions(vec![Some(Version::new(
+                T + 5,
+                [2; 16],
+            ))])),
+        );
+        f.answer(&asked[1], Ok(SyncResponse::Versions(vec![None])));
+        assert_eq!(f.counters.moot.get(), 1);
+        // ...and the next tick puts the newer collision to the vote.
+        f.ctx.clock.advance(TICK);
+        f.handle(ConflictMsg::Tick);
+        let next = f.requests.take();
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert!(next.iter().all(|r| r.request
+            == SyncRequest::Versions {
+                keys: vec!["k".into()]
+            }));
+        let vote = f
+            .actor
+            .votes
+            .get("k")
+            .expect("a vote on the newer collision");
+        assert_eq!(vote.timestamp_ms, T + 5);
     }
 
     #[test]
