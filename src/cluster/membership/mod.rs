@@ -233,6 +233,10 @@ pub struct MembershipActor {
     join: Option<Join>,
     cluster_size: u32,
     leaving: bool,
+    /// The member whose packet foca is taking (from its `DataReceived`), while its effects are
+    /// carried out: a member that declares itself down is leaving, whichever of its departure
+    /// notice and its packet arrives first.
+    sender: Option<NodeIdentity>,
     /// Who is told the live peers on every change (the sync actor), and what it was last told.
     peers_to: Option<(Addr<SyncMsg>, Vec<SocketAddr>)>,
     /// Who is told the live peers with their join times (the conflict actor), and what it was
@@ -343,6 +347,7 @@ impl MembershipActor {
             join: None,
             cluster_size: 1,
             leaving: false,
+            sender: None,
             peers_to: None,
             voters_to: None,
             remember_in: None,
@@ -462,6 +467,7 @@ impl MembershipActor {
         for notification in notifications {
             self.notified(ctx, notification);
         }
+        self.sender = None;
         if rejoined {
             self.forget_stale_suspicions(ctx);
         }
@@ -570,6 +576,7 @@ impl MembershipActor {
         let now = ctx.clock().monotonic();
         match notification {
             OwnedNotification::DataReceived(header) => {
+                self.sender = Some(header.src.clone());
                 let wall = ctx.clock().wall_ms();
                 self.seen.entry(header.src.addr).or_default().last_seen_ms = wall;
                 // At once: the first packet after a cut is the suspect's chance to refute in time.
@@ -587,6 +594,9 @@ impl MembershipActor {
             OwnedNotification::MemberDown(id) => {
                 let seen = self.seen.entry(id.addr).or_default();
                 seen.down_since = Some(now);
+                if self.sender.as_ref() == Some(&id) {
+                    seen.left_generation = Some(id.generation);
+                }
                 let left = seen.left_generation == Some(id.generation);
                 tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, left, "member down");
                 self.resize();
@@ -759,8 +769,24 @@ impl MembershipActor {
             },
             Some((&KIND_LEAVING, body)) => match postcard::from_bytes::<NodeIdentity>(body) {
                 Ok(id) => {
-                    tracing::info!(node_id = %id.node_id, addr = %id.addr, "member is leaving");
-                    self.seen.entry(id.addr).or_default().left_generation = Some(id.generation);
+                    let seen = self.seen.entry(id.addr).or_default();
+                    let already_down = seen.down_since.is_some()
+                        && seen.left_generation != Some(id.generation)
+                        && self
+                            .swim
+                            .as_ref()
+                            .expect("foca is created in started")
+                            .iter_membership_state()
+                            .any(|m| m.id() == &id && m.state() == State::Down);
+                    let seen = self.seen.entry(id.addr).or_default();
+                    seen.left_generation = Some(id.generation);
+                    if already_down {
+                        // The notice came after the member was seen down: that was its departure.
+                        tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, "member left: its departure notice came after it was seen down");
+                        self.remember(ctx);
+                    } else {
+                        tracing::info!(node_id = %id.node_id, addr = %id.addr, "member is leaving");
+                    }
                 }
                 Err(_) => {
                     if self.counters.reject(Rejected::Malformed) {

@@ -409,6 +409,34 @@ fn members_are_remembered_until_they_leave_or_are_reaped() {
 }
 
 #[test]
+fn a_member_that_leaves_is_listed_as_left_even_if_its_notice_is_lost() {
+    // Its departure notice and foca's leave are separate datagrams: either may come first, or
+    // alone. The members its leave reaches list it as left, not dead.
+    let mut lan = Lan::new(3);
+    lan.run(Duration::from_secs(5));
+    let (reply, _) = reply_channel();
+    let node = &mut lan.nodes[1];
+    node.actor
+        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    lan.nodes[1]
+        .wire
+        .0
+        .lock()
+        .unwrap()
+        .retain(|o| o.payload.first() != Some(&KIND_LEAVING));
+    lan.run(Duration::from_secs(2));
+    lan.nodes[1].up = false;
+    for i in [0, 2] {
+        let status = lan.statuses(i);
+        assert!(
+            status.contains(&("n1".into(), MemberStatus::Left)),
+            "node {i}: {status:?}"
+        );
+        assert_eq!(lan.nodes[i].memory.last(), vec![addr(2 - i)], "node {i}");
+    }
+}
+
+#[test]
 fn a_member_that_leaves_is_listed_as_left_then_reaped() {
     let mut lan = Lan::new(3);
     lan.run(Duration::from_secs(5));
