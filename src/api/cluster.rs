@@ -109,14 +109,15 @@ pub(super) async fn conflicts(State(state): State<ApiState>) -> Json<Vec<Value>>
     Json(list)
 }
 
-/// Leaves the cluster gracefully: peers list this node as `left`. The node keeps serving its
-/// own data until it is stopped.
+/// Leaves the cluster gracefully: peers list this node as `left`. The node keeps serving reads
+/// of its own data until it is stopped, and refuses client writes (no peer would take them).
 pub(super) async fn leave(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state
         .membership
         .ask(MembershipMsg::Leave)
         .await
         .map_err(unavailable)?;
+    state.left.store(true, std::sync::atomic::Ordering::Release);
     Ok(Json(json!({ "status": "left" })))
 }
 

@@ -20,6 +20,13 @@ fn key(path: Key) -> Result<KeyPath, ApiError> {
 }
 
 fn writable(state: &ApiState) -> Result<(), ApiError> {
+    if state.left.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node left the cluster: client writes are refused, as no peer would take them; \
+             restart it to rejoin",
+        ));
+    }
     match state.mode.get() {
         Mode::Normal => Ok(()),
         Mode::ReadOnly => Err(ApiError::new(

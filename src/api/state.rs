@@ -90,4 +90,7 @@ pub struct ApiState {
     pub metrics: Arc<NodeMetrics>,
     /// The conflict actor's recent decisions (`/conflicts/`).
     pub decisions: crate::sync::conflict::DecisionLog,
+    /// Set once this node left the cluster (`POST /members/leave`): its peers no longer take
+    /// its writes, so client writes are refused from then on.
+    pub left: Arc<std::sync::atomic::AtomicBool>,
 }

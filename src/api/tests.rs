@@ -36,6 +36,7 @@ fn state(store: &Store, storage: Addr<StorageMsg>) -> ApiState {
             &Default::default(),
         )),
         decisions: Default::default(),
+        left: Default::default(),
     }
 }
 
@@ -125,6 +126,37 @@ async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
     assert!(host.failed().borrow().is_some());
     let (status, body) = call(&router, "PUT", "/kv/b", "2").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    host.stop(running, std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_node_that_left_the_cluster_refuses_client_writes_and_still_serves_reads() {
+    let (store, wal) = Store::open(FlakyBackend::default(), FlakyBackend::default(), 1).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let mut host = TaskHost::new(clock);
+    let (writer, mailbox) = host.mailbox::<StorageActor>(16);
+    let actor = StorageActor::new(store.clone(), wal, "n1");
+    let rng = rand_core::SeedableRng::seed_from_u64(1);
+    let running = host.start(mailbox, actor, rng).await.unwrap();
+    let router = router(state(&store, writer));
+    let (status, _) = call(&router, "PUT", "/kv/a", "1").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = call(&router, "POST", "/members/leave", "").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("left"))
+    );
+    for (method, uri) in [("PUT", "/kv/b"), ("DELETE", "/kv/a")] {
+        let (status, body) = call(&router, method, uri, "2").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+        assert!(
+            body["error"].as_str().unwrap().contains("left the cluster"),
+            "{body}"
+        );
+    }
+    let (status, body) = call(&router, "GET", "/kv/a", "").await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!(1)));
     host.stop(running, std::time::Duration::from_secs(5)).await;
 }
 

@@ -239,6 +239,7 @@ impl<H: Host> Node<H> {
             reader: store.reader(),
             metrics,
             decisions,
+            left: Default::default(),
         };
         Ok(Node {
             api,
