@@ -78,6 +78,22 @@ async fn call(
     (status, json)
 }
 
+/// The router over a store on `data` and `log`, with its writer running on a task host (stop
+/// it with the host when done).
+async fn with_writer(
+    data: FlakyBackend,
+    log: FlakyBackend,
+) -> (TaskHost, crate::host::task::TaskRunning, Router) {
+    let (store, wal) = Store::open(data, log, 1).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let mut host = TaskHost::new(clock);
+    let (writer, mailbox) = host.mailbox::<StorageActor>(16);
+    let actor = StorageActor::new(store.clone(), wal, "n1");
+    let rng = rand_core::SeedableRng::seed_from_u64(1);
+    let running = host.start(mailbox, actor, rng).await.unwrap();
+    (host, running, router(state(&store, writer)))
+}
+
 /// A mailbox that answers every send the same way (or panics), standing in for a writer.
 struct FixedMailbox(Option<SendError>);
 
@@ -93,14 +109,7 @@ impl Mailbox<StorageMsg> for FixedMailbox {
 #[tokio::test]
 async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
     let backend = FlakyBackend::default();
-    let (store, wal) = Store::open(backend.clone(), backend.sibling(), 1).unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let mut host = TaskHost::new(clock);
-    let (writer, mailbox) = host.mailbox::<StorageActor>(16);
-    let actor = StorageActor::new(store.clone(), wal, "n1");
-    let rng = rand_core::SeedableRng::seed_from_u64(1);
-    let running = host.start(mailbox, actor, rng).await.unwrap();
-    let router = router(state(&store, writer));
+    let (mut host, running, router) = with_writer(backend.clone(), backend.sibling()).await;
 
     let (status, body) = call(&router, "GET", "/health", "").await;
     assert_eq!(
@@ -131,14 +140,8 @@ async fn a_dying_disk_fails_health_and_writes_with_json_errors() {
 
 #[tokio::test]
 async fn a_node_that_left_the_cluster_refuses_client_writes_and_still_serves_reads() {
-    let (store, wal) = Store::open(FlakyBackend::default(), FlakyBackend::default(), 1).unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let mut host = TaskHost::new(clock);
-    let (writer, mailbox) = host.mailbox::<StorageActor>(16);
-    let actor = StorageActor::new(store.clone(), wal, "n1");
-    let rng = rand_core::SeedableRng::seed_from_u64(1);
-    let running = host.start(mailbox, actor, rng).await.unwrap();
-    let router = router(state(&store, writer));
+    let (mut host, running, router) =
+        with_writer(FlakyBackend::default(), FlakyBackend::default()).await;
     let (status, _) = call(&router, "PUT", "/kv/a", "1").await;
     assert_eq!(status, StatusCode::OK);
 

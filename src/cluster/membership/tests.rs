@@ -186,6 +186,15 @@ impl Lan {
             .collect()
     }
 
+    /// Has node `i` leave the cluster; whether it answered at once.
+    fn leave(&mut self, i: usize) -> bool {
+        let (reply, mut answer) = reply_channel();
+        let node = &mut self.nodes[i];
+        node.actor
+            .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+        answer.try_recv() == Ok(Some(()))
+    }
+
     fn isolate(&mut self, i: usize) {
         for j in 0..self.nodes.len() {
             self.cut.insert((i, j));
@@ -395,10 +404,7 @@ fn members_are_remembered_until_they_leave_or_are_reaped() {
     let mut lan = Lan::new(4);
     lan.run(Duration::from_secs(5));
     assert_eq!(lan.nodes[0].memory.last(), vec![addr(1), addr(2), addr(3)]);
-    let (reply, _answer) = reply_channel();
-    let node = &mut lan.nodes[1];
-    node.actor
-        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    assert!(lan.leave(1), "node 1 left at once");
     lan.nodes[3].up = false;
     lan.run(Duration::from_secs(10));
     // The one that left is forgotten at once, the dead one only once reaped.
@@ -414,10 +420,7 @@ fn a_member_that_leaves_is_listed_as_left_even_if_its_notice_is_lost() {
     // alone. The members its leave reaches list it as left, not dead.
     let mut lan = Lan::new(3);
     lan.run(Duration::from_secs(5));
-    let (reply, _) = reply_channel();
-    let node = &mut lan.nodes[1];
-    node.actor
-        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    assert!(lan.leave(1), "node 1 left at once");
     lan.nodes[1]
         .wire
         .0
@@ -440,11 +443,7 @@ fn a_member_that_leaves_is_listed_as_left_even_if_its_notice_is_lost() {
 fn a_member_that_leaves_is_listed_as_left_then_reaped() {
     let mut lan = Lan::new(3);
     lan.run(Duration::from_secs(5));
-    let (reply, mut answer) = reply_channel();
-    let node = &mut lan.nodes[1];
-    node.actor
-        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
-    assert_eq!(answer.try_recv().unwrap(), Some(()));
+    assert!(lan.leave(1), "node 1 left at once");
     assert_eq!(lan.statuses(1)[0], ("n1".into(), MemberStatus::Left));
     lan.run(Duration::from_secs(2));
     lan.nodes[1].up = false;
@@ -501,10 +500,7 @@ fn a_node_that_left_stays_out() {
     // one, is what would tell foca it is down and make it renew itself back in.
     let mut lan = Lan::new(5);
     lan.run(Duration::from_secs(5));
-    let (reply, _answer) = reply_channel();
-    let node = &mut lan.nodes[1];
-    node.actor
-        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    assert!(lan.leave(1), "node 1 left at once");
     // It keeps running and hearing gossip (that it is down) for a while.
     lan.run(Duration::from_secs(60));
     for i in [0, 2, 3, 4] {
@@ -545,10 +541,7 @@ fn a_generation_raised_while_running_is_remembered_so_a_restart_comes_above_it()
     assert_eq!(remembered, 2, "the new generation reached storage");
     // It leaves, and restarts as the store would start it (one above what it stored): the
     // others take it back, though they hold generation 2 as departed.
-    let (reply, _) = reply_channel();
-    let node = &mut lan.nodes[2];
-    node.actor
-        .handle(&mut node.ctx, MembershipMsg::Leave(reply));
+    assert!(lan.leave(2), "node 2 left at once");
     lan.run(Duration::from_secs(2));
     lan.nodes[2].up = false;
     assert!(lan.statuses(0).contains(&("n2".into(), MemberStatus::Left)));
