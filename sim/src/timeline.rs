@@ -26,7 +26,6 @@ pub const REPORTED: &[&str] = &[
     "member up",
     "member down",
     "member is leaving",
-    "member left",
     "joined the cluster",
     "rejoining through the members known",
     "declared down while alive",

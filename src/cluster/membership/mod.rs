@@ -769,24 +769,8 @@ impl MembershipActor {
             },
             Some((&KIND_LEAVING, body)) => match postcard::from_bytes::<NodeIdentity>(body) {
                 Ok(id) => {
-                    let seen = self.seen.entry(id.addr).or_default();
-                    let already_down = seen.down_since.is_some()
-                        && seen.left_generation != Some(id.generation)
-                        && self
-                            .swim
-                            .as_ref()
-                            .expect("foca is created in started")
-                            .iter_membership_state()
-                            .any(|m| m.id() == &id && m.state() == State::Down);
-                    let seen = self.seen.entry(id.addr).or_default();
-                    seen.left_generation = Some(id.generation);
-                    if already_down {
-                        // The notice came after the member was seen down: that was its departure.
-                        tracing::info!(node_id = %id.node_id, addr = %id.addr, generation = id.generation, "member left: its departure notice came after it was seen down");
-                        self.remember(ctx);
-                    } else {
-                        tracing::info!(node_id = %id.node_id, addr = %id.addr, "member is leaving");
-                    }
+                    tracing::info!(node_id = %id.node_id, addr = %id.addr, "member is leaving");
+                    self.seen.entry(id.addr).or_default().left_generation = Some(id.generation);
                 }
                 Err(_) => {
                     if self.counters.reject(Rejected::Malformed) {
